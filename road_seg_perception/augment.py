@@ -1,0 +1,88 @@
+"""On-the-fly augmentation with identical geometry for image and label.
+
+One affine warp applies flip, scale, crop and rotation together (bilinear for the image,
+nearest-neighbour for the label, void outside the frame); photometric jitter works in HSV.
+Everything is drawn from the ``numpy.random.Generator`` passed in, so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .preprocessing import VOID
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation strengths; ``enabled: false`` turns all of it off."""
+
+    enabled: bool = True
+    hflip: float = 0.5
+    scale: tuple[float, float] = (0.8, 1.3)
+    rotate_deg: float = 6.0
+    brightness: float = 0.25
+    contrast: float = 0.25
+    saturation: float = 0.3
+    hue_deg: float = 8.0
+
+    def validate(self) -> None:
+        if not 0 <= self.hflip <= 1:
+            raise ValueError(f"augment.hflip must be in [0, 1], got {self.hflip}")
+        lo, hi = self.scale
+        if not 0 < lo <= hi:
+            raise ValueError(f"augment.scale must be 0 < low <= high, got {self.scale}")
+        for name in ("rotate_deg", "brightness", "contrast", "saturation", "hue_deg"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"augment.{name} must be >= 0")
+
+
+def geometric_matrix(shape_hw: tuple[int, int], rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """A 2x3 affine matrix: zoom by a random scale about a random centre, rotate, maybe flip."""
+    h, w = shape_hw
+    s = rng.uniform(*cfg.scale)
+    angle = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg) if cfg.rotate_deg else 0.0
+    # Pick the centre so that a zoomed-in crop stays within the frame.
+    half_w, half_h = w / (2 * s), h / (2 * s)
+    cx = rng.uniform(min(half_w, w / 2), max(w - half_w, w / 2))
+    cy = rng.uniform(min(half_h, h / 2), max(h - half_h, h / 2))
+    m = cv2.getRotationMatrix2D((cx, cy), angle, s)
+    m[:, 2] += (w / 2 - cx, h / 2 - cy)
+    if rng.random() < cfg.hflip:
+        m = np.array([[-1, 0, w - 1], [0, 1, 0]], dtype=np.float64) @ np.vstack([m, [0, 0, 1]])
+    return m
+
+
+def photometric(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """Brightness, contrast, saturation and hue jitter of an RGB uint8 image."""
+    img = image.astype(np.float32)
+    if cfg.brightness:
+        img *= 1.0 + rng.uniform(-cfg.brightness, cfg.brightness)
+    if cfg.contrast:
+        mean = img.mean()
+        img = (img - mean) * (1.0 + rng.uniform(-cfg.contrast, cfg.contrast)) + mean
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    if cfg.saturation or cfg.hue_deg:
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
+        if cfg.hue_deg:  # OpenCV hue is in [0, 180)
+            hsv[..., 0] = (hsv[..., 0] + rng.uniform(-cfg.hue_deg, cfg.hue_deg) / 2.0) % 180.0
+        if cfg.saturation:
+            hsv[..., 1] *= 1.0 + rng.uniform(-cfg.saturation, cfg.saturation)
+        hsv = np.clip(hsv, 0, [179, 255, 255]).astype(np.uint8)
+        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return img
+
+
+def augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Augment one (RGB uint8 image, 0/1/void label) pair; sizes are kept."""
+    if not cfg.enabled:
+        return image, label
+    h, w = label.shape[:2]
+    m = geometric_matrix((h, w), rng, cfg)
+    image = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    label = cv2.warpAffine(label, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=VOID)
+    return photometric(image, rng, cfg), label

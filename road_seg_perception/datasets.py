@@ -1,0 +1,184 @@
+"""Readers for labelled road datasets, returning RGB images and 0/1/void labels.
+
+Three layouts are supported, chosen by ``format``:
+
+* ``camvid``: class-id masks with the same file names as the images; ``positive_ids`` are road,
+  ``void_ids`` are ignored.
+* ``kitti``: KITTI-road colour masks named ``<cat>_road_<id>.png`` for ``<cat>_<id>.png``;
+  magenta (255, 0, 255) is road, black is void, every other colour is not road.
+* ``binary``: image/mask folder pairs as Kaggle road sets ship them; masks are matched by
+  stem plus ``mask_suffix``, hold 0/1 or 0/255 (png or jpg), and have no void.
+
+Every pair is checked before training starts; problems raise one :class:`DatasetError` that
+names the files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .preprocessing import VOID
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+KITTI_ROAD_BGR = (255, 0, 255)
+
+
+class DatasetError(ValueError):
+    """A dataset problem; the message names the offending files."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image."""
+
+    image: Path
+    mask: Path
+
+    @property
+    def drive(self) -> str:
+        """CamVid drive (sequence) id: the part of the stem before the first underscore."""
+        return self.image.stem.split("_")[0]
+
+
+@dataclass
+class LabelSpec:
+    """How a mask file becomes a 0/1/void label."""
+
+    format: str = "camvid"
+    positive_ids: list[int] = field(default_factory=lambda: [3])
+    void_ids: list[int] = field(default_factory=lambda: [11])
+    mask_suffix: str = "_mask"
+
+    def validate(self) -> None:
+        if self.format not in ("camvid", "kitti", "binary"):
+            raise ValueError(f"data.format must be camvid, kitti or binary, got {self.format!r}")
+
+
+def default_camvid_root() -> Path:
+    """The CamVid folder: ``$ROAD_SEG_CAMVID`` or ``../shared/datasets/camvid``."""
+    return Path(os.environ.get("ROAD_SEG_CAMVID", "../shared/datasets/camvid")).expanduser()
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def _mask_for(image: Path, mask_dir: Path, spec: LabelSpec, masks_by_stem: dict[str, Path]) -> Path | None:
+    if spec.format == "camvid":
+        stem = image.stem
+    elif spec.format == "kitti":
+        cat, _, idx = image.stem.partition("_")
+        stem = f"{cat}_road_{idx}"
+    else:
+        stem = image.stem + spec.mask_suffix
+    return masks_by_stem.get(stem)
+
+
+def pair_samples(image_dir: Path, mask_dir: Path, spec: LabelSpec, max_listed: int = 10) -> list[Sample]:
+    """Match every image in ``image_dir`` to its mask in ``mask_dir``; raise on any unmatched file."""
+    spec.validate()
+    for d, what in ((image_dir, "image"), (mask_dir, "mask")):
+        if not d.is_dir():
+            raise DatasetError(f"{what} folder {d} does not exist")
+    images = _images_in(image_dir)
+    if not images:
+        raise DatasetError(f"no images ({', '.join(IMAGE_EXTS)}) in {image_dir}")
+    masks = _images_in(mask_dir)
+    masks_by_stem: dict[str, Path] = {}
+    for m in masks:
+        if m.stem in masks_by_stem:
+            raise DatasetError(f"two masks share the stem {m.stem!r}: {masks_by_stem[m.stem]} and {m}")
+        masks_by_stem[m.stem] = m
+    samples, unmatched = [], []
+    used: set[Path] = set()
+    for im in images:
+        m = _mask_for(im, mask_dir, spec, masks_by_stem)
+        if m is None:
+            unmatched.append(str(im))
+        else:
+            samples.append(Sample(im, m))
+            used.add(m)
+    problems = [f"no mask for image {p}" for p in unmatched]
+    problems += [f"no image for mask {m}" for m in masks if m not in used]
+    if problems:
+        raise DatasetError(_summarise(problems, max_listed, f"{image_dir} / {mask_dir}"))
+    return samples
+
+
+def _summarise(problems: list[str], max_listed: int, where: str) -> str:
+    head = "\n  ".join(problems[:max_listed])
+    more = f"\n  ... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
+    return f"{len(problems)} dataset problem(s) in {where}:\n  {head}{more}"
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an image file as RGB uint8; raise :class:`DatasetError` naming the file if unreadable."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DatasetError(f"cannot read image {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: Path, spec: LabelSpec) -> np.ndarray:
+    """Read a mask file as a uint8 label: 1 road, 0 not road, :data:`VOID` ignored."""
+    if spec.format == "kitti":
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DatasetError(f"cannot read mask {path}")
+        road = np.all(bgr == KITTI_ROAD_BGR, axis=2)
+        void = np.all(bgr == 0, axis=2)
+        label = road.astype(np.uint8)
+        label[void] = VOID
+        return label
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise DatasetError(f"cannot read mask {path}")
+    if raw.ndim == 3:
+        raw = raw[..., 0]
+    if spec.format == "camvid":
+        label = np.isin(raw, spec.positive_ids).astype(np.uint8)
+        label[np.isin(raw, spec.void_ids)] = VOID
+        return label
+    # binary: 0/1 or 0/255 (jpg masks carry compression noise, hence the mid threshold)
+    thresh = 0 if raw.max(initial=0) <= 1 else 127
+    return (raw > thresh).astype(np.uint8)
+
+
+def load_samples(samples: list[Sample], spec: LabelSpec, max_listed: int = 10,
+                 progress: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Read every pair, checking readability and matching sizes; one error lists all problems."""
+    out, problems = [], []
+    it = samples
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(samples, desc="reading dataset", unit="img")
+    for s in it:
+        try:
+            image = read_image(s.image)
+            label = read_label(s.mask, spec)
+        except DatasetError as e:
+            problems.append(str(e))
+            continue
+        if image.shape[:2] != label.shape[:2]:
+            problems.append(f"size mismatch: image {s.image} is {image.shape[1]}x{image.shape[0]}, "
+                            f"mask {s.mask} is {label.shape[1]}x{label.shape[0]}")
+            continue
+        out.append((image, label))
+    if problems:
+        raise DatasetError(_summarise(problems, max_listed, "the dataset"))
+    return out
+
+
+def split_by_drive(samples: list[Sample], drive: str) -> tuple[list[Sample], list[Sample]]:
+    """Split samples into (others, the given drive); raise if the drive has no frames."""
+    held = [s for s in samples if s.drive == drive]
+    if not held:
+        drives = sorted({s.drive for s in samples})
+        raise DatasetError(f"data.holdout_drive {drive!r} has no frames; drives present: {drives}")
+    return [s for s in samples if s.drive != drive], held

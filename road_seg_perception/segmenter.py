@@ -1,0 +1,104 @@
+"""``RoadSegmenter``: the ROS-free core shared by the node, the evaluator and ``road-seg-predict``.
+
+    seg = RoadSegmenter("models/road_unet_camvid.onnx")
+    result = seg.segment(rgb)          # result.mask: uint8 0/255 at the input's size
+
+Pre-processing is :func:`road_seg_perception.preprocessing.preprocess`, the same function the
+training pipeline uses.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backends import Backend, open_backend
+from .postprocess import probability_to_mask
+from .preprocessing import preprocess, upsample_probability
+
+#: Where the shipped default model lives inside the source tree.
+PACKAGE_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL_NAME = "road_unet_camvid.onnx"
+
+
+def default_model_path() -> Path:
+    """The shipped model: the installed ``share/road_seg_perception/models`` copy, else the source tree's."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        p = Path(get_package_share_directory("road_seg_perception")) / "models" / DEFAULT_MODEL_NAME
+        if p.is_file():
+            return p
+    except Exception:  # no ament index (plain pip/venv use) or package not installed
+        pass
+    return PACKAGE_MODELS_DIR / DEFAULT_MODEL_NAME
+
+
+@dataclass
+class SegmentationResult:
+    """One frame's output: ``mask`` uint8 0/255 at input size; ``probability`` float32 if asked."""
+
+    mask: np.ndarray
+    probability: np.ndarray | None = None
+    low_res_probability: np.ndarray | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PostConfig:
+    """Post-processing settings, changeable at run time."""
+
+    threshold: float = 0.5
+    min_blob_area: int = 0
+    fill_holes_area: int = 0
+
+    def validate(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.min_blob_area < 0 or self.fill_holes_area < 0:
+            raise ValueError("min_blob_area and fill_holes_area must be >= 0")
+
+
+class RoadSegmenter:
+    """Pre-process, infer and post-process camera frames on numpy arrays."""
+
+    def __init__(self, model_path: str | Path | None = None, backend: str = "auto", device: str = "auto",
+                 post: PostConfig | None = None, allow_unsafe: bool = False, threads: int = 0,
+                 warmup: int = 2):
+        self.model_path = Path(model_path) if model_path else default_model_path()
+        self.post = post or PostConfig()
+        self.post.validate()
+        self.backend: Backend = open_backend(self.model_path, backend, device, allow_unsafe, threads)
+        self.input_hw = self.backend.input_hw
+        for _ in range(warmup):
+            self.backend.infer(np.zeros((1, *self.input_hw, 3), np.float32))
+
+    @property
+    def info(self) -> dict[str, str]:
+        """Backend, device, model and input size, for logs and diagnostics."""
+        return {"backend": self.backend.name, "device": self.backend.device,
+                "model": str(self.model_path), "input_size": f"{self.input_hw[1]}x{self.input_hw[0]}"}
+
+    def probability(self, image_rgb: np.ndarray) -> np.ndarray:
+        """Low-resolution road probability ``(h, w)`` float32 for one RGB uint8 image."""
+        return self.backend.infer(preprocess(image_rgb, self.input_hw)[None])[0]
+
+    def segment(self, image_rgb: np.ndarray, with_probability: bool = False) -> SegmentationResult:
+        """Segment one RGB uint8 ``(H, W, 3)`` image; the mask has the same ``H, W``."""
+        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image_rgb.dtype} {image_rgb.shape}")
+        t0 = time.perf_counter()
+        x = preprocess(image_rgb, self.input_hw)[None]
+        t1 = time.perf_counter()
+        prob = self.backend.infer(x)[0]
+        t2 = time.perf_counter()
+        out_hw = image_rgb.shape[:2]
+        p = self.post
+        full = upsample_probability(prob, out_hw)
+        mask = probability_to_mask(full, out_hw, p.threshold, p.min_blob_area, p.fill_holes_area)
+        t3 = time.perf_counter()
+        return SegmentationResult(mask, full if with_probability else None, prob, {"pre": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
+                                                     "post": (t3 - t2) * 1e3})

@@ -1,0 +1,1 @@
+"""Command-line tools: bag building, offline evaluation, benchmarking and the demo."""

