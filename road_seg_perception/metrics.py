@@ -96,7 +96,7 @@ def pr_curve(probs: list[np.ndarray], labels: list[np.ndarray], thresholds: np.n
     bins = 256
     pos_hist = np.zeros(bins, dtype=np.int64)
     neg_hist = np.zeros(bins, dtype=np.int64)
-    for prob, label in zip(probs, labels):
+    for prob, label in zip(probs, labels, strict=True):
         valid = label != VOID
         positive = label == 1
         q = np.clip((prob * (bins - 1)).round().astype(np.int64), 0, bins - 1)

@@ -13,6 +13,8 @@ import keras
 from keras import layers
 
 ENCODER_PREFIXES = ("enc", "bott")
+#: Moving-statistics momentum: 0.9 so that short CPU trainings get usable inference statistics.
+BN_MOMENTUM = 0.9
 
 
 @dataclass(frozen=True)
@@ -27,27 +29,31 @@ class UNetConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field."""
+        if not 1 <= self.levels <= 6:  # checked first: input_hw's divisor depends on it
+            raise ValueError(f"model.levels must be in 1..6, got {self.levels}")
         div = 2**self.levels
+        if len(self.input_hw) != 2:
+            raise ValueError(f"model.input_hw must be [height, width], got {self.input_hw}")
         h, w = self.input_hw
         if h % div or w % div or h <= 0 or w <= 0:
             raise ValueError(f"model.input_hw {self.input_hw} must be positive and divisible by {div}")
         if self.base_filters < 4:
             raise ValueError(f"model.base_filters must be >= 4, got {self.base_filters}")
-        if not 1 <= self.levels <= 6:
-            raise ValueError(f"model.levels must be in 1..6, got {self.levels}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
 def _conv_bn_relu(x, filters: int, name: str, stride: int = 1, dilation: int = 1, separable: bool = True):
     if separable:
         x = layers.DepthwiseConv2D(3, strides=stride, padding="same", dilation_rate=dilation,
                                    use_bias=False, name=f"{name}_dw")(x)
-        x = layers.BatchNormalization(name=f"{name}_dwbn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_dwbn")(x)
         x = layers.ReLU(name=f"{name}_dwrelu")(x)
         x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(x)
     else:
         x = layers.Conv2D(filters, 3, strides=stride, padding="same", dilation_rate=dilation,
                           use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -59,7 +65,7 @@ def build_unet(cfg: UNetConfig = UNetConfig()) -> keras.Model:
     inputs = keras.Input(shape=(*cfg.input_hw, 3), name="image")
     # Full-resolution stem: one plain conv (cheap with 3 input channels) then a separable one.
     x = layers.Conv2D(f, 3, padding="same", use_bias=False, name="enc0_stem_conv")(inputs)
-    x = layers.BatchNormalization(name="enc0_stem_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="enc0_stem_bn")(x)
     x = layers.ReLU(name="enc0_stem_relu")(x)
     x = _conv_bn_relu(x, f, "enc0_b", separable=sep)
     skips = [x]

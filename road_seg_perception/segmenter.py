@@ -100,5 +100,5 @@ class RoadSegmenter:
         full = upsample_probability(prob, out_hw)
         mask = probability_to_mask(full, out_hw, p.threshold, p.min_blob_area, p.fill_holes_area)
         t3 = time.perf_counter()
-        return SegmentationResult(mask, full if with_probability else None, prob, {"pre": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
-                                                     "post": (t3 - t2) * 1e3})
+        timings = {"pre": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3}
+        return SegmentationResult(mask, full if with_probability else None, prob, timings)

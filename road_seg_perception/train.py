@@ -23,8 +23,7 @@ import numpy as np
 import yaml
 
 from .augment import AugmentConfig, augment
-from .datasets import (DatasetError, LabelSpec, default_camvid_root, load_samples, pair_samples,
-                       split_by_drive)
+from .datasets import DatasetError, LabelSpec, default_camvid_root, load_samples, pair_samples, split_by_drive
 from .metrics import Confusion, confusion
 from .postprocess import probability_to_mask
 from .preprocessing import VOID, preprocess, resize_label
@@ -107,7 +106,7 @@ def evaluate(model, data: Arrays, hw: tuple[int, int], threshold: float) -> tupl
     """Full-resolution confusion over a split (void ignored) and per-frame IoUs."""
     total = Confusion()
     per_frame = []
-    for prob, label in zip(predict_probs(model, data.images, hw), data.labels):
+    for prob, label in zip(predict_probs(model, data.images, hw), data.labels, strict=True):
         c = confusion(probability_to_mask(prob, label.shape[:2], threshold), label)
         total = total + c
         per_frame.append(c.iou)
@@ -267,7 +266,7 @@ def write_samples(run_dir: Path, model, val: Arrays, hw, threshold: float, n: in
     idx = np.linspace(0, len(val) - 1, num=min(n, len(val))).astype(int)
     rows = []
     probs = predict_probs(model, [val.images[i] for i in idx], hw)
-    for i, prob in zip(idx, probs):
+    for i, prob in zip(idx, probs, strict=True):
         image, label = val.images[i], val.labels[i]
         pred = probability_to_mask(prob, label.shape[:2], threshold)
         gt = np.where(label == 1, 255, 0).astype(np.uint8)

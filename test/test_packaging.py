@@ -1,0 +1,128 @@
+"""Foundation checks: lint, colcon build and install layout, metadata agreement, rclpy pub/sub."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _setup_kwargs() -> dict:
+    """The literal keyword arguments of ``setup(...)`` in setup.py (parsed, not executed)."""
+    tree = ast.parse((REPO / "setup.py").read_text())
+    consts = {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+              for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    out = {}
+    for kw in call.keywords:
+        if isinstance(kw.value, ast.Name) and kw.value.id in consts:
+            out[kw.arg] = consts[kw.value.id]
+        else:
+            try:
+                out[kw.arg] = ast.literal_eval(kw.value)
+            except ValueError:
+                pass
+    return out
+
+
+def console_scripts() -> list[str]:
+    return [s.split("=")[0].strip() for s in _setup_kwargs()["entry_points"]["console_scripts"]]
+
+
+def test_ruff_clean():
+    ruff = shutil.which("ruff", path=str(BIN)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed")
+    r = subprocess.run([ruff, "check", "road_seg_perception", "test", "launch", "setup.py"], cwd=REPO,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_package_xml_and_setup_py_agree():
+    root = ET.parse(REPO / "package.xml").getroot()
+    assert root.get("format") == "3"
+    kw = _setup_kwargs()
+    assert root.findtext("name") == kw["name"] == "road_seg_perception"
+    assert root.findtext("version") == kw["version"]
+    assert root.findtext("license") == kw["license"]
+    assert root.find("export/build_type").text == "ament_python"
+    deps = {e.text for e in root.findall("exec_depend")}
+    assert {"rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "launch", "launch_ros",
+            "python3-numpy", "python3-opencv"} <= deps
+    assert "python3-pytest" in {e.text for e in root.findall("test_depend")}
+    from road_seg_perception import __version__
+
+    assert __version__ == kw["version"]
+
+
+def test_setup_cfg_puts_scripts_where_ros2_run_looks():
+    text = (REPO / "setup.cfg").read_text()
+    assert "script_dir=$base/lib/road_seg_perception" in text
+    assert "install_scripts=$base/lib/road_seg_perception" in text
+
+
+def test_colcon_build_install_tree(tmp_path):
+    colcon = shutil.which("colcon", path=str(BIN)) or shutil.which("colcon")
+    if colcon is None:
+        pytest.skip("colcon is not installed")
+    ws = tmp_path / "ws"
+    (ws / "src").mkdir(parents=True)
+    # A workspace with the package as its only source (no build outputs, venvs or runs).
+    ignore = shutil.ignore_patterns(".venv", ".git", "runs", "out", "build", "install", "log", "__pycache__",
+                                    ".pytest_cache", ".ruff_cache", "*.egg-info")
+    shutil.copytree(REPO, ws / "src" / "road_seg_perception", ignore=ignore)
+    r = subprocess.run([colcon, "build", "--base-paths", "src"], cwd=ws, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    share = ws / "install" / "road_seg_perception" / "share" / "road_seg_perception"
+    for sub in ("package.xml", "launch", "config", "models"):
+        assert (share / sub).exists(), f"{share / sub} missing"
+    assert (share / "launch" / "road_segmentation.launch.py").is_file()
+    assert (share / "config" / "road_seg.yaml").is_file()
+    assert (ws / "install" / "road_seg_perception" / "share" / "ament_index" / "resource_index" / "packages"
+            / "road_seg_perception").is_file()
+    lib = ws / "install" / "road_seg_perception" / "lib" / "road_seg_perception"
+    scripts = console_scripts()
+    assert "road_seg_node" in scripts
+    for name in scripts:
+        assert (lib / name).is_file(), f"console script {name} not installed under {lib}"
+
+
+def test_rclpy_image_roundtrip():
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.context import Context
+    from sensor_msgs.msg import Image
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=77)
+    try:
+        node = rclpy.create_node("packaging_smoke", context=ctx)
+        got: list[Image] = []
+        node.create_subscription(Image, "smoke_image", got.append, 10)
+        pub = node.create_publisher(Image, "smoke_image", 10)
+        msg = Image(height=2, width=3, encoding="rgb8", step=9, data=bytes(range(18)))
+        msg.header.frame_id = "camera"
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 12, 345
+        executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+        executor.add_node(node)
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            pub.publish(msg)
+            executor.spin_once(timeout_sec=0.1)
+        assert got, "no message received within 10 s"
+        r = got[0]
+        assert (r.header.stamp.sec, r.header.stamp.nanosec, r.header.frame_id) == (12, 345, "camera")
+        assert (r.height, r.width, r.encoding, r.step) == (2, 3, "rgb8", 9)
+        assert bytes(r.data) == bytes(range(18))
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
