@@ -26,12 +26,15 @@ class UNetConfig:
     levels: int = 4
     separable: bool = True
     dropout: float = 0.1
+    stem_stride: int = 1
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field."""
+        if self.stem_stride not in (1, 2):
+            raise ValueError(f"model.stem_stride must be 1 or 2, got {self.stem_stride}")
         if not 1 <= self.levels <= 6:  # checked first: input_hw's divisor depends on it
             raise ValueError(f"model.levels must be in 1..6, got {self.levels}")
-        div = 2**self.levels
+        div = 2**self.levels * self.stem_stride
         if len(self.input_hw) != 2:
             raise ValueError(f"model.input_hw must be [height, width], got {self.input_hw}")
         h, w = self.input_hw
@@ -63,8 +66,8 @@ def build_unet(cfg: UNetConfig = UNetConfig()) -> keras.Model:
     f = cfg.base_filters
     sep = cfg.separable
     inputs = keras.Input(shape=(*cfg.input_hw, 3), name="image")
-    # Full-resolution stem: one plain conv (cheap with 3 input channels) then a separable one.
-    x = layers.Conv2D(f, 3, padding="same", use_bias=False, name="enc0_stem_conv")(inputs)
+    # Stem: one plain conv (cheap with 3 input channels), optionally strided, then a separable one.
+    x = layers.Conv2D(f, 3, strides=cfg.stem_stride, padding="same", use_bias=False, name="enc0_stem_conv")(inputs)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="enc0_stem_bn")(x)
     x = layers.ReLU(name="enc0_stem_relu")(x)
     x = _conv_bn_relu(x, f, "enc0_b", separable=sep)
@@ -87,6 +90,8 @@ def build_unet(cfg: UNetConfig = UNetConfig()) -> keras.Model:
         x = _conv_bn_relu(x, ch, f"dec{lvl}_a", separable=sep)
         if lvl >= cfg.levels - 2:
             x = _conv_bn_relu(x, ch, f"dec{lvl}_b", separable=sep)
+    if cfg.stem_stride > 1:  # a stride-2 stem works at half resolution; bring it back before the head
+        x = layers.UpSampling2D(cfg.stem_stride, interpolation="bilinear", name="head_up")(x)
     outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="head")(x)
     return keras.Model(inputs, outputs, name="road_unet")
 

@@ -228,7 +228,7 @@ def build_and_compile(cfg: dict, steps_per_epoch: int, lr_scale: float = 1.0):
     m = cfg["model"]
     model = build_unet(UNetConfig(input_hw=tuple(m["input_hw"]), base_filters=int(m["base_filters"]),
                                   levels=int(m["levels"]), separable=bool(m["separable"]),
-                                  dropout=float(m["dropout"])))
+                                  dropout=float(m["dropout"]), stem_stride=int(m["stem_stride"])))
     t = cfg["train"]
     lr = float(t["lr"]) * lr_scale
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -369,8 +369,9 @@ def run(args: argparse.Namespace) -> dict:
     print(f"train: {len(train)} frames {info['train_drives']}; val: {len(val)} frames ({info['val']})", flush=True)
     seq = make_sequence(train, cfg, aug, seed)
     epochs = int(cfg["train"]["epochs"])
+    # rewritten on resume too, so that --set overrides given then (e.g. more epochs) survive a later resume
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     if not args.resume:
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
         atomic_write_text(run_dir / "versions.json", json.dumps(versions(), indent=1))
     with _strategy(args.distribute):
         if args.resume:
@@ -417,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.config and not args.resume:
         print("road-seg-train: give --config FILE or --resume RUN_DIR", file=sys.stderr)
+        return 2
+    if args.freeze == "encoder" and not (args.init_from or args.encoder_weights or args.resume):
+        print("road-seg-train: error: --freeze encoder needs --init-from MODEL or --encoder-weights FILE "
+              "(freezing a randomly initialised encoder trains nothing useful)", file=sys.stderr)
         return 2
     try:
         run(args)

@@ -22,7 +22,8 @@ DEFAULTS: dict[str, Any] = {
         "holdout_drive": None,       # e.g. 0001TP: validate on that train drive, train on the rest
         "limit": 0,                  # >0: use only the first N training images (smoke tests)
     },
-    "model": {"input_hw": [192, 256], "base_filters": 16, "levels": 4, "separable": True, "dropout": 0.1},
+    "model": {"input_hw": [192, 256], "base_filters": 24, "levels": 4, "separable": True, "dropout": 0.1,
+              "stem_stride": 2},
     "augment": {"enabled": True, "hflip": 0.5, "scale": [0.8, 1.3], "rotate_deg": 6.0,
                 "brightness": 0.25, "contrast": 0.25, "saturation": 0.3, "hue_deg": 8.0},
     "train": {

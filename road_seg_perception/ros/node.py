@@ -1,0 +1,505 @@
+"""``road_seg_node``: camera frames in, road masks, overlays and diagnostics out.
+
+ROS plumbing only. Segmentation is :class:`~road_seg_perception.segmenter.RoadSegmenter`, frame
+sampling and accounting are :mod:`road_seg_perception.sampling`, overlays are
+:mod:`road_seg_perception.overlay` and message conversion is :mod:`.conversions`.
+
+Topics (relative, remappable): ``image`` (Image) or ``image/compressed`` (CompressedImage) and
+``camera_info`` in; ``road_mask``, ``road_overlay``, ``road_probability``, ``road_camera_info``
+and ``/diagnostics`` out.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from ..backends import BACKENDS, DEVICES
+from ..model_io import ModelFileError
+from ..overlay import draw_overlay
+from ..sampling import FrameSampler, FrameScheduler, LatencyTracker, RateMeter, stale_status
+from ..segmenter import PostConfig, RoadSegmenter, default_model_path
+from .conversions import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    ImageConversionError,
+    compressed_header,
+    compressed_source_encoding,
+    compressed_to_rgb,
+    image_to_rgb,
+    numpy_to_image_msg,
+    probability_image,
+    rgb_to_encoding,
+    validate_image_msg,
+)
+
+NODE_NAME = "road_seg_node"
+PROBABILITY_ENCODINGS = ("mono8", "32FC1")
+BAD_INPUT_LOG_PERIOD_S = 5.0
+#: Parameters whose change loads a new model (fully, before it replaces the old one).
+MODEL_PARAMETERS = ("model_path", "backend", "device", "allow_unsafe_model")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A node parameter: default, description and range for its ``ParameterDescriptor``."""
+
+    default: Any
+    description: str
+    read_only: bool = False
+    int_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+    constraints: str = ""
+
+    def descriptor(self) -> ParameterDescriptor:
+        d = ParameterDescriptor(description=self.description, read_only=self.read_only,
+                                additional_constraints=self.constraints)
+        if self.int_range:
+            d.integer_range = [IntegerRange(from_value=self.int_range[0], to_value=self.int_range[1], step=1)]
+        if self.float_range:
+            d.floating_point_range = [FloatingPointRange(from_value=self.float_range[0],
+                                                         to_value=self.float_range[1], step=0.0)]
+        return d
+
+
+_BIG = 2**31 - 1
+#: Every parameter the node declares (``config/road_seg.yaml`` lists the same names and defaults).
+PARAMETERS: dict[str, ParamSpec] = {
+    "model_path": ParamSpec("", "Model file (.onnx or .keras); empty = the shipped "
+                                "share/road_seg_perception/models/road_unet_camvid.onnx"),
+    "backend": ParamSpec("auto", "Inference backend; auto picks the fastest available (ONNX Runtime first)",
+                         constraints="one of: " + ", ".join(BACKENDS)),
+    "device": ParamSpec("auto", "Inference device; gpu falls back to cpu (logged) when no GPU is usable",
+                        constraints="one of: " + ", ".join(DEVICES)),
+    "allow_unsafe_model": ParamSpec(False, "Allow .keras models with Lambda layers or custom code. "
+                                           "Only for files you trust: they can run arbitrary code"),
+    "threshold": ParamSpec(0.5, "Road probability threshold", float_range=(0.0, 1.0),
+                           constraints="strictly between 0 and 1"),
+    "min_blob_area": ParamSpec(0, "Remove road blobs smaller than this many pixels (0 = off)", int_range=(0, _BIG)),
+    "fill_holes_area": ParamSpec(0, "Fill non-road holes inside the road up to this many pixels (0 = off)",
+                                 int_range=(0, _BIG)),
+    "process_every_n": ParamSpec(1, "Process every n-th received frame", int_range=(1, 10_000)),
+    "max_rate_hz": ParamSpec(0.0, "Process at most this many frames per second (0 = unlimited)",
+                             float_range=(0.0, 1000.0)),
+    "overlay_color": ParamSpec([0, 255, 0], "Overlay tint [r, g, b], each 0-255",
+                               constraints="three integers in [0, 255]"),
+    "overlay_alpha": ParamSpec(0.45, "Overlay tint opacity", float_range=(0.0, 1.0)),
+    "publish_overlay": ParamSpec(True, "Publish road_overlay (computed only while someone subscribes)"),
+    "publish_probability": ParamSpec(False, "Publish road_probability (computed only while someone subscribes)"),
+    "probability_encoding": ParamSpec("mono8", "road_probability encoding: mono8 (0-255) or 32FC1 (0.0-1.0)",
+                                      constraints="mono8 or 32FC1"),
+    "use_compressed": ParamSpec(False, "Subscribe to image/compressed (sensor_msgs/CompressedImage, jpeg or "
+                                       "png) instead of image (sensor_msgs/Image)", read_only=True),
+    "publish_camera_info": ParamSpec(False, "Republish camera_info on road_camera_info with each processed "
+                                            "frame's header, for rviz", read_only=True),
+    "stale_timeout_s": ParamSpec(2.0, "Diagnostics go to WARN when no image arrived for this long",
+                                 float_range=(0.01, 3600.0)),
+    "max_image_pixels": ParamSpec(DEFAULT_MAX_PIXELS, "Drop images with more pixels than this (width * height)",
+                                  int_range=(1, _BIG)),
+    "max_message_bytes": ParamSpec(DEFAULT_MAX_BYTES, "Drop messages whose data is larger than this many bytes",
+                                   int_range=(1, _BIG)),
+}
+
+
+class ConfigError(ValueError):
+    """An invalid parameter value; the message names the parameter."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The validated, typed parameter values. Replaced as a whole, so the worker sees one version."""
+
+    model_path: str
+    backend: str
+    device: str
+    allow_unsafe_model: bool
+    threshold: float
+    min_blob_area: int
+    fill_holes_area: int
+    process_every_n: int
+    max_rate_hz: float
+    overlay_color: tuple[int, int, int]
+    overlay_alpha: float
+    publish_overlay: bool
+    publish_probability: bool
+    probability_encoding: str
+    use_compressed: bool
+    publish_camera_info: bool
+    stale_timeout_s: float
+    max_image_pixels: int
+    max_message_bytes: int
+
+    @classmethod
+    def from_values(cls, v: dict[str, Any]) -> NodeConfig:
+        """Validate parameter values; raise :class:`ConfigError` naming the first bad one."""
+        def check(ok: bool, name: str, why: str) -> None:
+            if not ok:
+                raise ConfigError(f"parameter {name}={v[name]!r} is invalid: {why}")
+
+        check(v["backend"] in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}")
+        check(v["device"] in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
+        check(0.0 < v["threshold"] < 1.0, "threshold", "must be strictly between 0 and 1")
+        check(v["min_blob_area"] >= 0, "min_blob_area", "must be >= 0")
+        check(v["fill_holes_area"] >= 0, "fill_holes_area", "must be >= 0")
+        try:
+            FrameSampler.validate(v["process_every_n"], v["max_rate_hz"])
+        except ValueError as e:
+            raise ConfigError(f"sampling parameters are invalid: {e}") from e
+        color = list(v["overlay_color"])
+        check(len(color) == 3 and all(0 <= int(c) <= 255 for c in color), "overlay_color",
+              "must be three integers [r, g, b] in [0, 255]")
+        check(0.0 <= v["overlay_alpha"] <= 1.0, "overlay_alpha", "must be in [0, 1]")
+        check(v["probability_encoding"] in PROBABILITY_ENCODINGS, "probability_encoding",
+              f"must be one of {', '.join(PROBABILITY_ENCODINGS)}")
+        check(v["stale_timeout_s"] > 0.0, "stale_timeout_s", "must be > 0")
+        check(v["max_image_pixels"] >= 1, "max_image_pixels", "must be >= 1")
+        check(v["max_message_bytes"] >= 1, "max_message_bytes", "must be >= 1")
+        fields = {k: v[k] for k in PARAMETERS}
+        fields["overlay_color"] = tuple(int(c) for c in color)
+        return cls(**fields)
+
+    def post(self) -> PostConfig:
+        return PostConfig(self.threshold, self.min_blob_area, self.fill_holes_area)
+
+
+@dataclass
+class _Frame:
+    msg: Any
+    encoding: str  # the raw encoding the overlay's family follows
+    received: float  # time.monotonic() at the callback
+
+
+SegmenterFactory = Callable[..., Any]
+
+
+def _qos_text(qos: QoSProfile) -> str:
+    return f"reliability={qos.reliability.name.lower()}, history={qos.history.name.lower()}, depth={qos.depth}"
+
+
+class RoadSegNode(Node):
+    """Subscribe to camera images, segment the road on a worker thread, publish masks and diagnostics.
+
+    ``segmenter_factory`` (default :class:`RoadSegmenter`) is called with ``model_path, backend,
+    device, post, allow_unsafe`` keywords; tests pass a wrapper to make inference slow.
+    ``diagnostics_period_s`` is the ``/diagnostics`` period. Other keywords go to ``rclpy.node.Node``
+    (``parameter_overrides``, ``namespace``, ``context``, ``cli_args``...).
+    Raises :class:`ConfigError` or :class:`ModelFileError` when it cannot start.
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, *, segmenter_factory: SegmenterFactory | None = None,
+                 diagnostics_period_s: float = 1.0, **node_kwargs: Any):
+        super().__init__(node_name, **node_kwargs)
+        self._factory = segmenter_factory or RoadSegmenter
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        try:
+            self._setup(diagnostics_period_s)
+        except BaseException:
+            self._shutdown_worker()
+            super().destroy_node()
+            raise
+
+    # ------------------------------------------------------------------ set-up
+
+    def _setup(self, diagnostics_period_s: float) -> None:
+        log = self.get_logger()
+        for name, spec in PARAMETERS.items():
+            self.declare_parameter(name, spec.default, spec.descriptor())
+        self.config = NodeConfig.from_values({n: self.get_parameter(n).value for n in PARAMETERS})
+        self.segmenter = self._load_segmenter(self.config)
+        self._log_model(self.segmenter, self.config.device)
+
+        self.scheduler = FrameScheduler(FrameSampler(self.config.process_every_n, self.config.max_rate_hz))
+        self.latency = LatencyTracker(window=300)
+        self.input_rate = RateMeter(2.0)
+        self.processed_rate = RateMeter(2.0)
+        self._started = time.monotonic()
+        self._last_received: float | None = None
+        self._last_bad_reason = ""
+        self._bad_at_last_diag = 0
+        self._camera_info: CameraInfo | None = None
+
+        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        qos_opts = QoSOverridingOptions.with_default_policies
+        self.mask_pub = self.create_publisher(Image, "road_mask", out_qos, qos_overriding_options=qos_opts())
+        self.overlay_pub = self.create_publisher(Image, "road_overlay", out_qos, qos_overriding_options=qos_opts())
+        self.probability_pub = self.create_publisher(Image, "road_probability", out_qos,
+                                                     qos_overriding_options=qos_opts())
+        self.camera_info_pub = None
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+        if self.config.use_compressed:
+            self.image_sub = self.create_subscription(CompressedImage, "image/compressed", self._on_compressed,
+                                                      in_qos, qos_overriding_options=qos_opts())
+        else:
+            self.image_sub = self.create_subscription(Image, "image", self._on_image, in_qos,
+                                                      qos_overriding_options=qos_opts())
+        kind = "CompressedImage" if self.config.use_compressed else "Image"
+        log.info(f"subscribed to {self.image_sub.topic_name} ({kind}) with QoS {_qos_text(self.image_sub.qos_profile)}"
+                 " (override with qos_overrides.<topic>.subscription.reliability|history|depth)")
+        if self.config.publish_camera_info:
+            info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+            self.camera_info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
+                                                            info_qos, qos_overriding_options=qos_opts())
+            self.camera_info_pub = self.create_publisher(CameraInfo, "road_camera_info", out_qos,
+                                                         qos_overriding_options=qos_opts())
+            log.info(f"passing {self.camera_info_sub.topic_name} through to {self.camera_info_pub.topic_name}")
+        log.info(f"publishing {self.mask_pub.topic_name}, {self.overlay_pub.topic_name}, "
+                 f"{self.probability_pub.topic_name} with QoS {_qos_text(self.mask_pub.qos_profile)}")
+
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.diagnostics_timer = self.create_timer(diagnostics_period_s, self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._worker_loop, name="road_seg_worker", daemon=True)
+        self._worker.start()
+
+    def _load_segmenter(self, cfg: NodeConfig):
+        path = cfg.model_path or str(default_model_path())
+        return self._factory(model_path=path, backend=cfg.backend, device=cfg.device, post=cfg.post(),
+                             allow_unsafe=cfg.allow_unsafe_model)
+
+    def _log_model(self, segmenter: Any, requested_device: str) -> None:
+        info = segmenter.info
+        self.get_logger().info(f"model {info['model']} (input {info.get('input_size', '?')}) on backend "
+                               f"{info['backend']}, device {info['device']}")
+        if requested_device == "gpu" and not str(info["device"]).startswith("gpu"):
+            self.get_logger().warning("device 'gpu' was requested but no usable GPU was found: "
+                                      f"falling back to CPU ({info['backend']})")
+
+    # ------------------------------------------------------------------ parameters
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        changes = {p.name: p.value for p in params if p.name in PARAMETERS}
+        if not changes:
+            return SetParametersResult(successful=True)
+        old = self.config
+        try:
+            new = NodeConfig.from_values({**old.__dict__, **changes})
+        except ConfigError as e:
+            self.get_logger().warning(f"refused parameter change: {e}")
+            return SetParametersResult(successful=False, reason=str(e))
+        segmenter = None
+        if any(getattr(new, k) != getattr(old, k) for k in MODEL_PARAMETERS):
+            try:  # load fully before replacing; on failure the old model keeps serving
+                segmenter = self._load_segmenter(new)
+            except Exception as e:  # any load failure (missing, corrupt, unsafe, runtime) refuses the change
+                reason = f"model not changed, the old one keeps serving: {e}"
+                self.get_logger().error(f"refused parameter change: {reason}")
+                return SetParametersResult(successful=False, reason=reason)
+            self._log_model(segmenter, new.device)
+        self._apply(old, new, segmenter)
+        self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
+        return SetParametersResult(successful=True)
+
+    def _apply(self, old: NodeConfig, new: NodeConfig, segmenter: Any | None) -> None:
+        if segmenter is not None:
+            self.segmenter = segmenter
+        self.segmenter.post = new.post()
+        if (new.process_every_n, new.max_rate_hz) != (old.process_every_n, old.max_rate_hz):
+            self.scheduler.sampler.configure(new.process_every_n, new.max_rate_hz)
+        self.config = new
+
+    # ------------------------------------------------------------------ input (executor thread)
+
+    def _count_bad(self, kind: str, error: Exception) -> None:
+        self._last_bad_reason = str(error)
+        self.get_logger().warning(f"dropped a bad {kind} message: {error}",
+                                  throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
+
+    def _received(self) -> float:
+        now = time.monotonic()
+        self._last_received = now
+        self.input_rate.tick(now)
+        return now
+
+    def _on_image(self, msg: Image) -> None:
+        now = self._received()
+        cfg = self.config
+        try:
+            encoding = validate_image_msg(msg, cfg.max_image_pixels, cfg.max_message_bytes)[0]
+        except ImageConversionError as e:
+            self.scheduler.reject_bad()
+            self._count_bad("Image", e)
+            return
+        self.scheduler.offer(_Frame(msg, encoding, now), now)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        now = self._received()
+        cfg = self.config
+        try:
+            compressed_header(msg, cfg.max_message_bytes, cfg.max_image_pixels)
+        except ImageConversionError as e:
+            self.scheduler.reject_bad()
+            self._count_bad("CompressedImage", e)
+            return
+        self.scheduler.offer(_Frame(msg, compressed_source_encoding(msg.format), now), now)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _worker_loop(self) -> None:
+        while not self._stop.is_set():
+            frame = self.scheduler.take(timeout=0.1)
+            if frame is None:
+                continue
+            ok = False
+            try:
+                ok = self._process(frame)
+            except Exception as e:  # one failing frame must not stop the node
+                if self._stop.is_set() or not self.context.ok():
+                    break
+                self._last_bad_reason = f"processing failed: {type(e).__name__}: {e}"
+                self.get_logger().error(f"frame processing failed: {traceback.format_exc()}",
+                                        throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
+            finally:
+                self.scheduler.finish(ok)
+
+    def _process(self, frame: _Frame) -> bool:
+        cfg, segmenter = self.config, self.segmenter
+        msg = frame.msg
+        try:
+            if isinstance(msg, CompressedImage) or not hasattr(msg, "encoding"):
+                rgb = compressed_to_rgb(msg, cfg.max_message_bytes, cfg.max_image_pixels)
+            else:
+                rgb = image_to_rgb(msg, cfg.max_image_pixels, cfg.max_message_bytes)
+        except ImageConversionError as e:
+            self._count_bad(type(msg).__name__, e)
+            return False
+        want_overlay = cfg.publish_overlay and self.overlay_pub.get_subscription_count() > 0
+        want_prob = cfg.publish_probability and self.probability_pub.get_subscription_count() > 0
+        result = segmenter.segment(rgb, with_probability=want_prob)
+        header = msg.header
+        self.mask_pub.publish(numpy_to_image_msg(result.mask, "mono8", header))
+        if want_overlay:
+            overlay = draw_overlay(rgb, result.mask, cfg.overlay_color, cfg.overlay_alpha, boundary=True)
+            arr, enc = rgb_to_encoding(overlay, frame.encoding)
+            self.overlay_pub.publish(numpy_to_image_msg(arr, enc, header))
+        if want_prob and result.probability is not None:
+            arr = probability_image(result.probability, cfg.probability_encoding)
+            self.probability_pub.publish(numpy_to_image_msg(arr, cfg.probability_encoding, header))
+        info = self._camera_info
+        if self.camera_info_pub is not None and info is not None:
+            self.camera_info_pub.publish(CameraInfo(
+                header=header, height=info.height, width=info.width, distortion_model=info.distortion_model,
+                d=info.d, k=info.k, r=info.r, p=info.p, binning_x=info.binning_x, binning_y=info.binning_y,
+                roi=info.roi))
+        done = time.monotonic()
+        self.latency.add(done - frame.received)
+        self.processed_rate.tick(done)
+        return True
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def diagnostic_status(self) -> DiagnosticStatus:
+        """The node's current status: rates, latency, frame counts, model; WARN when the camera is stale."""
+        now = time.monotonic()
+        cfg = self.config
+        counts = self.scheduler.counts()
+        stale, since = stale_status(now, self._last_received, self._started, cfg.stale_timeout_s)
+        p50, p95 = self.latency.percentile(50), self.latency.percentile(95)
+        processed_hz = self.processed_rate.rate(now)
+        new_bad = counts.bad - self._bad_at_last_diag
+        self._bad_at_last_diag = counts.bad
+        topic = self.image_sub.topic_name
+        if stale:
+            level, message = DiagnosticStatus.WARN, f"no image on {topic} for {since:.1f} s"
+        elif new_bad and processed_hz == 0.0:
+            level, message = DiagnosticStatus.WARN, f"only bad images on {topic}: {self._last_bad_reason}"
+        else:
+            level, message = DiagnosticStatus.OK, f"segmenting {topic} at {processed_hz:.1f} Hz"
+        info = self.segmenter.info
+
+        def ms(v: float | None) -> str:
+            return "nan" if v is None else f"{v * 1e3:.1f}"
+
+        values = {
+            "input_rate_hz": f"{self.input_rate.rate(now):.2f}",
+            "processed_rate_hz": f"{processed_hz:.2f}",
+            "latency_p50_ms": ms(p50),
+            "latency_p95_ms": ms(p95),
+            "frames_received": str(counts.received),
+            "frames_processed": str(counts.processed),
+            "frames_skipped": str(counts.skipped),
+            "frames_dropped_stale": str(counts.dropped),
+            "frames_bad": str(counts.bad),
+            "frames_pending": str(counts.pending),
+            "seconds_since_last_image": f"{since:.2f}",
+            "backend": str(info["backend"]),
+            "device": str(info["device"]),
+            "model": str(info["model"]),
+            "model_input_size": str(info.get("input_size", "")),
+            "input_topic": topic,
+            "last_bad_reason": self._last_bad_reason,
+        }
+        return DiagnosticStatus(level=level, name=f"{self.get_name()}: road segmentation", message=message,
+                                hardware_id=str(info["device"]),
+                                values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
+    def _publish_diagnostics(self) -> None:
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [self.diagnostic_status()]
+        self.diagnostics_pub.publish(msg)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def _shutdown_worker(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if hasattr(self, "scheduler"):
+            self.scheduler.close()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout)
+
+    def destroy_node(self) -> None:
+        """Stop and join the worker, then destroy the node."""
+        self._shutdown_worker()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the node until Ctrl-C or SIGTERM; exit 1 when it cannot start (bad model or parameter)."""
+    rclpy.init(args=args)  # rclpy's signal handlers turn SIGINT and SIGTERM into a context shutdown
+    log = rclpy.logging.get_logger(NODE_NAME)
+    node: RoadSegNode | None = None
+    code = 0
+    try:
+        try:
+            node = RoadSegNode()
+        except (ModelFileError, ConfigError) as e:
+            log.fatal(f"cannot start: {e}")
+            return 1
+        except Exception as e:  # a parameter rclpy refused at declaration, or anything unexpected
+            log.fatal(f"cannot start: {type(e).__name__}: {e}")
+            if not isinstance(e, ParameterException):
+                log.fatal(traceback.format_exc())
+            return 1
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        log.info("shutting down")
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

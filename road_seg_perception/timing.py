@@ -1,0 +1,38 @@
+"""Timing of the segmenter's stages, shared by the benchmark and the model card."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .preprocessing import preprocess
+from .segmenter import RoadSegmenter
+
+
+def time_segmenter(seg: RoadSegmenter, frame: np.ndarray, runs: int = 50, warmup: int = 5) -> dict[str, float]:
+    """Median milliseconds of pre, infer, post and total over ``runs`` calls of ``seg.segment``."""
+    for _ in range(warmup):
+        seg.segment(frame)
+    rows = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        r = seg.segment(frame)
+        rows.append({**r.timings_ms, "total": (time.perf_counter() - t) * 1e3})
+    out = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
+    out["p95_total"] = float(np.percentile([r["total"] for r in rows], 95))
+    out["fps"] = 1000.0 / out["total"]
+    return out
+
+
+def time_keras_predict(seg: RoadSegmenter, frame: np.ndarray, runs: int = 10) -> float:
+    """Median milliseconds of ``model.predict`` on one frame (the path tutorials use), for comparison."""
+    model = seg.backend.model
+    x = preprocess(frame, seg.input_hw)[None]
+    model.predict(x, verbose=0)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        model.predict(x, verbose=0)
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
