@@ -31,16 +31,25 @@ from .train_config import load_config
 
 
 def atomic_save(model, path: Path) -> None:
-    """Save a Keras model so that ``path`` is never left half-written."""
+    """Save a Keras model so that ``path`` is never left half-written (a failed save leaves no temp file)."""
     tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file so that ``path`` is never left half-written."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class Arrays:
@@ -376,6 +385,7 @@ def run(args: argparse.Namespace) -> dict:
     with _strategy(args.distribute):
         if args.resume:
             model = load_keras_model(run_dir / "last.keras", compile=True)
+            fit_schedule_to_epochs(model.optimizer, len(seq) * epochs)
             print(f"resuming {run_dir} after epoch {state['epoch']} (best IoU {state['best_iou']:.4f})", flush=True)
         else:
             lr_scale = float(cfg["train"]["finetune_lr_scale"]) if args.init_from and args.freeze == "none" else 1.0
@@ -406,6 +416,20 @@ def run(args: argparse.Namespace) -> dict:
     print(f"done: {run_dir}/model.keras  best epoch {metrics['best_epoch']}  val IoU {v['iou']:.4f}  "
           f"F1 {v['f1']:.4f}  P {v['precision']:.4f}  R {v['recall']:.4f}", flush=True)
     return metrics
+
+
+def fit_schedule_to_epochs(optimizer, total_steps: int) -> None:
+    """Stretch or shrink a resumed cosine schedule so it ends after ``total_steps`` steps.
+
+    This lets ``--resume RUN --set train.epochs=N`` change the length of a run; the optimizer's
+    step counter (and so the position on the schedule) is kept.
+    """
+    import keras
+
+    sched = optimizer._learning_rate
+    if isinstance(sched, keras.optimizers.schedules.CosineDecay) and sched.decay_steps != total_steps:
+        optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(
+            sched.initial_learning_rate, decay_steps=max(1, total_steps), alpha=sched.alpha)
 
 
 def _weights_file_model(cfg: dict, path: str):
