@@ -1,0 +1,119 @@
+"""``road-seg-predict``: segment image files or folders with a road model.
+
+    road-seg-predict [--model PATH] [--backend auto|onnxruntime|keras] [--threshold T] \\
+        --output-dir DIR INPUT...
+
+For each image it writes ``DIR/<stem>_mask.png`` (mono8: 255 road, 0 not road, the input's
+width and height) and ``DIR/<stem>_overlay.png``. Unreadable inputs are listed by name at the
+end and make the exit status non-zero; the readable ones are still written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .backends import BACKENDS, DEVICES
+from .model_io import ModelFileError
+
+INPUT_EXTS = (".png", ".jpg", ".jpeg")
+
+#: Exit status when some inputs could not be read or written (the others were).
+EXIT_SOME_FAILED = 1
+#: Exit status for a bad command line, no inputs or an unusable model.
+EXIT_USAGE = 2
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Expand files and folders (non-recursive, png/jpg) into image paths; return (paths, problems)."""
+    paths: list[Path] = []
+    problems: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in INPUT_EXTS)
+            if not found:
+                problems.append(f"{p}: folder holds no {'/'.join(INPUT_EXTS)} images")
+            paths.extend(found)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            problems.append(f"{p}: no such file or folder")
+    return paths, problems
+
+
+def read_rgb(path: Path) -> np.ndarray | None:
+    """Read an image as RGB uint8, or ``None`` if OpenCV cannot decode it."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="road-seg-predict", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (png/jpg) or folders of them")
+    p.add_argument("--output-dir", required=True, metavar="DIR", help="where <stem>_mask.png and _overlay.png go")
+    p.add_argument("--model", metavar="PATH", help="model .onnx or .keras (default: the shipped model)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="inference device (default: auto)")
+    p.add_argument("--threshold", type=float, default=0.5, help="road probability threshold in (0, 1)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tqdm import tqdm
+
+    from .overlay import draw_overlay
+    from .segmenter import PostConfig, RoadSegmenter
+
+    args = parse_args(argv)
+    paths, problems = collect_inputs(args.inputs)
+    if not paths:
+        for msg in problems:
+            print(f"road-seg-predict: {msg}", file=sys.stderr)
+        print("road-seg-predict: error: no input images", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        seg = RoadSegmenter(args.model, backend=args.backend, device=args.device,
+                            post=PostConfig(threshold=args.threshold))
+    except (ModelFileError, ValueError) as e:
+        print(f"road-seg-predict: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = seg.info
+    print(f"model {info['model']} ({info['backend']}, {info['device']}, input {info['input_size']})", flush=True)
+
+    written: dict[str, Path] = {}
+    for path in tqdm(paths, desc="segmenting", unit="img"):
+        if path.stem in written:
+            problems.append(f"{path}: same stem as {written[path.stem]}; not written (would overwrite its mask)")
+            continue
+        rgb = read_rgb(path)
+        if rgb is None:
+            problems.append(f"{path}: cannot read image")
+            continue
+        mask = seg.segment(rgb).mask
+        overlay = draw_overlay(rgb, mask)
+        ok = cv2.imwrite(str(out_dir / f"{path.stem}_mask.png"), mask)
+        ok &= cv2.imwrite(str(out_dir / f"{path.stem}_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        if not ok:
+            problems.append(f"{path}: cannot write outputs to {out_dir}")
+            continue
+        written[path.stem] = path
+
+    print(f"wrote masks and overlays of {len(written)} image(s) to {out_dir}", flush=True)
+    if problems:
+        print(f"road-seg-predict: {len(problems)} input(s) failed:", file=sys.stderr)
+        for msg in problems:
+            print(f"  {msg}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

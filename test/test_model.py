@@ -1,0 +1,212 @@
+"""The U-Net builder, its fixed layer names, FLOP count and safe model loading."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from road_seg_perception.model import UNetConfig, build_unet, count_flops, encoder_layers
+from road_seg_perception.model_io import ModelFileError, inspect_keras_file, load_keras_model
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = UNetConfig(input_hw=(32, 64), base_filters=4, levels=2, dropout=0.0)
+
+
+@pytest.fixture(autouse=True)
+def _clear_session():
+    yield
+    keras.backend.clear_session()
+
+
+def test_shapes_and_output_range():
+    model = build_unet(TINY)
+    assert model.input_shape == (None, 32, 64, 3)
+    assert model.output_shape == (None, 32, 64, 1)
+    x = np.random.default_rng(0).random((2, 32, 64, 3), dtype=np.float32)
+    y = np.asarray(model(x, training=False))
+    assert y.shape == (2, 32, 64, 1)
+    assert np.all((y >= 0) & (y <= 1))
+    wide = build_unet(UNetConfig(input_hw=(48, 80), base_filters=8, levels=4, separable=False))
+    assert wide.output_shape == (None, 48, 80, 1)
+
+
+def test_layer_names_fixed_and_stable():
+    a = build_unet(TINY)
+    b = build_unet(TINY)  # same session: auto-named layers would get a _1 suffix here
+    names = [lyr.name for lyr in a.layers]
+    assert names == [lyr.name for lyr in b.layers]
+    for expected in ("image", "enc0_stem_conv", "enc0_b_dw", "enc1_a_dw", "enc1_b_pw", "bott_a_pw",
+                     "bott_c_relu", "dec1_up", "dec1_concat", "dec0_a_pw", "head"):
+        assert expected in names
+    assert not any(n.startswith("enc2") for n in names)  # levels=2: encoder levels 0 and 1 only
+
+
+def test_weights_transfer_between_builds(tmp_path):
+    a = build_unet(TINY)
+    a.save_weights(tmp_path / "a.weights.h5")
+    keras.utils.set_random_seed(99)
+    b = build_unet(TINY)
+    assert not np.array_equal(a.get_layer("head").get_weights()[0], b.get_layer("head").get_weights()[0])
+    b.load_weights(tmp_path / "a.weights.h5")
+    for la, lb in zip(a.layers, b.layers, strict=True):
+        for wa, wb in zip(la.get_weights(), lb.get_weights(), strict=True):
+            np.testing.assert_array_equal(wa, wb)
+
+
+def test_encoder_layers_are_encoder_and_bottleneck_only():
+    model = build_unet(TINY)
+    enc = encoder_layers(model)
+    names = {lyr.name for lyr in enc}
+    assert names and all(n.startswith(("enc", "bott")) for n in names)
+    assert {"enc0_stem_conv", "enc1_a_dw", "bott_c_pw"} <= names
+    rest = {lyr.name for lyr in model.layers} - names
+    assert "head" in rest and all(n.startswith(("dec", "head", "image")) for n in rest)
+
+
+def test_params_and_flops():
+    sep = build_unet(TINY)
+    plain = build_unet(UNetConfig(input_hw=(32, 64), base_filters=4, levels=2, dropout=0.0, separable=False))
+    assert 0 < sep.count_params() < plain.count_params()
+    assert 0 < count_flops(sep) < count_flops(plain)
+
+
+def test_stride2_stem_keeps_output_resolution():
+    model = build_unet(UNetConfig(input_hw=(32, 64), base_filters=4, levels=2, dropout=0.0, stem_stride=2))
+    assert model.output_shape == (None, 32, 64, 1)
+    assert tuple(model.get_layer("enc0_stem_conv").output.shape[1:3]) == (16, 32)
+    assert tuple(model.get_layer("head_up").output.shape[1:3]) == (32, 64)
+    assert count_flops(model) < count_flops(build_unet(TINY))
+    y = np.asarray(model(np.zeros((1, 32, 64, 3), np.float32), training=False))
+    assert y.shape == (1, 32, 64, 1)
+
+
+def test_count_flops_by_hand():
+    inp = keras.Input((8, 10, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inp)                 # 8*10 * 4 out * 3 in * 9 = 8640
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(x)  # 4*5 * 4 ch * 9 = 720
+    x = keras.layers.Conv2D(2, 1)(x)                                    # 4*5 * 2 * 4 * 1 = 160
+    x = keras.layers.ReLU()(x)
+    assert count_flops(keras.Model(inp, x)) == 8640 + 720 + 160
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"input_hw": (30, 64)}, "model.input_hw"),
+    ({"input_hw": (32, 0)}, "model.input_hw"),
+    ({"input_hw": (32, 64, 3)}, "model.input_hw"),
+    ({"base_filters": 2}, "model.base_filters"),
+    ({"levels": 0}, "model.levels"),
+    ({"levels": 9}, "model.levels"),
+    ({"dropout": 1.0}, "model.dropout"),
+    ({"stem_stride": 3}, "model.stem_stride"),
+    ({"input_hw": (36, 64), "stem_stride": 2}, "model.input_hw"),  # 36 is divisible by 4 but not by 8
+])
+def test_bad_config_names_field(kwargs, field):
+    cfg = UNetConfig(**{"input_hw": (32, 64), "base_filters": 4, "levels": 2, **kwargs})
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        build_unet(cfg)
+
+
+# --------------------------------------------------------------------------- safe loading
+
+
+def _lambda_model(path: Path) -> Path:
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(1, 1, name="c")(inp)
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(x)
+    keras.Model(inp, x).save(path)
+    return path
+
+
+def test_lambda_model_refused_unless_allowed(tmp_path):
+    path = _lambda_model(tmp_path / "lam.keras")
+    with pytest.raises(ModelFileError) as e:
+        load_keras_model(path)
+    msg = str(e.value)
+    assert str(path) in msg and "Lambda layer (double)" in msg and "allow_unsafe_model" in msg
+    model = load_keras_model(path, allow_unsafe=True)
+    x = np.ones((1, 8, 8, 3), np.float32)
+    conv = model.get_layer("c")
+    expected = 2.0 * (x @ conv.get_weights()[0][0, 0] + conv.get_weights()[1])
+    np.testing.assert_allclose(np.asarray(model(x)), expected, rtol=1e-5)
+
+
+def test_plain_model_loads_in_safe_mode(tiny_model):
+    model = load_keras_model(tiny_model["keras"])
+    assert model.input_shape == (None, 32, 64, 3)
+    assert inspect_keras_file(tiny_model["keras"]) == []
+
+
+def test_custom_class_refused(tmp_path):
+    path = tmp_path / "custom.keras"
+    config = {"module": "keras", "class_name": "Functional", "config": {"layers": [
+        {"module": "evil.layers", "class_name": "Backdoor", "config": {"name": "x"}}]}}
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("config.json", json.dumps(config))
+        zf.writestr("metadata.json", "{}")
+    reasons = inspect_keras_file(path)
+    assert reasons == ["class 'Backdoor' from module 'evil.layers' is custom code"]
+    with pytest.raises(ModelFileError, match="Backdoor"):
+        load_keras_model(path)
+
+
+def test_corrupt_and_missing_files_named(tmp_path, tiny_model):
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"not a zip archive at all")
+    with pytest.raises(ModelFileError, match=f"{garbage}.*corrupt"):
+        load_keras_model(garbage)
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(tiny_model["keras"].read_bytes()[:2000])
+    with pytest.raises(ModelFileError, match=str(truncated)):
+        load_keras_model(truncated)
+    no_config = tmp_path / "empty.keras"
+    with zipfile.ZipFile(no_config, "w") as zf:
+        zf.writestr("readme.txt", "hi")
+    with pytest.raises(ModelFileError, match=f"{no_config} is not a Keras 3 .keras archive"):
+        load_keras_model(no_config)
+    with pytest.raises(ModelFileError, match="missing.keras does not exist"):
+        load_keras_model(tmp_path / "missing.keras")
+    with pytest.raises(ModelFileError, match=r"must end in \.keras"):
+        load_keras_model(tiny_model["onnx"])
+
+
+# --------------------------------------------------------------------------- other Keras backends
+
+_BACKEND_SCRIPT = textwrap.dedent("""
+    import sys
+    import keras
+    import numpy as np
+    from road_seg_perception.model import UNetConfig, build_unet
+    from road_seg_perception.model_io import load_keras_model
+    assert keras.backend.backend() == sys.argv[1], keras.backend.backend()
+    model = build_unet(UNetConfig(input_hw=(32, 64), base_filters=4, levels=2))
+    y = np.asarray(keras.ops.convert_to_numpy(model(np.ones((2, 32, 64, 3), "float32"), training=False)))
+    assert y.shape == (2, 32, 64, 1) and np.all((y >= 0) & (y <= 1)), y.shape
+    saved = load_keras_model(sys.argv[2])
+    x = np.load(sys.argv[3])
+    np.save(sys.argv[4], np.asarray(keras.ops.convert_to_numpy(saved(x, training=False))))
+""")
+
+
+@pytest.mark.parametrize(("backend", "package"), [("jax", "jax"), ("torch", "torch")])
+def test_builds_and_runs_on_other_backend(backend, package, tiny_model, tmp_path):
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"KERAS_BACKEND={backend} needs the '{package}' package, which is not installed")
+    x = np.random.default_rng(0).random((1, 32, 64, 3), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    reference = np.asarray(load_keras_model(tiny_model["keras"])(x, training=False))
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-c", _BACKEND_SCRIPT, backend, str(tiny_model["keras"]),
+                           str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), reference, atol=1e-4)

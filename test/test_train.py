@@ -1,0 +1,288 @@
+"""``road-seg-train`` end to end on a tiny CamVid-like dataset: smoke run, resume, transfer, bad data.
+
+Every run trains a 32x64 U-Net with 4 base filters on 8 images (2 steps per epoch) in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from road_seg_perception import train
+from road_seg_perception.datasets import LabelSpec, load_samples, pair_samples
+from road_seg_perception.metrics import Confusion, confusion
+from road_seg_perception.model import UNetConfig, build_unet, encoder_layers
+from road_seg_perception.model_io import load_keras_model
+
+TINY = ["--set", "model.input_hw=[32,64]", "--set", "model.base_filters=4", "--set", "model.levels=2",
+        "--set", "model.stem_stride=2", "--set", "train.batch_size=4", "--set", "train.workers=1",
+        "--set", "output.samples=2"]
+TINY_CFG = UNetConfig(input_hw=(32, 64), base_filters=4, levels=2, stem_stride=2)
+STEPS_PER_EPOCH = 2  # 8 images, batch 4
+ROAD, SKY, BUILDING, VOID_ID = 3, 1, 4, 11
+
+
+def _write_split(root: Path, split: str, names: list[str], seed: int) -> None:
+    """64x96 frames: sky, buildings, grey road below a random horizon, a void strip at the horizon."""
+    rng = np.random.default_rng(seed)
+    (root / split).mkdir(parents=True)
+    (root / f"{split}annot").mkdir(parents=True)
+    colours = {SKY: (200, 150, 90), BUILDING: (60, 80, 120), ROAD: (110, 110, 110), VOID_ID: (0, 0, 0)}
+    for n in names:
+        h, w = 64, 96
+        horizon = int(rng.integers(24, 40))
+        ids = np.full((h, w), SKY, np.uint8)
+        ids[16:horizon] = BUILDING
+        ids[horizon:] = ROAD
+        ids[horizon:horizon + 2, :10] = VOID_ID
+        img = np.zeros((h, w, 3), np.uint8)
+        for cls, bgr in colours.items():
+            img[ids == cls] = bgr
+        img = np.clip(img.astype(int) + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
+        assert cv2.imwrite(str(root / split / f"{n}.png"), img)
+        assert cv2.imwrite(str(root / f"{split}annot" / f"{n}.png"), ids)
+
+
+@pytest.fixture(scope="module")
+def camvid_tiny(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("camvid_tiny")
+    _write_split(root, "train", [f"0001TP_{i:06d}" for i in range(4)] + [f"0006R0_{i:06d}" for i in range(4)], 0)
+    _write_split(root, "val", ["0016E5_000001", "0016E5_000002"], 1)
+    # a config file of its own, so the tests do not depend on the shipped config/train_camvid.yaml
+    (root / "train.yaml").write_text(yaml.safe_dump({"data": {"format": "camvid", "positive_ids": [3],
+                                                              "void_ids": [11], "holdout_drive": None}}))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _clear_session():
+    keras.backend.clear_session()
+    yield
+    keras.backend.clear_session()
+
+
+def _args(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    return ["--config", str(root / "train.yaml"), "--run-dir", str(run_dir), "--set", f"data.root={root}",
+            *TINY, *extra]
+
+
+def _val_labels(root: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    spec = LabelSpec()
+    return load_samples(pair_samples(root / "val", root / "valannot", spec), spec)
+
+
+def _weights(model, names) -> dict[str, list[np.ndarray]]:
+    return {n: [np.array(w) for w in model.get_layer(n).get_weights()] for n in names}
+
+
+def test_smoke_one_epoch(camvid_tiny, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert train.main(_args(camvid_tiny, run_dir, "--set", "train.epochs=1")) == 0
+    for name in ("model.keras", "model.onnx", "metrics.json", "curves.png", "samples.png", "config.yaml",
+                 "versions.json", "last.keras", "state.json"):
+        assert (run_dir / name).is_file(), name
+    assert not list(run_dir.glob(".*tmp*")), "temporary files left behind"
+
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["data"]["train_frames"] == 8 and m["data"]["val_frames"] == 2
+    assert m["data"]["train_drives"] == ["0001TP", "0006R0"] and m["data"]["val_drives"] == ["0016E5"]
+    assert m["best_epoch"] == 1 and m["epochs_run"] == 1 and m["threshold"] == 0.5 and m["input_hw"] == [32, 64]
+    assert m["parameters"] > 0 and m["macs"] > 0
+    assert m["onnx_max_abs_diff"] <= 1e-4
+    [row] = m["history"]
+    assert row["epoch"] == 1 and np.isfinite(row["loss"]) and row["loss"] > 0
+
+    # the confusion matrix covers exactly the non-void val pixels and agrees with the scores
+    (tn, fp), (fn, tp) = m["confusion_matrix"]["matrix"]
+    val = _val_labels(camvid_tiny)
+    assert tn + fp + fn + tp == sum(int((lab != 255).sum()) for _, lab in val)
+    assert tp + fn == sum(int((lab == 1).sum()) for _, lab in val)
+    c = Confusion(tp=tp, fp=fp, fn=fn, tn=tn)
+    for k, v in c.scores().items():
+        assert m["val"][k] == pytest.approx(v, abs=1e-5), k
+        assert row[f"val_{k}"] == pytest.approx(v, abs=1e-5), k  # best epoch == the only epoch
+
+    # an independent evaluation of the exported model.onnx at full resolution gives the same matrix
+    # (up to pixels whose probability is within the export's 1e-4 of the threshold)
+    from road_seg_perception.segmenter import RoadSegmenter
+
+    seg = RoadSegmenter(run_dir / "model.onnx", backend="onnxruntime")
+    again = sum((confusion(seg.segment(img).mask, lab) for img, lab in val), Confusion())
+    total = tn + fp + fn + tp
+    for a, b in zip((again.tn, again.fp, again.fn, again.tp), (tn, fp, fn, tp), strict=True):
+        assert abs(a - b) <= 0.002 * total
+
+    model = load_keras_model(run_dir / "model.keras")  # safe mode
+    assert model.input_shape == (None, 32, 64, 3)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["model"]["input_hw"] == [32, 64] and cfg["train"]["epochs"] == 1
+    assert cfg["data"]["root"] == str(camvid_tiny)
+    versions = json.loads((run_dir / "versions.json").read_text())
+    assert versions["keras"] == keras.__version__ and versions["keras_backend"] == "tensorflow"
+    assert "tensorflow" in versions and "onnxruntime" in versions
+    assert json.loads((run_dir / "state.json").read_text())["epoch"] == 1
+    for png in ("curves.png", "samples.png"):
+        im = cv2.imread(str(run_dir / png))
+        assert im is not None and im.ndim == 3 and min(im.shape[:2]) > 50, png
+    out = capsys.readouterr().out
+    assert "train: 8 frames" in out and "epoch 1: loss" in out and "done:" in out
+
+
+class _Interrupted(Exception):
+    """Stands in for a killed process: raised after epoch 1 was saved, before epoch 2 trains."""
+
+
+def test_resume_after_interruption(camvid_tiny, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    real_build_callback = train.build_callback
+
+    def interrupting_callback(*args, **kwargs):
+        cb = real_build_callback(*args, **kwargs)
+        begin = cb.on_epoch_begin
+
+        def on_epoch_begin(epoch, logs=None):
+            if epoch == 1:
+                raise _Interrupted
+            begin(epoch, logs)
+
+        cb.on_epoch_begin = on_epoch_begin
+        return cb
+
+    monkeypatch.setattr(train, "build_callback", interrupting_callback)
+    with pytest.raises(_Interrupted):
+        train.main(_args(camvid_tiny, run_dir, "--set", "train.epochs=3", "--set", "output.onnx=false"))
+    monkeypatch.undo()
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    assert not (run_dir / "metrics.json").exists()
+    shutil.copy(run_dir / "last.keras", tmp_path / "epoch1.keras")
+    keras.backend.clear_session()
+
+    # resume; record the optimizer state the resumed fit starts from
+    seen: dict = {}
+    real_build_callback = train.build_callback
+
+    def recording_callback(*args, **kwargs):
+        cb = real_build_callback(*args, **kwargs)
+
+        def on_train_begin(logs=None):
+            seen["iterations"] = int(cb.model.optimizer.iterations.numpy())
+            seen["vars"] = [np.array(v) for v in cb.model.optimizer.variables]
+            seen["weights"] = [np.array(w) for w in cb.model.weights]
+
+        cb.on_train_begin = on_train_begin
+        return cb
+
+    monkeypatch.setattr(train, "build_callback", recording_callback)
+    assert train.main(["--resume", str(run_dir), "--set", "output.samples=1"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["output"]["samples"] == 1  # overrides kept
+
+    saved = load_keras_model(tmp_path / "epoch1.keras", compile=True)
+    assert seen["iterations"] == STEPS_PER_EPOCH  # the optimizer continues, it does not restart
+    assert len(seen["vars"]) == len(saved.optimizer.variables) > 2  # moments, not only counters
+    for got, want in zip(seen["vars"], saved.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(got, np.array(want))
+    for got, want in zip(seen["weights"], saved.weights, strict=True):
+        np.testing.assert_array_equal(got, np.array(want))
+
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert [h["epoch"] for h in m["history"]] == [1, 2, 3]
+    assert m["history"][0] == state["history"][0]  # epoch 1 kept from the interrupted run
+    assert m["epochs_run"] == 3
+    last = load_keras_model(run_dir / "last.keras", compile=True)
+    assert int(last.optimizer.iterations.numpy()) == 3 * STEPS_PER_EPOCH
+
+
+def test_resume_without_state_fails(tmp_path):
+    with pytest.raises(SystemExit, match="nothing to resume"):
+        train.main(["--resume", str(tmp_path)])
+
+
+def test_freeze_without_init_fails_fast(camvid_tiny, tmp_path, capsys):
+    assert train.main(_args(camvid_tiny, tmp_path / "run", "--freeze", "encoder")) == 2
+    assert "--freeze encoder needs --init-from" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def _source_model(path: Path) -> keras.Model:
+    keras.utils.set_random_seed(7)
+    src = build_unet(TINY_CFG)
+    src.save(path)
+    return src
+
+
+def test_init_from_with_frozen_encoder(camvid_tiny, tmp_path, capsys):
+    src = _source_model(tmp_path / "src.keras")
+    enc_names = [lyr.name for lyr in encoder_layers(src) if lyr.weights]
+    src_enc = _weights(src, enc_names)
+    src_head = _weights(src, ["head"])["head"]
+    n_with_weights = sum(1 for lyr in src.layers if lyr.weights)
+    keras.backend.clear_session()
+
+    run_dir = tmp_path / "run"
+    rc = train.main(_args(camvid_tiny, run_dir, "--set", "train.epochs=1", "--set", "output.onnx=false",
+                          "--init-from", str(tmp_path / "src.keras"), "--freeze", "encoder"))
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert f"initialised {n_with_weights} layers from {tmp_path / 'src.keras'}" in out
+    assert "froze" in out
+    trained = load_keras_model(run_dir / "last.keras")
+    got = _weights(trained, enc_names)
+    for name in enc_names:  # kernels and BatchNorm statistics alike
+        for a, b in zip(got[name], src_enc[name], strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    head = _weights(trained, ["head"])["head"]
+    assert not np.array_equal(head[0], src_head[0])  # the decoder did train
+
+
+class _Stop(Exception):
+    """Ends a run right after the model and optimizer are built (no training needed)."""
+
+
+@pytest.mark.parametrize(("mode", "scale"), [("scratch", 1.0), ("fine-tune", 0.1), ("feature-extraction", 1.0)])
+def test_learning_rate_per_transfer_mode(camvid_tiny, tmp_path, monkeypatch, mode, scale):
+    """Fine-tuning (--init-from, all trainable) starts at lr * finetune_lr_scale; the others at lr."""
+    _source_model(tmp_path / "src.keras")
+    keras.backend.clear_session()
+    extra = {"scratch": [], "fine-tune": ["--init-from", str(tmp_path / "src.keras")],
+             "feature-extraction": ["--init-from", str(tmp_path / "src.keras"), "--freeze", "encoder"]}[mode]
+    seen = {}
+    real = train.build_and_compile
+
+    def capturing(*args, **kwargs):
+        model, opt, loss = real(*args, **kwargs)
+        seen["lr"] = float(np.asarray(opt.learning_rate))  # the schedule's value at step 0
+        raise _Stop
+
+    monkeypatch.setattr(train, "build_and_compile", capturing)
+    with pytest.raises(_Stop):
+        train.main(_args(camvid_tiny, tmp_path / "run", "--set", "train.lr=0.004",
+                         "--set", "train.finetune_lr_scale=0.1", *extra))
+    assert seen["lr"] == pytest.approx(0.004 * scale, rel=1e-6)
+
+
+def test_corrupt_image_is_named(camvid_tiny, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(camvid_tiny, root)
+    bad = root / "train" / "0006R0_000002.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    run_dir = tmp_path / "run"
+    assert train.main(_args(root, run_dir, "--set", "train.epochs=1")) == 2
+    err = capsys.readouterr().err
+    assert "road-seg-train: error:" in err and f"cannot read image {bad}" in err
+    assert not (run_dir / "model.keras").exists()
+
+
+def test_missing_data_root_and_bad_key(camvid_tiny, tmp_path, capsys):
+    assert train.main(_args(camvid_tiny, tmp_path / "run", "--set", f"data.root={tmp_path / 'nowhere'}")) == 2
+    assert f"data.root {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+    assert train.main(_args(camvid_tiny, tmp_path / "run", "--set", "train.epochz=3")) == 2
+    assert "unknown config key 'train.epochz'" in capsys.readouterr().err
