@@ -6,8 +6,9 @@ import json
 import zipfile
 from pathlib import Path
 
-#: Layer classes a road model may contain; anything else (Lambda, custom classes) is refused.
-ALLOWED_MODULES = ("keras.layers", "keras.src.layers", "keras.src.models", "keras.models", "keras")
+#: Modules whose classes a road model may use: ``keras`` itself and its submodules. Anything else
+#: (custom classes, look-alike packages such as ``keras_evil``) is refused, and so are Lambda layers.
+ALLOWED_PACKAGE = "keras"
 ALLOWED_REGISTERED = ("road_seg>RoadLoss",)
 
 
@@ -21,8 +22,10 @@ def _walk(obj, found: list[str]) -> None:
         module = obj.get("module")
         registered = obj.get("registered_name")
         if cls == "Lambda" or cls == "TFOpLambda":
-            found.append(f"a {cls} layer ({obj.get('config', {}).get('name', '?')}) holds arbitrary code")
-        elif isinstance(module, str) and module and not module.startswith(ALLOWED_MODULES):
+            config = obj.get("config")
+            name = config.get("name", "?") if isinstance(config, dict) else "?"
+            found.append(f"a {cls} layer ({name}) holds arbitrary code")
+        elif isinstance(module, str) and module and module.split(".")[0] != ALLOWED_PACKAGE:
             if registered not in ALLOWED_REGISTERED:
                 found.append(f"class {cls!r} from module {module!r} is custom code")
         if cls == "__lambda__" or "function_type" in obj and obj.get("function_type") == "lambda":
@@ -38,16 +41,16 @@ def inspect_keras_file(path: Path) -> list[str]:
     """Return the reasons a ``.keras`` archive is unsafe (empty if it is safe); raise if unreadable."""
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
+    reasons: list[str] = []
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-            if "config.json" not in names:
-                raise ModelFileError(f"model file {path} is not a Keras 3 .keras archive (no config.json)")
-            config = json.loads(zf.read("config.json"))
-    except (zipfile.BadZipFile, json.JSONDecodeError, OSError) as e:
-        raise ModelFileError(f"model file {path} is corrupt or not a .keras archive: {e}") from e
-    reasons: list[str] = []
-    _walk(config, reasons)
+            if "config.json" in names:
+                _walk(json.loads(zf.read("config.json")), reasons)
+    except Exception as e:  # zip, zlib, json, unicode, recursion depth...: any parse failure means corrupt
+        raise ModelFileError(f"model file {path} is corrupt or not a .keras archive: {type(e).__name__}: {e}") from e
+    if "config.json" not in names:
+        raise ModelFileError(f"model file {path} is not a Keras 3 .keras archive (no config.json)")
     for n in names:
         if n.endswith((".pkl", ".pickle", ".npy")) and n != "model.weights.npz":
             reasons.append(f"archive member {n} may hold pickled data")

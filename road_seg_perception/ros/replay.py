@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import queue
 import signal
 import sys
@@ -32,11 +33,22 @@ DEFAULT_RECORD_TOPICS = ("/road_mask", "/road_overlay", "/diagnostics")
 
 
 def message_class(msgtype: str):
-    """The rclpy message class of ``pkg/msg/Name``; a clear error if its package is not installed."""
+    """The rclpy message class of ``pkg/msg/Name``; a clear error if its package is not installed.
+
+    Type names come from bag files: only an installed package's ``msg``/``srv``/``action``
+    subpackage is imported, so a bag cannot make this import (run) an arbitrary module.
+    """
+    parts = msgtype.split("/")
+    if len(parts) != 3 or parts[1] not in ("msg", "srv", "action") or not all(p.isidentifier() for p in parts):
+        raise RuntimeError(f"message type {msgtype!r} is not available to rclpy (expected package/msg/Name)")
+    pkg, kind, name = parts
+    spec = importlib.util.find_spec(pkg)  # a top-level name: looked up without importing it
+    if spec is None or not any((Path(loc) / kind / "__init__.py").is_file()
+                               for loc in spec.submodule_search_locations or ()):
+        raise RuntimeError(f"message type {msgtype!r} is not available to rclpy (no installed {pkg}.{kind})")
     try:
-        pkg, kind, name = msgtype.split("/")
         return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
-    except (ValueError, ImportError, AttributeError) as e:
+    except (ImportError, AttributeError) as e:
         raise RuntimeError(f"message type {msgtype!r} is not available to rclpy ({e})") from e
 
 
