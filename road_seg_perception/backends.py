@@ -30,11 +30,16 @@ class Backend(Protocol):
 
 
 class OnnxBackend:
-    """ONNX Runtime with TensorRT/CUDA providers when present and allowed, else CPU."""
+    """ONNX Runtime with TensorRT/CUDA providers when present and allowed, else CPU.
+
+    The CPU thread pool does not spin-wait between operators (``spinning=False``): on a shared CPU
+    (a robot, 2 cores) spinning threads burnt about 18 ms of CPU per frame that the ROS executor and
+    the camera driver need, and made inference slower, not faster (see bench/PERFORMANCE.md).
+    """
 
     name = "onnxruntime"
 
-    def __init__(self, path: Path, device: str = "auto", threads: int = 0):
+    def __init__(self, path: Path, device: str = "auto", threads: int = 0, spinning: bool = False):
         import onnxruntime as ort
 
         if not path.is_file():
@@ -49,6 +54,7 @@ class OnnxBackend:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for bad files

@@ -16,13 +16,16 @@ def draw_overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int
         raise ValueError(f"image {image.shape[:2]} and mask {mask.shape[:2]} differ in size")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    out = image.copy()
-    road = mask > 0
+    out = np.ascontiguousarray(image).copy()
+    road = (mask > 0).view(np.uint8)
     if road.any():
+        # value * (1 - alpha) + tint * alpha in float32, truncated, as a per-channel lookup table:
+        # the same numbers as blending the road pixels one by one, without gathering them
         tint = np.asarray(color, dtype=np.float32)
-        out[road] = (out[road].astype(np.float32) * (1.0 - alpha) + tint * alpha).astype(np.uint8)
+        lut = (np.arange(256, dtype=np.float32)[:, None] * (1.0 - alpha) + tint * alpha).astype(np.uint8)
+        cv2.copyTo(cv2.LUT(out, lut.reshape(256, 1, 3)), road, out)
         if boundary:
-            contours, _ = cv2.findContours(road.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            contours, _ = cv2.findContours(road, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), boundary_thickness)
     return out
 

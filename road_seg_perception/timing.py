@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -10,14 +11,20 @@ from .preprocessing import preprocess
 from .segmenter import RoadSegmenter
 
 
-def time_segmenter(seg: RoadSegmenter, frame: np.ndarray, runs: int = 50, warmup: int = 5) -> dict[str, float]:
-    """Median milliseconds of pre, infer, post and total over ``runs`` calls of ``seg.segment``."""
-    for _ in range(warmup):
-        seg.segment(frame)
+def time_segmenter(seg: RoadSegmenter, frame: np.ndarray | Sequence[np.ndarray], runs: int = 50,
+                   warmup: int = 5) -> dict[str, float]:
+    """Median milliseconds of pre, infer, post and total over ``runs`` calls of ``seg.segment``.
+
+    ``frame`` is one RGB image or a sequence of them, used in turn.
+    """
+    frames = [frame] if isinstance(frame, np.ndarray) else list(frame)
+    for i in range(warmup):
+        seg.segment(frames[i % len(frames)])
     rows = []
-    for _ in range(runs):
+    for i in range(runs):
+        f = frames[i % len(frames)]
         t = time.perf_counter()
-        r = seg.segment(frame)
+        r = seg.segment(f)
         rows.append({**r.timings_ms, "total": (time.perf_counter() - t) * 1e3})
     out = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
     out["p95_total"] = float(np.percentile([r["total"] for r in rows], 95))

