@@ -35,7 +35,10 @@ def export_onnx(model, path: str | Path, samples: list[np.ndarray], tolerance: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``road-seg-export MODEL.keras [OUT.onnx]``: export a trained model to ONNX."""
+    """``road-seg-export MODEL.keras [OUT.onnx] [--keras-copy OUT.keras]``: export a trained model.
+
+    ``--keras-copy`` also writes an inference-only ``.keras`` (no optimizer state), as shipped in ``models/``.
+    """
     import argparse
 
     from .model_io import load_keras_model
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="road-seg-export", description="Export a .keras road model to ONNX.")
     p.add_argument("model")
     p.add_argument("output", nargs="?")
+    p.add_argument("--keras-copy", metavar="OUT.keras", help="also save an inference-only .keras copy")
     a = p.parse_args(argv)
     model = load_keras_model(a.model)
     hw = tuple(model.input_shape[1:3])
@@ -52,4 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     out = a.output or str(Path(a.model).with_suffix(".onnx"))
     diff = export_onnx(model, out, [sample])
     print(f"wrote {out} (max abs diff to Keras {diff:.2e})")
+    if a.keras_copy:
+        tmp = Path(a.keras_copy).with_name(f".{Path(a.keras_copy).stem}.tmp.keras")
+        model.save(tmp)  # loaded without compile: no optimizer state is saved
+        os.replace(tmp, a.keras_copy)
+        print(f"wrote {a.keras_copy}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
