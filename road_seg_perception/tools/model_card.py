@@ -49,6 +49,20 @@ def latency_table(model: Path, frame: np.ndarray, runs: int) -> list[dict]:
     return rows
 
 
+def tradeoff_table(rows: list[dict] | None) -> list[str]:
+    """Markdown rows from ``bench/arch_tradeoff.py``'s JSON."""
+    if not rows:
+        return []
+    out = ["Speed of the candidates (`bench/arch_tradeoff.py`, one run; untrained weights, speed does not "
+           "depend on them):", "",
+           "| candidate | parameters | MACs / frame | ONNX Runtime pre+infer+post, 480x360 | fps | "
+           "training step (batch 8) |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        out.append(f"| {r['model']} | {r['parameters']:,} | {r['mmacs']:.0f} M | {r['ort_total_ms']:.1f} ms | "
+                   f"{r['fps']:.0f} | {r['train_step_s']:.2f} s |")
+    return [*out, ""]
+
+
 def render(card: dict) -> str:
     v, h = card["val"], card.get("holdout")
     lines = [
@@ -61,8 +75,10 @@ def render(card: dict) -> str:
         "Every number below was produced by the command at the end of this card; rerun it to check them.",
         "",
         "## Architecture",
-        f"- Light U-Net, {card['levels']} levels, depthwise-separable convolutions, dilated bottleneck,",
-        "  bilinear upsampling, BatchNorm + ReLU, sigmoid head (`road_seg_perception/model.py`).",
+        f"- Light U-Net (`road_seg_perception/model.py`): a stride-2 stem, {card['levels']} more levels of "
+        "depthwise-separable",
+        "  convolutions (base width 24), a dilated bottleneck, bilinear upsampling with skip connections, BatchNorm",
+        "  + ReLU, and a sigmoid head after a final 2x bilinear upsampling.",
         f"- Input {card['input_hw'][1]}x{card['input_hw'][0]} RGB in [0, 1]; frames are resized with "
         "`preprocessing.preprocess` (the",
         "  same function training uses) and the probability is resized back bilinearly, then thresholded at "
@@ -76,7 +92,8 @@ def render(card: dict) -> str:
         f"- {card['train']['epochs_run']} epochs run, best at epoch {card['train']['best_epoch']}; "
         "loss BCE + Dice with void (id 11) masked out;",
         "  AdamW with cosine decay; flip, scale/crop, rotation and colour jitter augmentation.",
-        "- Training curves and validation overlays: `docs/` pictures of the run (`curves.png`, `samples.png`).",
+        "- Training curves and validation overlays of the run: `docs/curves.png`, `docs/samples_val.png`.",
+        *([f"- {card['note']}"] if card.get("note") else []),
         "",
         "## Accuracy (road IoU = TP / (TP + FP + FN) summed over every pixel of the split, void excluded,",
         "prediction = the published 0/255 mask at 480x360)",
@@ -111,13 +128,14 @@ def render(card: dict) -> str:
         "## Trade-off",
         card["tradeoff"],
         "",
+        *tradeoff_table(card.get("arch_tradeoff")),
         "## Reproduce",
         "```",
         *card["commands"],
         "```",
         "",
         "## Limits",
-        "- Trained on 367 daytime frames of Cambridge streets: expect worse results at night, in rain, off-road",
+        "- Trained on 367 frames of Cambridge streets (daylight, one dusk drive): expect worse results at night, in rain, off-road",
         "  or with a very different camera height. Fine-tune with `road-seg-train --init-from` on your own data.",
         "- The independent CamVid test split was not used for training or selection.",
         "",
@@ -133,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help="CamVid folder (default $ROAD_SEG_CAMVID or ../shared/...)")
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--tradeoff", default="", help="text for the trade-off section (measured alternatives)")
+    p.add_argument("--tradeoff-json", help="bench/arch_tradeoff.py output to tabulate")
+    p.add_argument("--note", default="", help="a line about how the run went (interruptions, resumes)")
     p.add_argument("--out", default="models/MODEL_CARD.md")
     a = p.parse_args(argv)
     root = Path(a.data) if a.data else default_camvid_root()
@@ -145,17 +165,21 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": run["parameters"], "macs": run["macs"], "levels": 4,
         "train": {**run["data"], "epochs_run": run["epochs_run"], "best_epoch": run["best_epoch"]},
         "cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(), "runs": a.runs,
-        "latency": latency_table(Path(a.model), pairs[0][0], a.runs), "tradeoff": a.tradeoff,
+        "latency": latency_table(Path(a.model), pairs[0][0], a.runs), "tradeoff": a.tradeoff, "note": a.note,
         "commands": [
             "road-seg-train --config config/train_camvid.yaml            # -> runs/road_unet_camvid",
-            "road-seg-train --config config/train_camvid.yaml --set train.epochs=18 \\",
+            "road-seg-train --config config/train_camvid.yaml --set train.epochs=16 \\",
             "    --set data.holdout_drive=0001TP --set output.name=road_unet_holdout_0001TP",
-            "cp runs/road_unet_camvid/model.keras models/road_unet_camvid.keras",
-            "cp runs/road_unet_camvid/model.onnx models/road_unet_camvid.onnx",
+            "road-seg-export runs/road_unet_camvid/model.keras models/road_unet_camvid.onnx \\",
+            "    --keras-copy models/road_unet_camvid.keras",
+            "python bench/arch_tradeoff.py --json out/bench/arch_tradeoff.json",
             "python -m road_seg_perception.tools.model_card --run runs/road_unet_camvid \\",
-            "    --holdout-run runs/road_unet_holdout_0001TP",
+            "    --holdout-run runs/road_unet_holdout_0001TP --tradeoff-json out/bench/arch_tradeoff.json \\",
+            "    --tradeoff \"...\"",
         ],
     }
+    if a.tradeoff_json:
+        card["arch_tradeoff"] = json.loads(Path(a.tradeoff_json).read_text())
     if a.holdout_run:
         hm = json.loads((Path(a.holdout_run) / "metrics.json").read_text())
         card["holdout"] = {**hm["val"], "drive": ",".join(hm["data"]["val_drives"]),
