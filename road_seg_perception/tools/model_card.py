@@ -135,8 +135,9 @@ def render(card: dict) -> str:
         "```",
         "",
         "## Limits",
-        "- Trained on 367 frames of Cambridge streets (daylight, one dusk drive): expect worse results at night, in rain, off-road",
-        "  or with a very different camera height. Fine-tune with `road-seg-train --init-from` on your own data.",
+        "- Trained on 367 frames of Cambridge streets (daylight, one dusk drive): expect worse results at night,",
+        "  in rain, off-road or with a very different camera height. Fine-tune with `road-seg-train --init-from`",
+        "  on your own data.",
         "- The independent CamVid test split was not used for training or selection.",
         "",
     ]
