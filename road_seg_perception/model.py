@@ -27,9 +27,12 @@ class UNetConfig:
     separable: bool = True
     dropout: float = 0.1
     stem_stride: int = 1
+    input_norm: str = "none"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field."""
+        if self.input_norm not in ("none", "instance"):
+            raise ValueError(f"model.input_norm must be none or instance, got {self.input_norm!r}")
         if self.stem_stride not in (1, 2):
             raise ValueError(f"model.stem_stride must be 1 or 2, got {self.stem_stride}")
         if not 1 <= self.levels <= 6:  # checked first: input_hw's divisor depends on it
@@ -67,7 +70,10 @@ def build_unet(cfg: UNetConfig = UNetConfig()) -> keras.Model:
     sep = cfg.separable
     inputs = keras.Input(shape=(*cfg.input_hw, 3), name="image")
     # Stem: one plain conv (cheap with 3 input channels), optionally strided, then a separable one.
-    x = layers.Conv2D(f, 3, strides=cfg.stem_stride, padding="same", use_bias=False, name="enc0_stem_conv")(inputs)
+    x = inputs
+    if cfg.input_norm == "instance":  # per-image, per-channel standardisation: global brightness/contrast invariance
+        x = layers.LayerNormalization(axis=[1, 2], center=False, scale=False, epsilon=1e-3, name="enc0_input_norm")(x)
+    x = layers.Conv2D(f, 3, strides=cfg.stem_stride, padding="same", use_bias=False, name="enc0_stem_conv")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="enc0_stem_bn")(x)
     x = layers.ReLU(name="enc0_stem_relu")(x)
     x = _conv_bn_relu(x, f, "enc0_b", separable=sep)

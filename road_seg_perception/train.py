@@ -237,7 +237,8 @@ def build_and_compile(cfg: dict, steps_per_epoch: int, lr_scale: float = 1.0):
     m = cfg["model"]
     model = build_unet(UNetConfig(input_hw=tuple(m["input_hw"]), base_filters=int(m["base_filters"]),
                                   levels=int(m["levels"]), separable=bool(m["separable"]),
-                                  dropout=float(m["dropout"]), stem_stride=int(m["stem_stride"])))
+                                  dropout=float(m["dropout"]), stem_stride=int(m["stem_stride"]),
+                                  input_norm=str(m["input_norm"])))
     t = cfg["train"]
     lr = float(t["lr"]) * lr_scale
     schedule = keras.optimizers.schedules.CosineDecay(

@@ -23,7 +23,7 @@ DEFAULTS: dict[str, Any] = {
         "limit": 0,                  # >0: use only the first N training images (smoke tests)
     },
     "model": {"input_hw": [192, 256], "base_filters": 24, "levels": 4, "separable": True, "dropout": 0.1,
-              "stem_stride": 2},
+              "stem_stride": 2, "input_norm": "none"},
     "augment": {"enabled": True, "hflip": 0.5, "scale": [0.8, 1.3], "rotate_deg": 6.0,
                 "brightness": 0.25, "contrast": 0.25, "saturation": 0.3, "hue_deg": 8.0},
     "train": {

@@ -210,3 +210,22 @@ def test_builds_and_runs_on_other_backend(backend, package, tiny_model, tmp_path
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), reference, atol=1e-4)
+
+
+def test_instance_input_norm_makes_the_model_brightness_invariant():
+    keras.utils.set_random_seed(1)
+    model = build_unet(UNetConfig(input_hw=(32, 64), base_filters=4, levels=2, input_norm="instance", dropout=0.0))
+    x = np.random.default_rng(1).random((1, 32, 64, 3), dtype=np.float32) * 0.8 + 0.1
+
+    def change(m) -> float:
+        """How much darkening the scene by 60% moves the output, relative to the output's own spread."""
+        bright = np.asarray(m(x, training=False))
+        dark = np.asarray(m(x * 0.4, training=False))
+        return float(np.abs(dark - bright).max() / (bright.max() - bright.min()))
+
+    assert change(model) < 0.05  # not exactly 0: the epsilon of the normalisation
+    plain = build_unet(UNetConfig(input_hw=(32, 64), base_filters=4, levels=2, dropout=0.0))
+    assert change(plain) > 5 * change(model)
+    with pytest.raises(ValueError, match="input_norm"):
+        UNetConfig(input_norm="batch").validate()
+    keras.backend.clear_session()
