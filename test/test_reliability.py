@@ -473,6 +473,19 @@ def test_stale_camera_warns_exactly_after_timeout_and_recovers(harness):
             assert s.level == DiagnosticStatus.OK and since <= timeout + 0.01, (s.level, s.message, since)
 
 
+def test_stale_camera_reported_at_the_timeout_not_at_the_next_tick(harness):
+    """With a 5 s diagnostics period, WARN still comes right after stale_timeout_s (the 0.1 s watchdog)."""
+    timeout = 0.5
+    h = harness(params={"stale_timeout_s": timeout}, diagnostics_period_s=5.0)
+    for i in range(3):
+        h.pub.publish(image_msg(random_rgb(24, 32, i), "rgb8", 100 + i))
+        time.sleep(0.05)
+    wait_for(lambda: any(s.level == DiagnosticStatus.WARN for s in h.diagnostics), 4.0, "WARN well before 5 s")
+    first_warn = next(s for s in h.diagnostics if s.level == DiagnosticStatus.WARN)
+    # 0.1 s watchdog period; 1 s of slack for a loaded machine, still far below the 5 s period
+    assert timeout - 0.01 <= float(_values(first_warn)["seconds_since_last_image"]) <= timeout + 1.0
+
+
 # ----------------------------------------------------------------------------- decompression bombs
 
 

@@ -52,6 +52,8 @@ from .conversions import (
 NODE_NAME = "road_seg_node"
 PROBABILITY_ENCODINGS = ("mono8", "32FC1")
 BAD_INPUT_LOG_PERIOD_S = 5.0
+#: How often the node checks whether the camera has gone stale (WARN is published as soon as it has).
+STALE_CHECK_PERIOD_S = 0.1
 #: Parameters whose change loads a new model (fully, before it replaces the old one).
 MODEL_PARAMETERS = ("model_path", "backend", "device", "allow_unsafe_model")
 
@@ -266,6 +268,9 @@ class RoadSegNode(Node):
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.diagnostics_timer = self.create_timer(diagnostics_period_s, self._publish_diagnostics)
+        # A camera that stops is reported within STALE_CHECK_PERIOD_S of stale_timeout_s, not at the next tick.
+        self._was_stale = False
+        self.stale_timer = self.create_timer(STALE_CHECK_PERIOD_S, self._check_stale)
         self._worker = threading.Thread(target=self._worker_loop, name="road_seg_worker", daemon=True)
         self._worker.start()
 
@@ -452,6 +457,13 @@ class RoadSegNode(Node):
         return DiagnosticStatus(level=level, name=f"{self.get_name()}: road segmentation", message=message,
                                 hardware_id=str(info["device"]),
                                 values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
+    def _check_stale(self) -> None:
+        """Publish diagnostics at once when the camera goes stale."""
+        stale, _ = stale_status(time.monotonic(), self._last_received, self._started, self.config.stale_timeout_s)
+        if stale and not self._was_stale:
+            self._publish_diagnostics()
+        self._was_stale = stale
 
     def _publish_diagnostics(self) -> None:
         msg = DiagnosticArray()
