@@ -20,7 +20,8 @@ else
 fi
 STAMP_KEY="$(cat requirements.txt requirements-dev.txt requirements-ros.txt setup.py | sha256sum | cut -c1-16)-gpu${GPU}-${ROS_MODE}"
 STAMP="$VENV/.road_seg_setup"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_KEY" ] && "$VENV/bin/python" -c "import rclpy, keras, cv2" 2>/dev/null; then
+HAVE_ALL='import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ("rclpy", "keras", "cv2", "onnxruntime", "road_seg_perception")))'
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_KEY" ] && "$VENV/bin/python" -c "$HAVE_ALL" 2>/dev/null; then
   echo "setup: $VENV is up to date ($ROS_MODE, gpu=$GPU)"
   exit 0
 fi
