@@ -329,13 +329,15 @@ class Recorder:
 class StampWaiter:
     """Subscribes to an output topic and lets a publisher wait until an output with a given stamp arrives."""
 
-    def __init__(self, node, topic: str, msgtype: str = "sensor_msgs/msg/Image", depth: int = 100):
+    def __init__(self, node, topic: str, msgtype: str = "sensor_msgs/msg/Image", depth: int = 100,
+                 reliable: bool = False):
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
         self._cond = threading.Condition()
         self._seen: set[int] = set()
         self.timeouts = 0
-        qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT)
+        policy = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
+        qos = QoSProfile(depth=depth, reliability=policy)
         self._sub = node.create_subscription(message_class(msgtype), _absolute(topic), self._cb, qos)
 
     def _cb(self, msg) -> None:

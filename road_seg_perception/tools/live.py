@@ -164,6 +164,8 @@ def run_live(bag: Path | str, out_bag: Path | str, model: Path | str, rate: floa
     env = subprocess_env(domain)
     log_path = log_path or out_bag.parent / f"{out_bag.name}_node.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if lockstep:  # one frame in flight: a reliable input loses nothing and cannot queue
+        node_params = {f"qos_overrides.{image_topic}.subscription.reliability": "reliable", **(node_params or {})}
     cmd = node_command(model, image_topic, compressed, node_params)
 
     ctx = rclpy.Context()
@@ -199,7 +201,7 @@ def run_live(bag: Path | str, out_bag: Path | str, model: Path | str, rate: floa
         replayer = Replayer(node, bag, topics=[image_topic], rate=rate)
         recorder = Recorder(node, out_bag, [MASK_TOPIC, OVERLAY_TOPIC, DIAGNOSTICS_TOPIC], storage,
                             overwrite=True, on_message=on_message)
-        waiter = StampWaiter(node, MASK_TOPIC) if lockstep else None
+        waiter = StampWaiter(node, MASK_TOPIC, reliable=True) if lockstep else None
         spinner.start()
         proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
 
