@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
           f"p95 {m['latency_ms']['p95']:.1f} ms ({m['fps_offline']:.1f} frames/s, {m['model']['backend']} "
           f"on {m['model']['device']})")
     if live is not None:
-        print(f"live ({live['masks recorded']}/{live['frames published']} frames processed): road IoU "
+        counts = live["node frames received / processed / skipped / dropped / bad"].split(" / ")
+        print(f"live (node processed {counts[1]}/{live['frames published']} frames, {live['masks recorded']} masks "
+              f"recorded): road IoU "
               f"{live['road IoU (aggregate over processed frames)']:.4f}, {live['mask rate (masks/s)']:.1f} masks/s, "
               f"end-to-end latency p50 {live['end-to-end latency p50 (ms, publish to mask recorded)']:.1f} ms, "
               f"p95 {live['end-to-end latency p95 (ms)']:.1f} ms")
