@@ -54,6 +54,8 @@ PROBABILITY_ENCODINGS = ("mono8", "32FC1")
 BAD_INPUT_LOG_PERIOD_S = 5.0
 #: How often the node checks whether the camera has gone stale (WARN is published as soon as it has).
 STALE_CHECK_PERIOD_S = 0.1
+#: History depth of the reliable output publishers.
+OUTPUT_DEPTH = 5
 #: Parameters whose change loads a new model (fully, before it replaces the old one).
 MODEL_PARAMETERS = ("model_path", "backend", "device", "allow_unsafe_model")
 
@@ -237,7 +239,10 @@ class RoadSegNode(Node):
         self._bad_at_last_diag = 0
         self._camera_info: CameraInfo | None = None
 
-        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        # Reliable with a small history: a reliable reader that acknowledges a little late (rviz, a recorder)
+        # still gets every mask; the history only holds samples for retransmission and adds no latency.
+        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=OUTPUT_DEPTH,
+                             reliability=ReliabilityPolicy.RELIABLE)
         qos_opts = QoSOverridingOptions.with_default_policies
         self.mask_pub = self.create_publisher(Image, "road_mask", out_qos, qos_overriding_options=qos_opts())
         self.overlay_pub = self.create_publisher(Image, "road_overlay", out_qos, qos_overriding_options=qos_opts())
