@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     diff = export_onnx(model, out, [sample])
     print(f"wrote {out} (max abs diff to Keras {diff:.2e})")
     if a.keras_copy:
-        tmp = Path(a.keras_copy).with_name(f".{Path(a.keras_copy).stem}.tmp.keras")
-        model.save(tmp)  # loaded without compile: no optimizer state is saved
-        os.replace(tmp, a.keras_copy)
+        from .train import atomic_save
+
+        atomic_save(model, Path(a.keras_copy))  # loaded without compile: no optimizer state is saved
         print(f"wrote {a.keras_copy}")
     return 0
 

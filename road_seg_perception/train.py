@@ -30,26 +30,24 @@ from .preprocessing import VOID, preprocess, resize_label
 from .train_config import load_config
 
 
-def atomic_save(model, path: Path) -> None:
-    """Save a Keras model so that ``path`` is never left half-written (a failed save leaves no temp file)."""
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
+def _replace_atomically(path: Path, tmp: Path, write) -> None:
+    """``write(tmp)``, then rename ``tmp`` over ``path``; a failure leaves ``path`` as it was and no temp file."""
     try:
-        model.save(tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_save(model, path: Path) -> None:
+    """Save a Keras model so that ``path`` is never left half-written (a failed save leaves no temp file)."""
+    _replace_atomically(path, path.with_name(f".{path.stem}.tmp.keras"), model.save)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file so that ``path`` is never left half-written."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _replace_atomically(path, path.with_name(f".{path.name}.tmp"), lambda tmp: tmp.write_text(text))
 
 
 class Arrays:
@@ -371,8 +369,8 @@ def run(args: argparse.Namespace) -> dict:
         run_dir = Path(args.run_dir or Path(cfg["output"]["runs_dir"]) / cfg["output"]["name"])
         run_dir.mkdir(parents=True, exist_ok=True)
         state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "wait": 0, "history": []}
-    AugmentConfig(**{**cfg["augment"], "scale": tuple(cfg["augment"]["scale"])}).validate()
     aug = AugmentConfig(**{**cfg["augment"], "scale": tuple(cfg["augment"]["scale"])})
+    aug.validate()
     seed = int(cfg["train"]["seed"])
     keras.utils.set_random_seed(seed)
     train, val, info = read_split(cfg)

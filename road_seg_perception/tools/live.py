@@ -36,9 +36,8 @@ from .bag import (
     require_topic,
     stamp_ns_of,
 )
+from .evaluate import MASK_TOPIC, OVERLAY_TOPIC
 
-MASK_TOPIC = "/road_mask"
-OVERLAY_TOPIC = "/road_overlay"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 COUNTER_KEYS = ("received", "processed", "skipped", "dropped_stale", "bad", "pending")
 
