@@ -27,6 +27,8 @@ class AugmentConfig:
     contrast: float = 0.25
     saturation: float = 0.3
     hue_deg: float = 8.0
+    gamma: tuple[float, float] = (1.0, 1.0)  # exposure curve 255*(x/255)**g, g log-uniform in range
+    noise: float = 0.0  # std of additive Gaussian sensor noise, in grey levels
 
     def validate(self) -> None:
         if not 0 <= self.hflip <= 1:
@@ -34,7 +36,10 @@ class AugmentConfig:
         lo, hi = self.scale
         if not 0 < lo <= hi:
             raise ValueError(f"augment.scale must be 0 < low <= high, got {self.scale}")
-        for name in ("rotate_deg", "brightness", "contrast", "saturation", "hue_deg"):
+        g_lo, g_hi = self.gamma
+        if not 0 < g_lo <= g_hi:
+            raise ValueError(f"augment.gamma must be 0 < low <= high, got {self.gamma}")
+        for name in ("rotate_deg", "brightness", "contrast", "saturation", "hue_deg", "noise"):
             if getattr(self, name) < 0:
                 raise ValueError(f"augment.{name} must be >= 0")
 
@@ -56,7 +61,16 @@ def geometric_matrix(shape_hw: tuple[int, int], rng: np.random.Generator, cfg: A
 
 
 def photometric(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
-    """Brightness, contrast, saturation and hue jitter of an RGB uint8 image."""
+    """Gamma, brightness, contrast, saturation and hue jitter and sensor noise of an RGB uint8 image.
+
+    A gamma above 1 darkens shadows and mid-tones while the sky stays bright: how a camera
+    exposed for the sky renders a street at dusk.
+    """
+    g_lo, g_hi = cfg.gamma
+    if g_hi > g_lo or g_lo != 1.0:
+        g = float(np.exp(rng.uniform(np.log(g_lo), np.log(g_hi))))
+        lut = np.clip(np.round(255.0 * (np.arange(256) / 255.0) ** g), 0, 255).astype(np.uint8)
+        image = cv2.LUT(image, lut)
     img = image.astype(np.float32)
     if cfg.brightness:
         img *= 1.0 + rng.uniform(-cfg.brightness, cfg.brightness)
@@ -72,6 +86,9 @@ def photometric(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig)
             hsv[..., 1] *= 1.0 + rng.uniform(-cfg.saturation, cfg.saturation)
         hsv = np.clip(hsv, 0, [179, 255, 255]).astype(np.uint8)
         img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    if cfg.noise:
+        sigma = rng.uniform(0.0, cfg.noise)
+        img = np.clip(np.rint(img + rng.normal(0.0, sigma, img.shape)), 0, 255).astype(np.uint8)
     return img
 
 

@@ -369,7 +369,8 @@ def run(args: argparse.Namespace) -> dict:
         run_dir = Path(args.run_dir or Path(cfg["output"]["runs_dir"]) / cfg["output"]["name"])
         run_dir.mkdir(parents=True, exist_ok=True)
         state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "wait": 0, "history": []}
-    aug = AugmentConfig(**{**cfg["augment"], "scale": tuple(cfg["augment"]["scale"])})
+    aug = AugmentConfig(**{**cfg["augment"], "scale": tuple(cfg["augment"]["scale"]),
+                           "gamma": tuple(cfg["augment"]["gamma"])})
     aug.validate()
     seed = int(cfg["train"]["seed"])
     keras.utils.set_random_seed(seed)

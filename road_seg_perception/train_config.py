@@ -25,7 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "model": {"input_hw": [192, 256], "base_filters": 24, "levels": 4, "separable": True, "dropout": 0.1,
               "stem_stride": 2, "input_norm": "none"},
     "augment": {"enabled": True, "hflip": 0.5, "scale": [0.8, 1.3], "rotate_deg": 6.0,
-                "brightness": 0.25, "contrast": 0.25, "saturation": 0.3, "hue_deg": 8.0},
+                "brightness": 0.25, "contrast": 0.25, "saturation": 0.3, "hue_deg": 8.0,
+                "gamma": [1.0, 1.0], "noise": 0.0},
     "train": {
         "epochs": 40, "batch_size": 8, "lr": 0.003, "min_lr_fraction": 0.02, "weight_decay": 1e-4,
         "loss": "bce+dice", "early_stopping_patience": 12, "seed": 42, "finetune_lr_scale": 0.1,

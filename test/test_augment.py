@@ -138,7 +138,39 @@ def test_disabled_is_identity():
 
 @pytest.mark.parametrize(("field", "value"), [
     ("hflip", 1.5), ("scale", (1.2, 0.9)), ("scale", (0.0, 1.0)), ("rotate_deg", -1.0), ("hue_deg", -2.0),
+    ("gamma", (0.0, 1.0)), ("gamma", (2.0, 1.5)), ("noise", -1.0),
 ])
 def test_bad_config_names_field(field, value):
     with pytest.raises(ValueError, match=f"augment.{field}"):
         AugmentConfig(**{field: value}).validate()
+
+
+def test_gamma_darkens_midtones_and_keeps_black_and_white():
+    """A gamma of exactly 2 maps grey 128 to 64 (a dusk-like exposure), leaving 0 and 255 alone."""
+    cfg = AugmentConfig(hflip=0.0, scale=(1.0, 1.0), rotate_deg=0.0, **NO_PHOTO, gamma=(2.0, 2.0))
+    image = np.zeros((H, W, 3), np.uint8)
+    image[:, : W // 3] = 128
+    image[:, W // 3: 2 * W // 3] = 255
+    label = block_label(10)
+    out_img, out_lbl = augment(image, label, np.random.default_rng(0), cfg)
+    np.testing.assert_array_equal(out_lbl, label)
+    assert set(np.unique(out_img[:, : W // 3])) == {64}  # 255 * (128/255)**2 = 64.25
+    assert set(np.unique(out_img[:, W // 3: 2 * W // 3])) == {255}
+    assert set(np.unique(out_img[:, 2 * W // 3:])) == {0}
+
+
+def test_gamma_range_is_sampled_per_draw():
+    cfg = AugmentConfig(hflip=0.0, scale=(1.0, 1.0), rotate_deg=0.0, **NO_PHOTO, gamma=(0.5, 2.5))
+    image = np.full((H, W, 3), 128, np.uint8)
+    label = block_label(11)
+    means = {float(augment(image, label, np.random.default_rng(s), cfg)[0].mean()) for s in range(20)}
+    assert min(means) < 100 < 128 < max(means)  # both darker and brighter exposures occur
+
+
+def test_noise_perturbs_pixels_with_bounded_spread():
+    cfg = AugmentConfig(hflip=0.0, scale=(1.0, 1.0), rotate_deg=0.0, **NO_PHOTO, noise=8.0)
+    image = np.full((H, W, 3), 128, np.uint8)
+    out_img, _ = augment(image, block_label(12), np.random.default_rng(5), cfg)
+    diff = out_img.astype(np.int16) - 128
+    assert 0 < diff.std() <= 8.0 * 1.1
+    assert abs(diff.mean()) < 1.0
