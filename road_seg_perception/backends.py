@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "onnxruntime", "keras")
 DEVICES = ("auto", "cpu", "gpu")
+SPINNING_MODES = ("run", "off", "always")
 
 
 class Backend(Protocol):
@@ -32,15 +33,27 @@ class Backend(Protocol):
 class OnnxBackend:
     """ONNX Runtime with TensorRT/CUDA providers when present and allowed, else CPU.
 
-    The CPU thread pool does not spin-wait between operators (``spinning=False``): on a shared CPU
-    (a robot, 2 cores) spinning threads burnt about 18 ms of CPU per frame that the ROS executor and
-    the camera driver need, and made inference slower, not faster (see bench/PERFORMANCE.md).
+    ``spinning`` sets how the CPU thread pool waits for work:
+
+    - ``"run"`` (default): worker threads spin-wait between the operators of one inference and
+      stop when it ends (``session.force_spinning_stop``). A frame then costs one thread wake-up,
+      not one per operator, and nothing spins between frames, when the ROS executor and the camera
+      driver need the cores;
+    - ``"off"``: threads sleep between operators: each operator pays a wake-up, which after an idle
+      gap (a 15 Hz camera) made inference about 1.7x slower than back to back;
+    - ``"always"``: ONNX Runtime's own default; threads keep spinning after a run and burn CPU
+      between frames.
+
+    bench/PERFORMANCE.md has the measurements.
     """
 
     name = "onnxruntime"
 
-    def __init__(self, path: Path, device: str = "auto", threads: int = 0, spinning: bool = False):
+    def __init__(self, path: Path, device: str = "auto", threads: int = 0, spinning: str = "run"):
         import onnxruntime as ort
+
+        if spinning not in SPINNING_MODES:
+            raise ValueError(f"spinning must be one of {SPINNING_MODES}, got {spinning!r}")
 
         if not path.is_file():
             raise ModelFileError(f"model file {path} does not exist")
@@ -54,7 +67,9 @@ class OnnxBackend:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0" if spinning == "off" else "1")
+        if spinning == "run":
+            opts.add_session_config_entry("session.force_spinning_stop", "1")
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for bad files

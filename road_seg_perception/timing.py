@@ -12,17 +12,23 @@ from .segmenter import RoadSegmenter
 
 
 def time_segmenter(seg: RoadSegmenter, frame: np.ndarray | Sequence[np.ndarray], runs: int = 50,
-                   warmup: int = 5) -> dict[str, float]:
+                   warmup: int = 5, rate_hz: float = 0.0) -> dict[str, float]:
     """Median milliseconds of pre, infer, post and total over ``runs`` calls of ``seg.segment``.
 
-    ``frame`` is one RGB image or a sequence of them, used in turn.
+    ``frame`` is one RGB image or a sequence of them, used in turn. ``rate_hz`` > 0 starts the calls
+    at that rate, as a camera delivers frames, so each one follows an idle gap (0: back to back).
     """
     frames = [frame] if isinstance(frame, np.ndarray) else list(frame)
     for i in range(warmup):
         seg.segment(frames[i % len(frames)])
     rows = []
+    period = 1.0 / rate_hz if rate_hz > 0 else 0.0
+    next_start = time.perf_counter()
     for i in range(runs):
         f = frames[i % len(frames)]
+        if period:
+            next_start += period
+            time.sleep(max(0.0, next_start - time.perf_counter()))
         t = time.perf_counter()
         r = seg.segment(f)
         rows.append({**r.timings_ms, "total": (time.perf_counter() - t) * 1e3})

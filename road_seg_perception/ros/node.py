@@ -30,6 +30,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from ..allocator import keep_large_buffers
 from ..backends import BACKENDS, DEVICES
 from ..model_io import ModelFileError
 from ..overlay import draw_overlay
@@ -493,6 +494,7 @@ class RoadSegNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until Ctrl-C or SIGTERM; exit 1 when it cannot start (bad model or parameter)."""
+    tuned = keep_large_buffers()  # before any image buffer is allocated
     rclpy.init(args=args)  # rclpy's signal handlers turn SIGINT and SIGTERM into a context shutdown
     log = rclpy.logging.get_logger(NODE_NAME)
     node: RoadSegNode | None = None
@@ -508,6 +510,8 @@ def main(args: list[str] | None = None) -> int:
             if not isinstance(e, ParameterException):
                 log.fatal(traceback.format_exc())
             return 1
+        if tuned:
+            log.debug("large buffers kept in the heap (mallopt); set ROAD_SEG_NO_MALLOC_TUNING=1 to turn off")
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         log.info("shutting down")

@@ -402,8 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.signals import SignalHandlerOptions
     from rclpy.utilities import remove_ros_args
 
+    from ..allocator import keep_large_buffers
     from ..tools.bag import EXIT_USAGE, BagError
 
+    keep_large_buffers()
     full = sys.argv if argv is None else ["road-seg-replay", *argv]
     args = parse_args(remove_ros_args(full)[1:])
     stop = threading.Event()
