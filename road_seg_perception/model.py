@@ -10,11 +10,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 ENCODER_PREFIXES = ("enc", "bott")
 #: Moving-statistics momentum: 0.9 so that short CPU trainings get usable inference statistics.
 BN_MOMENTUM = 0.9
+
+
+INPUT_NORMS = ("none", "instance", "exposure")
+
+
+@keras.saving.register_keras_serializable(package="road_seg_perception")
+class ExposureNorm(layers.Layer):
+    """``log(x + eps)`` standardised over each image (all pixels and channels together).
+
+    A global gain ``k * x`` or exposure curve ``x ** g`` becomes a shift or a scale of ``log x``,
+    which the standardisation removes: the network sees a day frame and the same frame darkened
+    to dusk alike (up to ``eps``), while colour ratios between channels survive.
+    """
+
+    def __init__(self, epsilon: float = 1.0 / 255.0, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def call(self, x):
+        y = ops.log(x + self.epsilon)
+        mean = ops.mean(y, axis=(1, 2, 3), keepdims=True)
+        var = ops.mean(ops.square(y - mean), axis=(1, 2, 3), keepdims=True)
+        return (y - mean) / ops.sqrt(var + 1e-6)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "epsilon": self.epsilon}
 
 
 @dataclass(frozen=True)
@@ -31,8 +57,8 @@ class UNetConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field."""
-        if self.input_norm not in ("none", "instance"):
-            raise ValueError(f"model.input_norm must be none or instance, got {self.input_norm!r}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"model.input_norm must be one of {', '.join(INPUT_NORMS)}, got {self.input_norm!r}")
         if self.stem_stride not in (1, 2):
             raise ValueError(f"model.stem_stride must be 1 or 2, got {self.stem_stride}")
         if not 1 <= self.levels <= 6:  # checked first: input_hw's divisor depends on it
@@ -73,6 +99,8 @@ def build_unet(cfg: UNetConfig = UNetConfig()) -> keras.Model:
     x = inputs
     if cfg.input_norm == "instance":  # per-image, per-channel standardisation: global brightness/contrast invariance
         x = layers.LayerNormalization(axis=[1, 2], center=False, scale=False, epsilon=1e-3, name="enc0_input_norm")(x)
+    elif cfg.input_norm == "exposure":  # log-domain standardisation: global gain and gamma invariance
+        x = ExposureNorm(name="enc0_exposure_norm")(x)
     x = layers.Conv2D(f, 3, strides=cfg.stem_stride, padding="same", use_bias=False, name="enc0_stem_conv")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="enc0_stem_bn")(x)
     x = layers.ReLU(name="enc0_stem_relu")(x)

@@ -9,7 +9,8 @@ from pathlib import Path
 #: Modules whose classes a road model may use: ``keras`` itself and its submodules. Anything else
 #: (custom classes, look-alike packages such as ``keras_evil``) is refused, and so are Lambda layers.
 ALLOWED_PACKAGE = "keras"
-ALLOWED_REGISTERED = ("road_seg>RoadLoss",)
+#: This package's own registered classes: the file names them, the code comes from the installed package.
+ALLOWED_REGISTERED = ("road_seg>RoadLoss", "road_seg_perception>ExposureNorm")
 
 
 class ModelFileError(ValueError):
@@ -66,6 +67,7 @@ def load_keras_model(path: str | Path, allow_unsafe: bool = False, compile: bool
     import keras
 
     from . import losses  # noqa: F401  registers RoadLoss for compiled models
+    from . import model  # noqa: F401  registers ExposureNorm
 
     path = Path(path)
     if path.suffix != ".keras":

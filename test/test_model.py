@@ -229,3 +229,29 @@ def test_instance_input_norm_makes_the_model_brightness_invariant():
     with pytest.raises(ValueError, match="input_norm"):
         UNetConfig(input_norm="batch").validate()
     keras.backend.clear_session()
+
+
+def test_exposure_norm_makes_the_model_gain_and_gamma_invariant(tmp_path):
+    """A dusk-like exposure (x ** 2.2) or a gain (0.4 x) moves the output little; the model saves,
+    loads in safe mode (its own registered layer is allowed) and exports to ONNX."""
+    from road_seg_perception.export import export_onnx
+
+    keras.utils.set_random_seed(2)
+    cfg = dict(input_hw=(32, 64), base_filters=4, levels=2, dropout=0.0)
+    model = build_unet(UNetConfig(**cfg, input_norm="exposure"))
+    x = np.random.default_rng(2).random((1, 32, 64, 3), dtype=np.float32) * 0.8 + 0.2
+
+    def change(m, transform) -> float:
+        ref = np.asarray(m(x, training=False))
+        out = np.asarray(m(transform(x), training=False))
+        return float(np.abs(out - ref).max() / (ref.max() - ref.min()))
+
+    plain = build_unet(UNetConfig(**cfg))
+    for transform in (lambda a: a**2.2, lambda a: 0.4 * a):
+        assert change(model, transform) < 0.05  # not exactly 0: the epsilon inside the log
+        assert change(plain, transform) > 5 * change(model, transform)
+    model.save(tmp_path / "m.keras")
+    loaded = load_keras_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(loaded(x, training=False)), np.asarray(model(x, training=False)), atol=1e-6)
+    assert export_onnx(loaded, tmp_path / "m.onnx", [x[0]]) <= 1e-4
+    keras.backend.clear_session()
