@@ -236,3 +236,15 @@ def test_gpu_keras_engine_runs_in_process(tiny_model):
     assert all(r["e2e_fps"] > 0 for r in rows)
     summary = gb.summarise([res])
     assert summary["target"]["status"] == "n/a" and summary["summary"][0]["best_batch"] in (1, 2)
+
+
+def test_transport_bench_measures_both_allocator_settings(tmp_path):
+    """bench/transport.py: a round trip per size for the default and the tuned allocator."""
+    out = tmp_path / "transport.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "transport.py"), "--sizes-kb", "1,518",
+                           "--runs", "3", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())["round_trip_ms"]
+    assert set(res) == {"default", "keep_large_buffers"}
+    assert all(set(v) == {"1", "518"} and min(v.values()) > 0 for v in res.values())
+    assert "| 518 kB |" in proc.stdout
