@@ -26,10 +26,10 @@ def test_spinning_modes_set_the_session_entries(tiny_model, mode, allow, force_s
     assert probs.shape == (1, *backend.input_hw) and np.all((probs >= 0) & (probs <= 1))
 
 
-def test_default_spinning_is_only_during_a_run(tiny_model):
-    assert SPINNING_MODES[0] == "run"
+def test_default_threads_do_not_spin(tiny_model):
+    assert SPINNING_MODES[0] == "off"
     opts = OnnxBackend(tiny_model["onnx"], device="cpu").session.get_session_options()
-    assert opts.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_bad_spinning_mode_names_the_setting(tiny_model):

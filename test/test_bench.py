@@ -59,11 +59,11 @@ def test_bench_quick_measures_every_section(quick_run):
         assert r["pre_ms"] > 0 and r["infer_ms"] > 0 and r["post_ms"] > 0
         assert r["total_ms"] >= 0.5 * (r["pre_ms"] + r["infer_ms"] + r["post_ms"])
         assert r["fps"] == pytest.approx(1000.0 / r["total_ms"])
-    assert {r["runtime"] for r in res["bare"]} == {"onnxruntime", "onnxruntime-nospin", "onnxruntime-spinning",
+    assert {r["runtime"] for r in res["bare"]} == {"onnxruntime", "onnxruntime-runspin", "onnxruntime-spinning",
                                                    "onnxruntime-1thread", "keras-tensorflow", "keras-predict"}
     # ONNX Runtime rows at the stream size are also timed at each stream rate
     paced = {r["backend"]: r["paced_total_ms"] for r in res["bare"] if "paced_total_ms" in r}
-    assert set(paced) == {"onnxruntime", "onnxruntime-nospin", "onnxruntime-spinning", "onnxruntime-1thread"}
+    assert set(paced) == {"onnxruntime", "onnxruntime-runspin", "onnxruntime-spinning", "onnxruntime-1thread"}
     assert all(set(v) == {"15hz", "30hz"} and min(v.values()) > 0 for v in paced.values())
     w = res["work"]
     assert all(w[k + "_ms"] > 0 for k in ("convert", "segment", "mask_msg", "overlay", "overlay_msg"))

@@ -50,10 +50,10 @@ MASK_TOPIC = "/road_mask"
 FRAME_ID = "bench_camera"
 SECTIONS = ("bare", "work", "node", "naive")
 #: ONNX Runtime variants that the product does not use, kept so each run shows what its choices cost
-#: or gain: ``onnxruntime-nospin`` (threads sleep between operators), ``onnxruntime-spinning`` (threads
-#: spin-wait, also between frames: ONNX Runtime's own default) and ``onnxruntime-1thread`` (one
-#: intra-op thread instead of ``min(4, cores)``). The product spins only during a run.
-ORT_VARIANTS = {"onnxruntime-nospin": {"spinning": "off"}, "onnxruntime-spinning": {"spinning": "always"},
+#: or gain: ``onnxruntime-runspin`` (threads spin-wait during a run only), ``onnxruntime-spinning``
+#: (threads spin-wait, also between frames: ONNX Runtime's own default) and ``onnxruntime-1thread``
+#: (one intra-op thread instead of ``min(4, cores)``). The product's threads never spin.
+ORT_VARIANTS = {"onnxruntime-runspin": {"spinning": "run"}, "onnxruntime-spinning": {"spinning": "always"},
                 "onnxruntime-1thread": {"threads": 1}}
 BARE_BACKENDS = ("onnxruntime", *ORT_VARIANTS, "keras-compiled", "keras-predict")
 #: Node backend name (from /diagnostics) -> bare row that it is compared with.
@@ -73,7 +73,7 @@ class BenchSettings:
     backends: tuple[str, ...] = BARE_BACKENDS
     sizes: tuple[tuple[int, int], ...] = ((480, 360), (1280, 720))  # (width, height)
     stream_size: tuple[int, int] = (480, 360)
-    runs: dict[str, int] = field(default_factory=lambda: {"onnxruntime": 50, "onnxruntime-nospin": 50,
+    runs: dict[str, int] = field(default_factory=lambda: {"onnxruntime": 50, "onnxruntime-runspin": 50,
                                                           "onnxruntime-spinning": 50, "onnxruntime-1thread": 50,
                                                           "keras-compiled": 30, "keras-predict": 10})
     paced_runs: int = 45  # ONNX Runtime rows at the stream size, started at each stream rate
@@ -97,7 +97,7 @@ class BenchSettings:
     @classmethod
     def quick_settings(cls, model: Path, **kw: Any) -> BenchSettings:
         """A short run for development and tests (numbers are indicative only)."""
-        base = {"runs": {"onnxruntime": 5, "onnxruntime-nospin": 5, "onnxruntime-spinning": 5,
+        base = {"runs": {"onnxruntime": 5, "onnxruntime-runspin": 5, "onnxruntime-spinning": 5,
                          "onnxruntime-1thread": 5, "keras-compiled": 3, "keras-predict": 2},
                 "paced_runs": 4,
                 "warmup": 1, "work_runs": 5,
