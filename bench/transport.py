@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {kb} kB | {results['default'][str(kb)]:.2f} ms | {results['keep_large_buffers'][str(kb)]:.2f} ms |")
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps({"round_trip_ms": results, "runs": a.runs, "rate_hz": a.rate_hz,
+                                  "fastdds_profile": os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", ""),
                                   "loadavg": os.getloadavg()}, indent=1))
     return 0
 

@@ -88,6 +88,7 @@ def test_colcon_build_install_tree(tmp_path):
         assert (share / sub).exists(), f"{share / sub} missing"
     assert (share / "launch" / "road_segmentation.launch.py").is_file()
     assert (share / "config" / "road_seg.yaml").is_file()
+    assert (share / "config" / "fastdds_large_images.xml").is_file()
     assert (ws / "install" / "road_seg_perception" / "share" / "ament_index" / "resource_index" / "packages"
             / "road_seg_perception").is_file()
     lib = ws / "install" / "road_seg_perception" / "lib" / "road_seg_perception"
@@ -95,6 +96,23 @@ def test_colcon_build_install_tree(tmp_path):
     assert "road_seg_node" in scripts
     for name in scripts:
         assert (lib / name).is_file(), f"console script {name} not installed under {lib}"
+
+
+def test_fastdds_large_images_profile():
+    """The shipped Fast DDS profile: default participant, 16 MB shared-memory segments, UDPv4 kept."""
+    ns = {"f": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
+    root = ET.parse(REPO / "config" / "fastdds_large_images.xml").getroot()
+    descriptors = {d.findtext("f:transport_id", namespaces=ns): d
+                   for d in root.iterfind(".//f:transport_descriptor", ns)}
+    types = {k: d.findtext("f:type", namespaces=ns) for k, d in descriptors.items()}
+    assert sorted(types.values()) == ["SHM", "UDPv4"]
+    shm = next(d for d in descriptors.values() if d.findtext("f:type", namespaces=ns) == "SHM")
+    assert int(shm.findtext("f:segment_size", namespaces=ns)) >= 4 * 1280 * 720 * 3  # a few 720p frames
+    participant = root.find(".//f:participant", ns)
+    assert participant.get("is_default_profile") == "true"
+    used = [t.text for t in participant.iterfind(".//f:userTransports/f:transport_id", ns)]
+    assert set(used) == set(descriptors)
+    assert participant.findtext(".//f:useBuiltinTransports", namespaces=ns) == "false"
 
 
 def test_rclpy_image_roundtrip():
