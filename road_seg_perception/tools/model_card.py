@@ -122,7 +122,7 @@ def render(card: dict) -> str:
         "Val shares drive 0016E5 with training (204 train frames), so it overstates accuracy on a new drive;",
         "the held-out-drive rows are the honest estimates for unseen roads. The reference prior that calls the",
         "bottom 38% of every frame road scores 0.69 on val.",
-        *([f"{card['holdout_note']}"] if card.get("holdout_note") else []),
+        *(["", card["holdout_note"]] if card.get("holdout_note") else []),
         "",
         f"## CPU latency per 480x360 frame ({card['cpu']}, {card['threads']} threads; median of "
         f"{card['runs']} runs, ms)",
