@@ -150,8 +150,11 @@ def resolve_model_files(path: Path) -> tuple[Path | None, Path | None]:
 
 
 def open_backend(model_path: str | Path, backend: str = "auto", device: str = "auto",
-                 allow_unsafe: bool = False, threads: int = 0) -> Backend:
-    """Open ``model_path`` with the requested backend; ``auto`` prefers ONNX Runtime (fastest here)."""
+                 allow_unsafe: bool = False, threads: int = 0, spinning: str = "off") -> Backend:
+    """Open ``model_path`` with the requested backend; ``auto`` prefers ONNX Runtime (fastest here).
+
+    ``threads`` (0 = ``min(4, cores)``) and ``spinning`` set ONNX Runtime's CPU thread pool.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if device not in DEVICES:
@@ -163,7 +166,7 @@ def open_backend(model_path: str | Path, backend: str = "auto", device: str = "a
     if backend == "onnxruntime":
         if onnx_path is None:
             raise ModelFileError(f"backend onnxruntime needs an .onnx file; none found for {path}")
-        return OnnxBackend(onnx_path, device, threads)
+        return OnnxBackend(onnx_path, device, threads, spinning)
     if backend == "keras":
         if keras_path is None:
             raise ModelFileError(f"backend keras needs a .keras file; none found for {path}")
@@ -172,7 +175,7 @@ def open_backend(model_path: str | Path, backend: str = "auto", device: str = "a
         try:
             import onnxruntime  # noqa: F401
 
-            return OnnxBackend(onnx_path, device, threads)
+            return OnnxBackend(onnx_path, device, threads, spinning)
         except ImportError:
             log.info("onnxruntime not installed; using Keras")
     if keras_path is None:

@@ -67,11 +67,11 @@ class RoadSegmenter:
 
     def __init__(self, model_path: str | Path | None = None, backend: str = "auto", device: str = "auto",
                  post: PostConfig | None = None, allow_unsafe: bool = False, threads: int = 0,
-                 warmup: int = 2):
+                 spinning: str = "off", warmup: int = 2):
         self.model_path = Path(model_path) if model_path else default_model_path()
         self.post = post or PostConfig()
         self.post.validate()
-        self.backend: Backend = open_backend(self.model_path, backend, device, allow_unsafe, threads)
+        self.backend: Backend = open_backend(self.model_path, backend, device, allow_unsafe, threads, spinning)
         self.input_hw = self.backend.input_hw
         for _ in range(warmup):
             self.backend.infer(np.zeros((1, *self.input_hw, 3), np.float32))

@@ -380,7 +380,8 @@ def test_parameter_changes_take_effect_and_invalid_ones_are_refused(harness, ref
     refused = {
         "threshold": 1.0, "overlay_color": [1, 2], "probability_encoding": "rgb8", "backend": "tensorrt",
         "device": "tpu", "overlay_alpha": 1.5, "process_every_n": 0, "max_rate_hz": -1.0,
-        "use_compressed": True, "max_image_pixels": 0,
+        "use_compressed": True, "max_image_pixels": 0, "inference_threads": -1,
+        "inference_spinning": "sometimes",
     }
     for name, value in refused.items():
         result = h.node.set_parameters([Parameter(name, value=value)])[0]
@@ -398,6 +399,29 @@ def test_parameter_changes_take_effect_and_invalid_ones_are_refused(harness, ref
     for i in range(4):
         h.publish_settled(image_msg(rgb, "rgb8", 10 + i))
     assert h.counts().skipped == 2
+
+
+def test_inference_thread_settings_reach_onnx_runtime_and_reload_the_model(harness, reference):
+    h = harness(reliable_input=True, params={"inference_threads": 1, "inference_spinning": "run"})
+
+    def session_settings() -> tuple[int, str, str]:
+        opts = h.node.segmenter.backend.session.get_session_options()
+        try:
+            stop = opts.get_session_config_entry("session.force_spinning_stop")
+        except Exception:  # onnxruntime raises its own error type for an unset key
+            stop = ""
+        return opts.intra_op_num_threads, opts.get_session_config_entry("session.intra_op.allow_spinning"), stop
+
+    assert session_settings() == (1, "1", "1")
+    old = h.node.segmenter
+    results = h.node.set_parameters([Parameter("inference_spinning", value="always"),
+                                     Parameter("inference_threads", value=2)])
+    assert all(r.successful for r in results), results
+    assert h.node.segmenter is not old  # a new session with the new settings
+    assert session_settings() == (2, "1", "")
+    rgb = random_rgb(36, 48, 12)
+    h.pub.publish(image_msg(rgb, "rgb8", 1))
+    np.testing.assert_array_equal(as_array(h.mask_for(1)), reference_mask(reference, rgb))
 
 
 def test_model_swap_refused_on_bad_file_and_accepted_on_good(harness, reference, tiny_model, tmp_path):

@@ -31,7 +31,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..allocator import keep_large_buffers
-from ..backends import BACKENDS, DEVICES
+from ..backends import BACKENDS, DEVICES, SPINNING_MODES
 from ..model_io import ModelFileError
 from ..overlay import draw_overlay
 from ..sampling import FrameSampler, FrameScheduler, LatencyTracker, RateMeter, stale_status
@@ -58,7 +58,8 @@ STALE_CHECK_PERIOD_S = 0.1
 #: History depth of the reliable output publishers.
 OUTPUT_DEPTH = 5
 #: Parameters whose change loads a new model (fully, before it replaces the old one).
-MODEL_PARAMETERS = ("model_path", "backend", "device", "allow_unsafe_model")
+MODEL_PARAMETERS = ("model_path", "backend", "device", "allow_unsafe_model", "inference_threads",
+                    "inference_spinning")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,11 @@ PARAMETERS: dict[str, ParamSpec] = {
                         constraints="one of: " + ", ".join(DEVICES)),
     "allow_unsafe_model": ParamSpec(False, "Allow .keras models with Lambda layers or custom code. "
                                            "Only for files you trust: they can run arbitrary code"),
+    "inference_threads": ParamSpec(0, "ONNX Runtime intra-op threads (0 = min(4, CPU cores))", int_range=(0, 256)),
+    "inference_spinning": ParamSpec("off", "ONNX Runtime worker threads: off (sleep when idle), run (spin-wait "
+                                           "during an inference only) or always (also between frames: "
+                                           "lowest latency, burns CPU)",
+                                    constraints="one of: " + ", ".join(SPINNING_MODES)),
     "threshold": ParamSpec(0.5, "Road probability threshold", float_range=(0.0, 1.0),
                            constraints="strictly between 0 and 1"),
     "min_blob_area": ParamSpec(0, "Remove road blobs smaller than this many pixels (0 = off)", int_range=(0, _BIG)),
@@ -134,6 +140,8 @@ class NodeConfig:
     backend: str
     device: str
     allow_unsafe_model: bool
+    inference_threads: int
+    inference_spinning: str
     threshold: float
     min_blob_area: int
     fill_holes_area: int
@@ -159,6 +167,9 @@ class NodeConfig:
 
         check(v["backend"] in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}")
         check(v["device"] in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
+        check(v["inference_threads"] >= 0, "inference_threads", "must be >= 0 (0 = automatic)")
+        check(v["inference_spinning"] in SPINNING_MODES, "inference_spinning",
+              f"must be one of {', '.join(SPINNING_MODES)}")
         check(0.0 < v["threshold"] < 1.0, "threshold", "must be strictly between 0 and 1")
         check(v["min_blob_area"] >= 0, "min_blob_area", "must be >= 0")
         check(v["fill_holes_area"] >= 0, "fill_holes_area", "must be >= 0")
@@ -201,7 +212,7 @@ class RoadSegNode(Node):
     """Subscribe to camera images, segment the road on a worker thread, publish masks and diagnostics.
 
     ``segmenter_factory`` (default :class:`RoadSegmenter`) is called with ``model_path, backend,
-    device, post, allow_unsafe`` keywords; tests pass a wrapper to make inference slow.
+    device, post, allow_unsafe, threads, spinning`` keywords; tests pass a wrapper to make inference slow.
     ``diagnostics_period_s`` is the ``/diagnostics`` period. Other keywords go to ``rclpy.node.Node``
     (``parameter_overrides``, ``namespace``, ``context``, ``cli_args``...).
     Raises :class:`ConfigError` or :class:`ModelFileError` when it cannot start.
@@ -283,7 +294,8 @@ class RoadSegNode(Node):
     def _load_segmenter(self, cfg: NodeConfig):
         path = cfg.model_path or str(default_model_path())
         return self._factory(model_path=path, backend=cfg.backend, device=cfg.device, post=cfg.post(),
-                             allow_unsafe=cfg.allow_unsafe_model)
+                             allow_unsafe=cfg.allow_unsafe_model, threads=cfg.inference_threads,
+                             spinning=cfg.inference_spinning)
 
     def _log_model(self, segmenter: Any, requested_device: str) -> None:
         info = segmenter.info
