@@ -248,3 +248,14 @@ def test_transport_bench_measures_both_allocator_settings(tmp_path):
     assert set(res) == {"default", "keep_large_buffers"}
     assert all(set(v) == {"1", "518"} and min(v.values()) > 0 for v in res.values())
     assert "| 518 kB |" in proc.stdout
+
+
+def test_node_with_another_thread_setting_is_compared_with_that_bare_row():
+    res = _fake_result(22.0, 38.0, 40.0, 5.0, 20.0)
+    res["bare"].append({"backend": "onnxruntime-spinning", "size": "480x360", "total_ms": 11.0,
+                        "paced_total_ms": {"15hz": 20.0}})
+    plain = B.targets(res, B.BenchSettings(model=Path("m.onnx")))[0]
+    assert plain["value"] == pytest.approx(22.0 / 20.0) and "onnxruntime total" in plain["name"]
+    spinning = B.targets(res, B.BenchSettings(model=Path("m.onnx"), node_params={"inference_spinning": "always"}))[0]
+    assert spinning["value"] == pytest.approx(2.0) and "onnxruntime-spinning" in spinning["name"]
+    assert "1.10x" in spinning["note"]  # against that row's total at 15 Hz

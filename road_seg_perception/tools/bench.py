@@ -568,6 +568,11 @@ def targets(res: dict[str, Any], s: BenchSettings) -> list[dict[str, Any]]:
     naive = res.get("naive", {}).get("phases", {})
     node_backend = res.get("node", {}).get("info", {}).get("backend", "onnxruntime")
     row_name = NODE_BACKEND_ROW.get(node_backend, node_backend)
+    if row_name == "onnxruntime":  # a node run with another thread setting is compared with that row
+        spinning = str(s.node_params.get("inference_spinning", "off"))
+        threads = str(s.node_params.get("inference_threads", "0"))
+        row_name = {("always", "0"): "onnxruntime-spinning", ("run", "0"): "onnxruntime-runspin",
+                    ("off", "1"): "onnxruntime-1thread"}.get((spinning, threads), row_name)
     bare = next((r for r in res.get("bare", []) if r["backend"] == row_name and r["size"] == size), None)
     bare_ms = bare["total_ms"] if bare else None
     low, high = (f"{r:g}hz" for r in (min(s.rates_hz), max(s.rates_hz)))
