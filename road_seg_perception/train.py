@@ -226,17 +226,25 @@ def versions() -> dict:
     return out
 
 
+def unet_config(cfg: dict):
+    """The ``model`` section as a validated ``UNetConfig`` (``ValueError`` names the bad key)."""
+    from .model import UNetConfig
+
+    m = cfg["model"]
+    out = UNetConfig(input_hw=tuple(m["input_hw"]), base_filters=int(m["base_filters"]), levels=int(m["levels"]),
+                     separable=bool(m["separable"]), dropout=float(m["dropout"]), stem_stride=int(m["stem_stride"]),
+                     input_norm=str(m["input_norm"]))
+    out.validate()
+    return out
+
+
 def build_and_compile(cfg: dict, steps_per_epoch: int, lr_scale: float = 1.0):
     import keras
 
     from .losses import parse_loss
-    from .model import UNetConfig, build_unet
+    from .model import build_unet
 
-    m = cfg["model"]
-    model = build_unet(UNetConfig(input_hw=tuple(m["input_hw"]), base_filters=int(m["base_filters"]),
-                                  levels=int(m["levels"]), separable=bool(m["separable"]),
-                                  dropout=float(m["dropout"]), stem_stride=int(m["stem_stride"]),
-                                  input_norm=str(m["input_norm"])))
+    model = build_unet(unet_config(cfg))
     t = cfg["train"]
     lr = float(t["lr"]) * lr_scale
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -367,11 +375,13 @@ def run(args: argparse.Namespace) -> dict:
     else:
         cfg = load_config(args.config, args.set)
         run_dir = Path(args.run_dir or Path(cfg["output"]["runs_dir"]) / cfg["output"]["name"])
-        run_dir.mkdir(parents=True, exist_ok=True)
         state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "wait": 0, "history": []}
+    # Settings are checked before any data is read or any run directory is made.
     aug = AugmentConfig(**{**cfg["augment"], "scale": tuple(cfg["augment"]["scale"]),
                            "gamma": tuple(cfg["augment"]["gamma"])})
     aug.validate()
+    unet_config(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
     seed = int(cfg["train"]["seed"])
     keras.utils.set_random_seed(seed)
     train, val, info = read_split(cfg)

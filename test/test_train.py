@@ -286,3 +286,16 @@ def test_missing_data_root_and_bad_key(camvid_tiny, tmp_path, capsys):
     assert f"data.root {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
     assert train.main(_args(camvid_tiny, tmp_path / "run", "--set", "train.epochz=3")) == 2
     assert "unknown config key 'train.epochz'" in capsys.readouterr().err
+
+
+def test_bad_model_and_augment_settings_fail_before_data_is_read(camvid_tiny, tmp_path, capsys):
+    """A bad setting is reported even when the data root is missing too: it is checked first, and no run
+    directory is left behind."""
+    nowhere = f"data.root={tmp_path / 'nowhere'}"
+    for bad, message in ((["model.input_hw=[36, 64]"], "model.input_hw (36, 64) must be positive and divisible"),
+                         (["model.input_norm=batch"], "model.input_norm must be one of"),
+                         (["augment.gamma=[2.0, 1.0]"], "augment.gamma must be 0 < low <= high")):
+        sets = [x for b in bad for x in ("--set", b)]
+        assert train.main(_args(camvid_tiny, tmp_path / "run", "--set", nowhere, *sets)) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
