@@ -14,15 +14,9 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from road_seg_perception.launch_args import parse_bool
+
 PACKAGE = "road_seg_perception"
-
-
-def parse_bool(name, text):
-    """``'true'``/``'false'`` (any case) to a bool; anything else is an error naming the argument."""
-    value = text.strip().lower()
-    if value not in ("true", "false"):
-        raise ValueError(f"launch argument {name}:={text!r} must be true or false")
-    return value == "true"
 
 
 def node_parameters(params_file, use_compressed, model_path):

@@ -25,27 +25,10 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
+from road_seg_perception.launch_args import parse_bool, parse_float
+
 PACKAGE = "road_seg_perception"
 OUTPUT_TOPICS = ["/road_mask", "/road_overlay", "/diagnostics"]
-
-
-def parse_bool(name, text):
-    """``'true'``/``'false'`` (any case) to a bool; anything else is an error naming the argument."""
-    value = text.strip().lower()
-    if value not in ("true", "false"):
-        raise ValueError(f"launch argument {name}:={text!r} must be true or false")
-    return value == "true"
-
-
-def parse_float(name, text, minimum):
-    """A float launch argument, at least ``minimum``; an error naming the argument otherwise."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"launch argument {name}:={text!r} must be a number") from None
-    if value < minimum:
-        raise ValueError(f"launch argument {name}:={text!r} must be >= {minimum}")
-    return value
 
 
 def play_command(bag, rate, loop, delay, topics):
