@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny model built and exported once per session, data locations."""
+"""Shared fixtures: a tiny model built and exported once per session, data locations, a live node harness."""
 
 from __future__ import annotations
 
@@ -51,3 +51,36 @@ def tiny_model(tmp_path_factory) -> dict[str, Path]:
     export_onnx(model, onnx_path, [rng.random((32, 64, 3), dtype=np.float32)])
     keras.backend.clear_session()
     return {"keras": keras_path, "onnx": onnx_path, "dir": d}
+
+
+# ----------------------------------------------------------------------------- a live node under test
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    """A private rclpy context for one test module (``test_node.DOMAIN_ID``, no signal handlers)."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+    from test_node import DOMAIN_ID
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
+    yield context
+    rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture
+def harness(ctx, tiny_model):
+    """A factory of ``test_node.Harness`` objects (node under test + test-side node), closed afterwards."""
+    from test_node import Harness
+
+    made: list[Harness] = []
+
+    def make(**kw) -> Harness:
+        h = Harness(ctx, kw.pop("model", tiny_model["onnx"]), **kw)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()

@@ -26,7 +26,6 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -52,14 +51,6 @@ def wait_for(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condi
             return
         time.sleep(0.01)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def ctx():
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
-    yield context
-    rclpy.try_shutdown(context=context)
 
 
 @pytest.fixture(scope="module")
@@ -148,20 +139,6 @@ class Harness:
         self.thread.join(5.0)
         self.node.destroy_node()
         self.io.destroy_node()
-
-
-@pytest.fixture
-def harness(ctx, tiny_model):
-    made: list[Harness] = []
-
-    def make(**kw) -> Harness:
-        h = Harness(ctx, kw.pop("model", tiny_model["onnx"]), **kw)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
 
 
 def header(sec: int, frame_id: str = "camera_optical") -> Header:

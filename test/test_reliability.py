@@ -25,14 +25,12 @@ import cv2
 import keras
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rclpy.parameter import Parameter
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage
-from test_node import DOMAIN_ID, Harness, as_array, header, image_msg, random_rgb, wait_for
+from test_node import as_array, header, image_msg, random_rgb, wait_for
 
 from road_seg_perception import train
 from road_seg_perception.model_io import ModelFileError, inspect_keras_file, load_keras_model
@@ -42,28 +40,6 @@ from road_seg_perception.ros.replay import message_class
 from road_seg_perception.segmenter import RoadSegmenter
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def ctx():
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
-    yield context
-    rclpy.try_shutdown(context=context)
-
-
-@pytest.fixture
-def harness(ctx, tiny_model):
-    made: list[Harness] = []
-
-    def make(**kw) -> Harness:
-        h = Harness(ctx, kw.pop("model", tiny_model["onnx"]), **kw)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
 
 
 # ----------------------------------------------------------------------------- no pickle, eval or exec
