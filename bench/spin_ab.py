@@ -18,7 +18,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from road_seg_perception.backends import OnnxBackend, resolve_model_files  # noqa: E402
 from road_seg_perception.segmenter import RoadSegmenter, default_model_path  # noqa: E402
 from road_seg_perception.timing import time_segmenter  # noqa: E402
 from road_seg_perception.tools.bench import load_frames  # noqa: E402
@@ -34,11 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     model = a.model or default_model_path()
     frames, source = load_frames((480, 360), 10)
-    segs = {}
-    for name, kw in SETTINGS.items():
-        seg = RoadSegmenter(model, backend="onnxruntime")
-        seg.backend = OnnxBackend(resolve_model_files(model)[0], **kw)
-        segs[name] = seg
+    segs = {name: RoadSegmenter(model, backend="onnxruntime", **kw) for name, kw in SETTINGS.items()}
     res: dict[tuple[str, str], list[float]] = {(n, m): [] for n in segs for m in ("back to back", "15 Hz")}
     for _ in range(a.rounds):
         for name, seg in segs.items():

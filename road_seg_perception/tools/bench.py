@@ -169,17 +169,12 @@ def available_backends(model: Path, wanted: tuple[str, ...]) -> tuple[list[str],
     onnx_path, keras_path = resolve_model_files(model)
     ok, why = [], {}
     for b in wanted:
-        if b.startswith("onnxruntime"):
-            if onnx_path is None:
-                why[b] = "no .onnx file beside the model"
-            elif importlib.util.find_spec("onnxruntime") is None:
-                why[b] = "onnxruntime is not installed"
-            else:
-                ok.append(b)
-        elif keras_path is None:
-            why[b] = "no .keras file beside the model"
-        elif importlib.util.find_spec("keras") is None:
-            why[b] = "keras is not installed"
+        path, ext, package = ((onnx_path, ".onnx", "onnxruntime") if b.startswith("onnxruntime")
+                              else (keras_path, ".keras", "keras"))
+        if path is None:
+            why[b] = f"no {ext} file beside the model"
+        elif importlib.util.find_spec(package) is None:
+            why[b] = f"{package} is not installed"
         else:
             ok.append(b)
     return ok, why
@@ -196,13 +191,8 @@ def bench_bare(s: BenchSettings, frames_by_size: dict[tuple[int, int], list[np.n
     rows: list[dict[str, Any]] = []
     keras_seg: RoadSegmenter | None = None
     for b in backends:
-        if b == "onnxruntime":
-            seg = RoadSegmenter(s.model, backend="onnxruntime")
-        elif b in ORT_VARIANTS:
-            from ..backends import OnnxBackend, resolve_model_files
-
-            seg = RoadSegmenter(s.model, backend="onnxruntime", warmup=0)
-            seg.backend = OnnxBackend(resolve_model_files(s.model)[0], **ORT_VARIANTS[b])
+        if b == "onnxruntime" or b in ORT_VARIANTS:
+            seg = RoadSegmenter(s.model, backend="onnxruntime", **ORT_VARIANTS.get(b, {}))
             seg.backend.name = b
         else:
             if keras_seg is None:
@@ -569,10 +559,10 @@ def targets(res: dict[str, Any], s: BenchSettings) -> list[dict[str, Any]]:
     node_backend = res.get("node", {}).get("info", {}).get("backend", "onnxruntime")
     row_name = NODE_BACKEND_ROW.get(node_backend, node_backend)
     if row_name == "onnxruntime":  # a node run with another thread setting is compared with that row
-        spinning = str(s.node_params.get("inference_spinning", "off"))
-        threads = str(s.node_params.get("inference_threads", "0"))
-        row_name = {("always", "0"): "onnxruntime-spinning", ("run", "0"): "onnxruntime-runspin",
-                    ("off", "1"): "onnxruntime-1thread"}.get((spinning, threads), row_name)
+        node_setting = (str(s.node_params.get("inference_spinning", "off")),
+                        str(s.node_params.get("inference_threads", "0")))
+        row_name = next((name for name, kw in ORT_VARIANTS.items()
+                         if (kw.get("spinning", "off"), str(kw.get("threads", 0))) == node_setting), row_name)
     bare = next((r for r in res.get("bare", []) if r["backend"] == row_name and r["size"] == size), None)
     bare_ms = bare["total_ms"] if bare else None
     low, high = (f"{r:g}hz" for r in (min(s.rates_hz), max(s.rates_hz)))
