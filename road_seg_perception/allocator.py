@@ -3,8 +3,8 @@
 glibc serves allocations above ``M_MMAP_THRESHOLD`` (128 kB at start) with fresh ``mmap`` pages and
 returns them on ``free``; a 480x360 RGB image (518 kB) and its copies in DDS, rclpy and numpy then
 fault in about 130 new pages each, every frame. Raising the threshold lets the heap reuse those
-buffers: in this repository's measurement (bench/PERFORMANCE.md) a 518 kB ``sensor_msgs/Image``
-went from publish to subscriber callback in 1.1 ms instead of 1.8 ms.
+buffers: ``python bench/transport.py`` times a 480x360 image and its mask round trip between two
+rclpy processes with and without this setting (the README's Performance section has the last run).
 """
 
 from __future__ import annotations
