@@ -665,3 +665,17 @@ def test_signal_mid_stream_exits_cleanly(ctx, tiny_model, sig):
     assert took < 2.0, f"took {took:.2f} s from the signal to exit (issue 7: at most 2 s)"
     assert "falling back to CPU" in err  # device gpu requested, none here: the fallback is logged
     assert "best_effort" in err and "depth=1" in err  # the chosen QoS is logged at start-up
+
+
+@pytest.mark.parametrize("intake_thread", [True, False])
+def test_frames_taken_by_the_intake_thread_or_the_executor(harness, reference, intake_thread):
+    h = harness(reliable_input=True, params={"intake_thread": intake_thread})
+    assert (h.node._intake is not None and h.node._intake.alive) == intake_thread
+    for i in range(5):
+        msg = image_msg(random_rgb(48, 64, 40 + i), "rgb8", stamp=2000 + i)
+        h.pub.publish(msg)
+        np.testing.assert_array_equal(as_array(h.mask_for(2000 + i)), reference_mask(reference, image_to_rgb(msg)))
+    c = h.counts()
+    assert (c.received, c.processed, c.bad) == (5, 5, 0)
+    if intake_thread:
+        assert h.node._intake.taken == 5

@@ -49,6 +49,7 @@ from .conversions import (
     rgb_to_encoding,
     validate_image_msg,
 )
+from .intake import NoExecutorGroup, SubscriptionIntake, intake_available
 
 NODE_NAME = "road_seg_node"
 PROBABILITY_ENCODINGS = ("mono8", "32FC1")
@@ -119,6 +120,8 @@ PARAMETERS: dict[str, ParamSpec] = {
                                        "png) instead of image (sensor_msgs/Image)", read_only=True),
     "publish_camera_info": ParamSpec(False, "Republish camera_info on road_camera_info with each processed "
                                             "frame's header, for rviz", read_only=True),
+    "intake_thread": ParamSpec(True, "Take camera frames on a thread of their own instead of the executor "
+                                     "(lower latency); false: the executor delivers them", read_only=True),
     "stale_timeout_s": ParamSpec(2.0, "Diagnostics go to WARN when no image arrived for this long",
                                  float_range=(0.01, 3600.0)),
     "max_image_pixels": ParamSpec(DEFAULT_MAX_PIXELS, "Drop images with more pixels than this (width * height)",
@@ -154,6 +157,7 @@ class NodeConfig:
     probability_encoding: str
     use_compressed: bool
     publish_camera_info: bool
+    intake_thread: bool
     stale_timeout_s: float
     max_image_pixels: int
     max_message_bytes: int
@@ -224,6 +228,7 @@ class RoadSegNode(Node):
         self._factory = segmenter_factory or RoadSegmenter
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self._intake: SubscriptionIntake | None = None
         try:
             self._setup(diagnostics_period_s)
         except BaseException:
@@ -264,15 +269,21 @@ class RoadSegNode(Node):
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
-        if self.config.use_compressed:
-            self.image_sub = self.create_subscription(CompressedImage, "image/compressed", self._on_compressed,
-                                                      in_qos, qos_overriding_options=qos_opts())
-        else:
-            self.image_sub = self.create_subscription(Image, "image", self._on_image, in_qos,
-                                                      qos_overriding_options=qos_opts())
-        kind = "CompressedImage" if self.config.use_compressed else "Image"
-        log.info(f"subscribed to {self.image_sub.topic_name} ({kind}) with QoS {_qos_text(self.image_sub.qos_profile)}"
-                 " (override with qos_overrides.<topic>.subscription.reliability|history|depth)")
+        use_intake = self.config.intake_thread and intake_available()
+        if self.config.intake_thread and not use_intake:
+            log.warning("intake_thread: this rclpy has no usable wait set; the executor delivers camera frames")
+        group = NoExecutorGroup() if use_intake else None
+        msg_type, topic, on_frame = ((CompressedImage, "image/compressed", self._on_compressed)
+                                     if self.config.use_compressed else (Image, "image", self._on_image))
+        self.image_sub = self.create_subscription(msg_type, topic, on_frame, in_qos, callback_group=group,
+                                                  qos_overriding_options=qos_opts())
+        if use_intake:
+            self._intake = SubscriptionIntake(self.image_sub, on_frame, self.context, name="road_seg_intake",
+                                              on_error=self._on_intake_error).start()
+        log.info(f"subscribed to {self.image_sub.topic_name} ({msg_type.__name__}) with QoS "
+                 f"{_qos_text(self.image_sub.qos_profile)} (override with "
+                 "qos_overrides.<topic>.subscription.reliability|history|depth), taken by "
+                 + ("a thread of its own" if use_intake else "the executor"))
         if self.config.publish_camera_info:
             info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
             self.camera_info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
@@ -338,7 +349,7 @@ class RoadSegNode(Node):
             self.scheduler.sampler.configure(new.process_every_n, new.max_rate_hz)
         self.config = new
 
-    # ------------------------------------------------------------------ input (executor thread)
+    # ------------------------------------------------------------------ input (intake or executor thread)
 
     def _count_bad(self, kind: str, error: Exception) -> None:
         self._last_bad_reason = str(error)
@@ -372,6 +383,11 @@ class RoadSegNode(Node):
             self._count_bad("CompressedImage", e)
             return
         self.scheduler.offer(_Frame(msg, compressed_source_encoding(msg.format), now), now)
+
+    def _on_intake_error(self, error: Exception) -> None:
+        self._last_bad_reason = f"image intake failed: {type(error).__name__}: {error}"
+        self.get_logger().error(f"image intake failed: {type(error).__name__}: {error}",
+                                throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
@@ -493,6 +509,8 @@ class RoadSegNode(Node):
 
     def _shutdown_worker(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        if self._intake is not None:
+            self._intake.stop(timeout)
         if hasattr(self, "scheduler"):
             self.scheduler.close()
         if self._worker is not None and self._worker is not threading.current_thread():
