@@ -129,6 +129,12 @@ def test_targets_pass_and_fail_on_the_ratios():
     assert [t["status"] for t in good.values()] == ["PASS"] * 4
     assert list(good.values())[0]["value"] == pytest.approx(1.1)
     assert list(good.values())[2]["value"] == pytest.approx(8.0)
+    res = _fake_result(22.0, 38.0, 40.0, 5.0, 20.0)
+    res["bare"][0]["paced_total_ms"] = {"15hz": 25.0, "30hz": 19.0}
+    res["node"]["phases"]["flood"]["latency_p95_ms"] = 45.0
+    p95_note = B.targets(res, s)[1]["note"]
+    assert "at 30 Hz: 2.00x" in p95_note and "flooded (over capacity): 2.25x" in p95_note
+    assert "naive: 125.0x" in p95_note
     bad = B.targets(_fake_result(30.0, 50.0, 12.0, 5.0, 20.0), s)
     assert [t["status"] for t in bad] == ["FAIL"] * 4
     missing = B.targets({"bare": []}, s)
@@ -259,3 +265,15 @@ def test_node_with_another_thread_setting_is_compared_with_that_bare_row():
     spinning = B.targets(res, B.BenchSettings(model=Path("m.onnx"), node_params={"inference_spinning": "always"}))[0]
     assert spinning["value"] == pytest.approx(2.0) and "onnxruntime-spinning" in spinning["name"]
     assert "1.10x" in spinning["note"]  # against that row's total at 15 Hz
+
+
+def test_intake_ab_bench_measures_both_settings(tmp_path):
+    """bench/intake_ab.py: round trips with frames taken by the executor and by the intake thread."""
+    out = tmp_path / "intake.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "intake_ab.py"), "--rounds", "1", "--pings", "4",
+                           "--rate-hz", "30", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert set(res["p50_ms"]) == {"executor", "intake"} and min(res["p50_ms"].values()) > 0
+    assert all(len(v) == 1 for v in res["round_p50_ms"].values())
+    assert "| intake |" in proc.stdout and "| executor |" in proc.stdout
