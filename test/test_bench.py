@@ -277,3 +277,17 @@ def test_intake_ab_bench_measures_both_settings(tmp_path):
     assert set(res["p50_ms"]) == {"executor", "intake"} and min(res["p50_ms"].values()) > 0
     assert all(len(v) == 1 for v in res["round_p50_ms"].values())
     assert "| intake |" in proc.stdout and "| executor |" in proc.stdout
+
+
+def test_take_cost_bench_times_each_way_of_taking_a_frame(tmp_path):
+    """bench/take_cost.py: publish and take times for both frame sizes."""
+    out = tmp_path / "take.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "take_cost.py"), "--runs", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ROS_DOMAIN_ID": str(150 + os.getpid() % 50)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())["ms"]
+    assert set(res) == {"480x360", "1280x720"}
+    assert all(set(v) == {"publish", "take_message", "take_raw", "rosbags_deserialize"} and min(v.values()) > 0
+               for v in res.values())
+    assert "| 480x360 rgb8 |" in proc.stdout
