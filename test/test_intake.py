@@ -101,3 +101,12 @@ def test_a_subscription_the_executor_runs_is_refused(ctx):
             SubscriptionIntake(sub, lambda _m: None, ctx)
     finally:
         node.destroy_node()
+
+
+def test_the_thread_ends_when_its_subscription_is_destroyed(pair, ctx):
+    node, sub, _, on_msg, _ = pair
+    errors: list[Exception] = []
+    intake = SubscriptionIntake(sub, on_msg, ctx, on_error=errors.append).start()
+    node.destroy_subscription(sub)
+    wait_for(lambda: not intake.alive, timeout=3.0, what="the intake thread to end")
+    assert errors == []

@@ -23,11 +23,15 @@ try:
     from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 
     _WaitSet = getattr(_rclpy, "WaitSet", None)
+    _InvalidHandle: type[Exception] = getattr(_rclpy, "InvalidHandle", RuntimeError)
 except ImportError:  # pragma: no cover - an rclpy without the implementation singleton
     _WaitSet = None
+    _InvalidHandle = RuntimeError
 
 #: How long one wait lasts (ns): how quickly :meth:`SubscriptionIntake.stop` is noticed.
 POLL_NS = 100_000_000
+#: Pause after a reported error, so a fault that repeats cannot turn the loop into a busy one.
+ERROR_PAUSE_S = 0.01
 
 
 def intake_available() -> bool:
@@ -53,6 +57,7 @@ class SubscriptionIntake:
 
     The subscription must belong to a :class:`NoExecutorGroup`. ``on_error`` gets any exception
     ``on_message`` or the wait raises (the thread goes on); by default it is re-raised, which ends the thread.
+    The thread also ends, quietly, when the subscription or its context is destroyed.
     """
 
     def __init__(self, subscription: Any, on_message: Callable[[Any], None], context: Any,
@@ -101,9 +106,12 @@ class SubscriptionIntake:
                 if msg is not None:
                     self.taken += 1
                     self._on_message(msg)
+            except _InvalidHandle:
+                return  # the subscription (or its node) was destroyed: nothing left to take
             except Exception as e:
                 if self._stop.is_set() or not self._context.ok():
-                    return  # shutting down: the handle or the context went away under the wait
+                    return  # shutting down: the context went away under the wait
                 if self._on_error is None:
                     raise
                 self._on_error(e)
+                self._stop.wait(ERROR_PAUSE_S)
