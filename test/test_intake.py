@@ -9,6 +9,7 @@ import uuid
 import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 from test_node import wait_for
@@ -16,6 +17,7 @@ from test_node import wait_for
 from road_seg_perception.ros.intake import NoExecutorGroup, SubscriptionIntake, intake_available
 
 pytestmark = pytest.mark.skipif(not intake_available(), reason="this rclpy has no rclpy_implementation.WaitSet")
+InvalidHandle = rclpy_implementation.InvalidHandle
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -70,15 +72,17 @@ def test_a_failing_callback_is_reported_and_the_thread_goes_on(pair, ctx):
     def picky(msg: String) -> None:
         if msg.data == "bad":
             raise ValueError("bad message")
+        if msg.data == "stale handle":  # from the callback, not the wait: reported, not the end of the thread
+            raise InvalidHandle("a handle the callback used is gone")
         got.append((msg.data, threading.current_thread().name))
 
     intake = SubscriptionIntake(sub, picky, ctx, on_error=errors.append).start()
     try:
-        for data in ("a", "bad", "b"):
+        for data in ("a", "bad", "stale handle", "b"):
             pub.publish(String(data=data))
         wait_for(lambda: len(got) == 2, what="the two good messages")
         assert [d for d, _ in got] == ["a", "b"]
-        assert [str(e) for e in errors] == ["bad message"]
+        assert [str(e) for e in errors] == ["bad message", "a handle the callback used is gone"]
         assert intake.alive
     finally:
         intake.stop()

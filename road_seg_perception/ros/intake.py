@@ -19,14 +19,19 @@ from typing import Any
 
 from rclpy.callback_groups import CallbackGroup
 
+
+class _NoSuchError(Exception):
+    """Stands in for an exception type this rclpy does not have (never raised)."""
+
+
 try:
     from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 
     _WaitSet = getattr(_rclpy, "WaitSet", None)
-    _InvalidHandle: type[Exception] = getattr(_rclpy, "InvalidHandle", RuntimeError)
+    _InvalidHandle: type[Exception] = getattr(_rclpy, "InvalidHandle", _NoSuchError)
 except ImportError:  # pragma: no cover - an rclpy without the implementation singleton
     _WaitSet = None
-    _InvalidHandle = RuntimeError
+    _InvalidHandle = _NoSuchError
 
 #: How long one wait lasts (ns): how quickly :meth:`SubscriptionIntake.stop` is noticed.
 POLL_NS = 100_000_000
@@ -103,15 +108,27 @@ class SubscriptionIntake:
         while not self._stop.is_set():
             try:
                 msg = self._take(wait_set)
-                if msg is not None:
-                    self.taken += 1
-                    self._on_message(msg)
             except _InvalidHandle:
                 return  # the subscription (or its node) was destroyed: nothing left to take
             except Exception as e:
-                if self._stop.is_set() or not self._context.ok():
-                    return  # shutting down: the context went away under the wait
-                if self._on_error is None:
-                    raise
-                self._on_error(e)
-                self._stop.wait(ERROR_PAUSE_S)
+                if self._report(e):
+                    return
+                continue
+            if msg is None:
+                continue
+            self.taken += 1
+            try:
+                self._on_message(msg)
+            except Exception as e:
+                if self._report(e):
+                    return
+
+    def _report(self, error: Exception) -> bool:
+        """Hand ``error`` to ``on_error`` (or re-raise it); True when the thread should end instead."""
+        if self._stop.is_set() or not self._context.ok():
+            return True  # shutting down: the context went away under the wait
+        if self._on_error is None:
+            raise error
+        self._on_error(error)
+        self._stop.wait(ERROR_PAUSE_S)
+        return False
