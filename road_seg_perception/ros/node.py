@@ -215,6 +215,9 @@ def _qos_text(qos: QoSProfile) -> str:
 class RoadSegNode(Node):
     """Subscribe to camera images, segment the road on a worker thread, publish masks and diagnostics.
 
+    Frames are taken by an intake thread (:mod:`.intake`, parameter ``intake_thread``) or, with it off,
+    by the executor; either hands them to the worker through the scheduler's latest-frame slot.
+
     ``segmenter_factory`` (default :class:`RoadSegmenter`) is called with ``model_path, backend,
     device, post, allow_unsafe, threads, spinning`` keywords; tests pass a wrapper to make inference slow.
     ``diagnostics_period_s`` is the ``/diagnostics`` period. Other keywords go to ``rclpy.node.Node``
