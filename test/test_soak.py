@@ -2,8 +2,10 @@
 
 Run it with ``make soak`` (``pytest -m soak test -s``); the normal test command deselects it.
 ``ROAD_SEG_SOAK_FRAMES`` sets how many frames are published (default 20000);
-``ROAD_SEG_SOAK_WARMUP`` how many frames count as warm-up for the memory check (default 2000, at
-most a tenth of the run).
+``ROAD_SEG_SOAK_WARMUP`` how many frames count as warm-up for the memory check (default: the first
+30 % of the run). The heap grows until the largest burst the reliable reader buffers (up to
+``WINDOW`` frames of 518 kB) has been seen; in 20000-frame runs on a quiet machine that took
+about 6000 frames, then RSS stayed flat to within 0.2 MiB (the trajectory is printed).
 
 What it checks, from the node's own ``/diagnostics`` counters and ``/proc/<pid>/status``:
 
@@ -42,7 +44,7 @@ pytestmark = pytest.mark.soak
 
 REPO = Path(__file__).resolve().parent.parent
 SOAK_FRAMES = int(os.environ.get("ROAD_SEG_SOAK_FRAMES", "20000"))
-WARMUP_FRAMES = min(int(os.environ.get("ROAD_SEG_SOAK_WARMUP", "2000")), max(1, SOAK_FRAMES // 10))
+WARMUP_FRAMES = int(os.environ.get("ROAD_SEG_SOAK_WARMUP", str(max(1, SOAK_FRAMES * 3 // 10))))
 FRAME_HW = (360, 480)  # CamVid's size
 GOOD_PER_PASS = 19  # plus one malformed frame per pass of the bag
 WINDOW = 120  # frames in flight beyond the node's last reported "received"
@@ -285,7 +287,9 @@ def test_soak_live_node(tmp_path):
           f"({warm.received} frames), peak {peak.rss_kib / mib:.1f} MiB (at {peak.received} frames), "
           f"{final_rss / mib:.1f} MiB at the end: growth after warm-up {100 * growth_end:+.1f} % at the end, "
           f"{100 * growth_peak:+.1f} % at the peak ({len(after)} samples)\n"
-          f"soak: exit {proc.returncode} {exit_s:.2f} s after SIGTERM", flush=True)
+          f"soak: exit {proc.returncode} {exit_s:.2f} s after SIGTERM\n"
+          f"soak: RSS MiB by frames received: " + ", ".join(
+              f"{s.received}: {s.rss_kib / mib:.1f}" for s in samples[:: max(1, len(samples) // 12)]), flush=True)
 
     log = log_path.read_text(errors="replace")
     assert "reliability=reliable, history=keep_all" in log, "the QoS override did not apply:\n" + log[-3000:]
