@@ -291,3 +291,29 @@ def test_take_cost_bench_times_each_way_of_taking_a_frame(tmp_path):
     assert all(set(v) == {"publish", "take_message", "take_raw", "rosbags_deserialize"} and min(v.values()) > 0
                for v in res.values())
     assert "| 480x360 rgb8 |" in proc.stdout
+
+
+def test_py_spy_profile_of_a_running_process(tmp_path):
+    """--node-profile's sampler: py-spy attached to a live process writes its stacks (collapsed text)."""
+    if B.py_spy_path() is None:
+        pytest.skip("py-spy is not installed (requirements-dev.txt)")
+    busy = subprocess.Popen([sys.executable, "-c", "import time\ndef spin_here():\n    end = time.time() + 20\n"
+                             "    while time.time() < end:\n        pass\nspin_here()\n"])
+    try:
+        time.sleep(0.5)
+        out = tmp_path / "stacks.txt"
+        spy = B.start_py_spy(busy.pid, out, 1.0, log=lambda _m: None)
+        assert B.finish_py_spy(spy, out, log=lambda _m: None) == str(out)
+        stacks = out.read_text().splitlines()
+        assert stacks and any("spin_here" in line for line in stacks)
+        assert all(line.rsplit(" ", 1)[1].isdigit() for line in stacks)  # "frame;frame;... count"
+        summary = B.summarize_stacks(out)
+        assert summary[0].startswith(f"{sum(int(x.rsplit(' ', 1)[1]) for x in stacks)} samples")
+        in_spin = sum(float(line.split("%")[0]) for line in summary[1:] if "spin_here" in line)
+        assert in_spin > 90, summary  # the busy loop, whichever of its lines was sampled
+    finally:
+        busy.kill()
+        busy.wait()
+    missing = B.finish_py_spy(B.start_py_spy(busy.pid, tmp_path / "gone.txt", 1.0, log=lambda _m: None),
+                              tmp_path / "gone.txt", log=lambda _m: None)
+    assert missing is None  # the process has exited: reported, no file

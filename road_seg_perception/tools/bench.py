@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import pstats
+import shutil
 import subprocess
 import sys
 import threading
@@ -92,6 +93,7 @@ class BenchSettings:
     naive_script: Path = NAIVE_SCRIPT
     log_dir: Path = Path("out/bench")
     profile: Path | None = None
+    node_profile: Path | None = None
     domain_id: int | None = None
 
     @classmethod
@@ -465,6 +467,64 @@ def stream_phase(client: StreamClient, name: str, rate_hz: float, duration_s: fl
     }
 
 
+def py_spy_path() -> str | None:
+    """The ``py-spy`` executable beside this interpreter, else on PATH (None when absent)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.is_file() else shutil.which("py-spy")
+
+
+def start_py_spy(pid: int, out: Path, duration_s: float, log: Any = print) -> subprocess.Popen | None:
+    """Sample process ``pid`` (every thread, native frames off) for ``duration_s`` into a flame graph at ``out``."""
+    exe = py_spy_path()
+    if exe is None:
+        log("  py-spy is not installed (pip install -r requirements-dev.txt): no node profile")
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fmt = "speedscope" if out.suffix == ".json" else "raw" if out.suffix == ".txt" else "flamegraph"
+    cmd = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(duration_s))), "--rate", "200",
+           "--threads", "--nonblocking", "--format", fmt, "--output", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish_py_spy(spy: subprocess.Popen, out: Path, log: Any = print) -> str | None:
+    """Wait for ``py-spy record``; the profile's path, or None (and the reason logged) when it failed."""
+    try:
+        text, _ = spy.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        text, _ = spy.communicate()
+    if spy.returncode != 0 or not out.is_file():
+        log(f"  py-spy failed (status {spy.returncode}): {(text or '').strip()[-500:]}")
+        return None
+    log(f"  node profile of the flood phase: {out}")
+    if out.suffix == ".txt":
+        for line in summarize_stacks(out):
+            log("    " + line)
+    return str(out)
+
+
+def summarize_stacks(path: Path, top: int = 12) -> list[str]:
+    """Share of py-spy's samples (collapsed ``frame;frame;... count`` lines) per thread and per innermost frame."""
+    per_thread: dict[str, int] = {}
+    per_frame: dict[tuple[str, str], int] = {}
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        thread = frames[0].split(": ", 1)[-1]  # "thread (1234): name" -> name
+        per_thread[thread] = per_thread.get(thread, 0) + int(count)
+        per_frame[(thread, frames[-1])] = per_frame.get((thread, frames[-1]), 0) + int(count)
+    total = sum(per_thread.values())
+    if not total:
+        return ["no samples"]
+    lines = [f"{total} samples of running (not waiting) threads; by thread: "
+             + ", ".join(f"{t} {100 * n / total:.1f}%" for t, n in sorted(per_thread.items(), key=lambda kv: -kv[1]))]
+    lines += [f"{100 * n / total:5.1f}%  {t}: {f}"
+              for (t, f), n in sorted(per_frame.items(), key=lambda kv: -kv[1])[:top]]
+    return lines
+
+
 def process_cpu_s(pid: int) -> float | None:
     """User + system CPU seconds used so far by process ``pid`` (all threads); None where /proc is missing."""
     try:
@@ -533,8 +593,12 @@ def run_streams(s: BenchSettings, kind: str, frames: list[np.ndarray], log: Any 
             phases = [(f"{r:g}hz", r) for r in s.rates_hz] + [("flood", s.flood_hz)]
             for name, rate in phases:
                 log(f"  {kind}: {name} stream for {s.phase_s:g} s")
+                spy = (start_py_spy(proc.pid, s.node_profile, s.phase_s, log)
+                       if kind == "node" and name == "flood" and s.node_profile is not None else None)
                 cpu0, own0, wall0 = process_cpu_s(proc.pid), time.process_time(), time.monotonic()
                 ph = stream_phase(client, name, rate, s.phase_s, s.settle_max_s, s.stream_size)
+                if spy is not None:
+                    result["node_profile"] = finish_py_spy(spy, s.node_profile, log)
                 cpu1, own1, wall = process_cpu_s(proc.pid), time.process_time(), time.monotonic() - wall0
                 # CPU use over the phase including its settle time, in % of one core
                 ph["process_cpu_pct"] = 100 * (cpu1 - cpu0) / wall if cpu0 is not None and cpu1 is not None else None
@@ -785,6 +849,9 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, argparse.Namespac
                    help="extra road_seg_node parameter (repeatable)")
     p.add_argument("--naive-script", type=Path, default=NAIVE_SCRIPT, help="the naive baseline node script")
     p.add_argument("--profile", type=Path, default=None, help="write a cProfile of the node's per-frame work here")
+    p.add_argument("--node-profile", type=Path, default=None,
+                   help="sample the live node with py-spy during the flood phase: .svg flame graph, "
+                        ".json speedscope or .txt collapsed stacks")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the live runs (default private)")
     a = p.parse_args(argv)
     model = a.model or default_model_path()
@@ -797,7 +864,8 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, argparse.Namespac
     kw: dict[str, Any] = {"sections": a.sections, "backends": a.backends, "stream_size": a.stream_size,
                           "encoding": a.encoding, "rates_hz": a.rates, "flood_hz": a.flood_hz,
                           "frames_dir": a.frames, "node_params": params, "naive_script": a.naive_script,
-                          "log_dir": a.json.parent, "profile": a.profile, "domain_id": a.domain_id}
+                          "log_dir": a.json.parent, "profile": a.profile, "node_profile": a.node_profile,
+                          "domain_id": a.domain_id}
     if a.sizes:
         kw["sizes"] = a.sizes
     if a.phase_s:
