@@ -389,8 +389,7 @@ class RoadSegNode(Node):
 
     def _on_intake_error(self, error: Exception) -> None:
         self._last_bad_reason = f"image intake failed: {type(error).__name__}: {error}"
-        self.get_logger().error(f"image intake failed: {type(error).__name__}: {error}",
-                                throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
+        self.get_logger().error(self._last_bad_reason, throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg

@@ -474,7 +474,10 @@ def py_spy_path() -> str | None:
 
 
 def start_py_spy(pid: int, out: Path, duration_s: float, log: Any = print) -> subprocess.Popen | None:
-    """Sample process ``pid`` (every thread, native frames off) for ``duration_s`` into a flame graph at ``out``."""
+    """Sample process ``pid`` (every thread, native frames off) for ``duration_s`` into ``out``.
+
+    The suffix picks the format: ``.json`` speedscope, ``.txt`` collapsed stacks, anything else a flame graph.
+    """
     exe = py_spy_path()
     if exe is None:
         log("  py-spy is not installed (pip install -r requirements-dev.txt): no node profile")
