@@ -27,9 +27,9 @@ setup(
     entry_points={
         "console_scripts": [
             "road_seg_node = road_seg_perception.ros.node:main",
-            "road-seg-train = road_seg_perception.train:main",
-            "road-seg-predict = road_seg_perception.predict:main",
-            "road-seg-export = road_seg_perception.export:main",
+            "road-seg-train = road_seg_perception.training.cli:main",
+            "road-seg-predict = road_seg_perception.tools.predict:main",
+            "road-seg-export = road_seg_perception.training.export:main",
             "road-seg-bag = road_seg_perception.tools.bag:main",
             "road-seg-eval = road_seg_perception.tools.evaluate:main",
             "road-seg-replay = road_seg_perception.ros.replay:main",

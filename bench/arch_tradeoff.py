@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from road_seg_perception.export import export_onnx
-from road_seg_perception.model import UNetConfig, build_unet, count_flops
-from road_seg_perception.segmenter import RoadSegmenter
-from road_seg_perception.timing import time_segmenter
+from road_seg_perception.core.segmenter import RoadSegmenter
+from road_seg_perception.core.timing import time_segmenter
+from road_seg_perception.training.export import export_onnx
+from road_seg_perception.training.model import UNetConfig, build_unet, count_flops
 
 CANDIDATES = {
     "base 16, full-resolution stem": UNetConfig(base_filters=16, stem_stride=1),

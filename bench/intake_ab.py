@@ -29,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from road_seg_perception.allocator import keep_large_buffers  # noqa: E402
+from road_seg_perception.core.allocator import keep_large_buffers  # noqa: E402
 
 FRAME_HW = (360, 480)
 SETTINGS = ("executor", "intake")

@@ -22,7 +22,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from road_seg_perception.allocator import keep_large_buffers  # noqa: E402
+from road_seg_perception.core.allocator import keep_large_buffers  # noqa: E402
 
 SIZES = ((480, 360), (1280, 720))
 
@@ -32,8 +32,8 @@ def measure(runs: int) -> dict[str, dict[str, float]]:
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
+    from road_seg_perception.bagio.bag import typestore
     from road_seg_perception.ros.intake import NoExecutorGroup
-    from road_seg_perception.tools.bag import typestore
 
     keep_large_buffers()
     rclpy.init()

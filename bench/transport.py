@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from road_seg_perception.allocator import ENV_DISABLE, keep_large_buffers  # noqa: E402
+from road_seg_perception.core.allocator import ENV_DISABLE, keep_large_buffers  # noqa: E402
 
 MASK_BYTES = 480 * 360
 

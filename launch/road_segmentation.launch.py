@@ -14,7 +14,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from road_seg_perception.launch_args import parse_bool
+from road_seg_perception.ros.launch_args import parse_bool
 
 PACKAGE = "road_seg_perception"
 

@@ -25,7 +25,7 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
-from road_seg_perception.launch_args import parse_bool, parse_float
+from road_seg_perception.ros.launch_args import parse_bool, parse_float
 
 PACKAGE = "road_seg_perception"
 OUTPUT_TOPICS = ["/road_mask", "/road_overlay", "/diagnostics"]

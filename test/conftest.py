@@ -38,8 +38,8 @@ def tiny_model(tmp_path_factory) -> dict[str, Path]:
     """A tiny untrained U-Net (input 32x64) saved as .keras and .onnx with the same stem."""
     import keras
 
-    from road_seg_perception.export import export_onnx
-    from road_seg_perception.model import UNetConfig, build_unet
+    from road_seg_perception.training.export import export_onnx
+    from road_seg_perception.training.model import UNetConfig, build_unet
 
     d = tmp_path_factory.mktemp("tiny_model")
     keras.utils.set_random_seed(0)

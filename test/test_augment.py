@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from road_seg_perception.augment import AugmentConfig, augment
-from road_seg_perception.preprocessing import VOID
+from road_seg_perception.core.preprocessing import VOID
+from road_seg_perception.training.augment import AugmentConfig, augment
 
 H, W, CELL = 96, 128, 16
 

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from road_seg_perception.backends import SPINNING_MODES, OnnxBackend
-from road_seg_perception.segmenter import RoadSegmenter
-from road_seg_perception.timing import time_segmenter
+from road_seg_perception.core.backends import SPINNING_MODES, OnnxBackend
+from road_seg_perception.core.segmenter import RoadSegmenter
+from road_seg_perception.core.timing import time_segmenter
 
 
 @pytest.mark.parametrize(("mode", "allow", "force_stop"), [("run", "1", "1"), ("off", "0", ""), ("always", "1", "")])
@@ -49,7 +49,7 @@ def test_paced_timing_starts_calls_at_the_rate(tiny_model):
 def test_keep_large_buffers_applies_on_glibc_and_can_be_turned_off(monkeypatch):
     import platform
 
-    from road_seg_perception.allocator import ENV_DISABLE, keep_large_buffers
+    from road_seg_perception.core.allocator import ENV_DISABLE, keep_large_buffers
 
     monkeypatch.setenv(ENV_DISABLE, "1")
     assert keep_large_buffers() is False

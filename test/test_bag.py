@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
-from road_seg_perception.tools import bag as B
+from road_seg_perception.bagio import bag as B
+from road_seg_perception.tools import bag as bag_cli
 
 START_NS = 1_700_000_000_123_456_789
 
@@ -102,11 +103,11 @@ def test_compressed_round_trip(tmp_path, storage):
 
 
 def test_make_bag_from_camvid(camvid, tmp_path):
-    from road_seg_perception.datasets import LabelSpec, read_image, read_label
-    from road_seg_perception.metrics import gt_image_from_label
+    from road_seg_perception.core.metrics import gt_image_from_label
+    from road_seg_perception.training.datasets import LabelSpec, read_image, read_label
 
     out = tmp_path / "camvid_bag"
-    rc = B.main(["make", "--images", str(camvid / "val"), "--masks", str(camvid / "valannot"), "--out", str(out),
+    rc = bag_cli.main(["make", "--images", str(camvid / "val"), "--masks", str(camvid / "valannot"), "--out", str(out),
                  "--limit", "3", "--storage", "mcap", "--frame-id", "camvid", "--start", "1000", "--rate", "15"])
     assert rc == 0
     names = sorted(p.name for p in (camvid / "val").iterdir())[:3]
@@ -122,7 +123,7 @@ def test_make_bag_from_camvid(camvid, tmp_path):
 
 def test_info_cli_lists_topics(tmp_path, capsys):
     B.write_frames(tmp_path / "bag", synthetic_frames(2), start_ns=START_NS)
-    assert B.main(["info", str(tmp_path / "bag")]) == 0
+    assert bag_cli.main(["info", str(tmp_path / "bag")]) == 0
     out = capsys.readouterr().out
     assert "/camera/image_raw" in out and "sensor_msgs/msg/Image  (2 msgs)" in out and "messages: 6" in out
 
@@ -158,10 +159,10 @@ def test_missing_and_misnamed_topics_list_the_bag_topics(tmp_path, capsys):
 
 def test_bad_inputs_are_refused_clearly(tmp_path):
     with pytest.raises(B.BagError, match="does not exist"):
-        B.make_bag(tmp_path / "nope", tmp_path / "out")
+        bag_cli.make_bag(tmp_path / "nope", tmp_path / "out")
     (tmp_path / "imgs").mkdir()
     with pytest.raises(B.BagError, match="no images"):
-        B.make_bag(tmp_path / "imgs", tmp_path / "out")
+        bag_cli.make_bag(tmp_path / "imgs", tmp_path / "out")
     B.write_frames(tmp_path / "exists", synthetic_frames(1))
     with pytest.raises(B.BagError, match="exists already"):
         B.write_frames(tmp_path / "exists", synthetic_frames(1))
@@ -176,4 +177,4 @@ def test_bad_inputs_are_refused_clearly(tmp_path):
     with pytest.raises(B.BagError, match="frame 1: ground truth"):
         B.write_frames(tmp_path / "partial", bad)
     assert not (tmp_path / "partial").exists()
-    assert B.main(["make", "--images", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert bag_cli.main(["make", "--images", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2

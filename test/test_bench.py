@@ -29,7 +29,7 @@ from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from road_seg_perception.ros.conversions import numpy_to_image_msg  # noqa: E402
+from road_seg_perception.ros.messages import numpy_to_image_msg  # noqa: E402
 from road_seg_perception.tools import bench as B  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,18 +13,18 @@ from hypothesis import strategies as st
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from road_seg_perception.ros.conversions import (
+from road_seg_perception.bagio.image_codec import (
     BYTES_PER_PIXEL,
     ImageConversionError,
     compressed_header,
     compressed_source_encoding,
     compressed_to_rgb,
     image_to_rgb,
-    numpy_to_image_msg,
     overlay_encoding,
     probability_image,
     rgb_to_encoding,
 )
+from road_seg_perception.ros.messages import numpy_to_image_msg
 
 RNG = np.random.default_rng(7)
 KNOWN = RNG.integers(0, 256, (6, 10, 3), dtype=np.uint8)

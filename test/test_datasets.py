@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from road_seg_perception.datasets import (
+from road_seg_perception.core.preprocessing import VOID
+from road_seg_perception.training.datasets import (
     DatasetError,
     LabelSpec,
     Sample,
@@ -17,7 +18,6 @@ from road_seg_perception.datasets import (
     read_label,
     split_by_drive,
 )
-from road_seg_perception.preprocessing import VOID
 
 
 def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -9,7 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from road_seg_perception.tools import bag as B
+from road_seg_perception.bagio import bag as B
+from road_seg_perception.tools import bag as bag_cli
 from road_seg_perception.tools import evaluate as E
 
 START_NS = 1_600_000_000_000_000_000
@@ -27,7 +28,7 @@ def hand_confusion(mask: np.ndarray, label: np.ndarray) -> tuple[int, int, int, 
 
 @pytest.fixture(scope="module")
 def segmenter(tiny_model):
-    from road_seg_perception.segmenter import RoadSegmenter
+    from road_seg_perception.core.segmenter import RoadSegmenter
 
     return RoadSegmenter(tiny_model["onnx"])
 
@@ -35,12 +36,12 @@ def segmenter(tiny_model):
 @pytest.fixture(scope="module")
 def camvid_bag(camvid, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "camvid_bag"
-    B.make_bag(camvid / "val", out, camvid / "valannot", limit=N_CAMVID, start_ns=START_NS, rate=15.0)
+    bag_cli.make_bag(camvid / "val", out, camvid / "valannot", limit=N_CAMVID, start_ns=START_NS, rate=15.0)
     return out
 
 
 def test_metrics_equal_hand_counted_confusion_on_camvid(camvid, camvid_bag, segmenter, tmp_path):
-    from road_seg_perception.datasets import LabelSpec, read_image, read_label
+    from road_seg_perception.training.datasets import LabelSpec, read_image, read_label
 
     names = sorted(p.name for p in (camvid / "val").iterdir())[:N_CAMVID]
     expected = []
@@ -170,7 +171,7 @@ def test_cli_on_compressed_bag(tiny_model, tmp_path, capsys):
 
 
 def test_pr_accumulator_matches_metrics_pr_curve():
-    from road_seg_perception.metrics import pr_curve
+    from road_seg_perception.core.metrics import pr_curve
 
     rng = np.random.default_rng(0)
     probs = [rng.random((20, 30), dtype=np.float32) for _ in range(3)]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from road_seg_perception.overlay import draw_overlay
+from road_seg_perception.core.overlay import draw_overlay
 
 
 def reference_overlay(image, mask, color=(0, 255, 0), alpha=0.45, boundary=True, boundary_thickness=2):

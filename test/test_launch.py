@@ -17,7 +17,7 @@ import rclpy
 import yaml
 from rclpy.signals import SignalHandlerOptions
 
-from road_seg_perception.launch_args import parse_bool
+from road_seg_perception.ros.launch_args import parse_bool
 from road_seg_perception.ros.node import NODE_NAME, PARAMETERS, RoadSegNode
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,7 +132,7 @@ def assert_no_side_effects(tree: ast.Module, allowed_calls: frozenset[str] = fro
         if isinstance(n, ast.Import | ast.ImportFrom):
             mods = [a.name for a in n.names] if isinstance(n, ast.Import) else [n.module or ""]
             for m in mods:
-                assert m.split(".")[0] in {"launch", "launch_ros"} or m == "road_seg_perception.launch_args", \
+                assert m.split(".")[0] in {"launch", "launch_ros"} or m == "road_seg_perception.ros.launch_args", \
                     f"line {n.lineno}: imports {m}"
     for n in tree.body:
         assert isinstance(n, ast.Import | ast.ImportFrom | ast.FunctionDef | ast.Assign | ast.Expr), ast.dump(n)[:80]
@@ -258,8 +258,8 @@ def test_launch_runs_the_node(tiny_model):
 
 def test_launch_args_module_is_side_effect_free_and_parses():
     """The helpers both launch files import: plain functions, no imports beyond __future__."""
-    import road_seg_perception.launch_args as la
-    from road_seg_perception.launch_args import parse_float
+    import road_seg_perception.ros.launch_args as la
+    from road_seg_perception.ros.launch_args import parse_float
 
     tree = ast.parse(Path(la.__file__).read_text())
     imports = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]

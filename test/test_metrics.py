@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from road_seg_perception.metrics import (
+from road_seg_perception.core.metrics import (
     Confusion,
     confusion,
     gt_image_from_label,
@@ -15,7 +15,7 @@ from road_seg_perception.metrics import (
     max_f,
     pr_curve,
 )
-from road_seg_perception.preprocessing import VOID
+from road_seg_perception.core.preprocessing import VOID
 
 # pred/label pairs, pixel by pixel:  TP, FN, FP / TN, (void), FN
 PRED = np.array([[255, 0, 255], [0, 255, 0]], np.uint8)
@@ -128,7 +128,7 @@ def test_loss_hand_values():
 
 
 def test_masked_losses_match_numpy_and_ignore_void():
-    from road_seg_perception.losses import masked_bce, masked_dice, masked_focal
+    from road_seg_perception.training.losses import masked_bce, masked_dice, masked_focal
 
     assert float(masked_bce(Y_TRUE, Y_PRED)) == pytest.approx(_np_bce(), rel=1e-5)
     assert float(masked_dice(Y_TRUE, Y_PRED)) == pytest.approx(_np_dice(), rel=1e-5)
@@ -140,13 +140,13 @@ def test_masked_losses_match_numpy_and_ignore_void():
 
 
 def test_all_void_batch_gives_zero_bce():
-    from road_seg_perception.losses import masked_bce
+    from road_seg_perception.training.losses import masked_bce
 
     assert float(masked_bce(np.full((1, 2, 2, 1), VOID, np.float32), np.full((1, 2, 2, 1), 0.3, np.float32))) == 0.0
 
 
 def test_road_loss_weights_and_parse():
-    from road_seg_perception.losses import RoadLoss, parse_loss
+    from road_seg_perception.training.losses import RoadLoss, parse_loss
 
     loss = parse_loss("bce:1,dice:0.5")
     assert (loss.bce, loss.dice, loss.focal) == (1.0, 0.5, 0.0)

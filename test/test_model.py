@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import pytest
 
-from road_seg_perception.model import UNetConfig, build_unet, count_flops, encoder_layers
-from road_seg_perception.model_io import ModelFileError, inspect_keras_file, load_keras_model
+from road_seg_perception.core.model_io import ModelFileError, inspect_keras_file, load_keras_model
+from road_seg_perception.training.model import UNetConfig, build_unet, count_flops, encoder_layers
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = UNetConfig(input_hw=(32, 64), base_filters=4, levels=2, dropout=0.0)
@@ -185,8 +185,8 @@ _BACKEND_SCRIPT = textwrap.dedent("""
     import sys
     import keras
     import numpy as np
-    from road_seg_perception.model import UNetConfig, build_unet
-    from road_seg_perception.model_io import load_keras_model
+    from road_seg_perception.training.model import UNetConfig, build_unet
+    from road_seg_perception.core.model_io import load_keras_model
     assert keras.backend.backend() == sys.argv[1], keras.backend.backend()
     model = build_unet(UNetConfig(input_hw=(32, 64), base_filters=4, levels=2))
     y = np.asarray(keras.ops.convert_to_numpy(model(np.ones((2, 32, 64, 3), "float32"), training=False)))
@@ -234,7 +234,7 @@ def test_instance_input_norm_makes_the_model_brightness_invariant():
 def test_exposure_norm_makes_the_model_gain_and_gamma_invariant(tmp_path):
     """A dusk-like exposure (x ** 2.2) or a gain (0.4 x) moves the output little; the model saves,
     loads in safe mode (its own registered layer is allowed) and exports to ONNX."""
-    from road_seg_perception.export import export_onnx
+    from road_seg_perception.training.export import export_onnx
 
     keras.utils.set_random_seed(2)
     cfg = dict(input_hw=(32, 64), base_filters=4, levels=2, dropout=0.0)

@@ -29,15 +29,15 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from road_seg_perception.overlay import draw_overlay
-from road_seg_perception.ros.conversions import (
+from road_seg_perception.bagio.image_codec import (
     BYTES_PER_PIXEL,
     compressed_to_rgb,
     image_to_rgb,
     rgb_to_encoding,
 )
+from road_seg_perception.core.overlay import draw_overlay
+from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
 from road_seg_perception.ros.node import RoadSegNode
-from road_seg_perception.segmenter import PostConfig, RoadSegmenter
 
 REPO = Path(__file__).resolve().parent.parent
 DOMAIN_ID = 1 + os.getpid() % 200  # keeps this run away from other ROS processes on the machine

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from road_seg_perception import predict
-from road_seg_perception.segmenter import PostConfig, RoadSegmenter
+from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
+from road_seg_perception.tools import predict
 
 SIZES_HW = [(32, 64), (75, 101), (120, 90)]
 

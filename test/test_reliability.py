@@ -32,12 +32,13 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage
 from test_node import as_array, header, image_msg, random_rgb, wait_for
 
-from road_seg_perception import train
-from road_seg_perception.model_io import ModelFileError, inspect_keras_file, load_keras_model
-from road_seg_perception.ros.conversions import ImageConversionError, compressed_header
+from road_seg_perception.bagio.image_codec import ImageConversionError, compressed_header
+from road_seg_perception.core import fileio
+from road_seg_perception.core.model_io import ModelFileError, inspect_keras_file, load_keras_model
+from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.ros.node import RoadSegNode
 from road_seg_perception.ros.replay import message_class
-from road_seg_perception.segmenter import RoadSegmenter
+from road_seg_perception.training import cli as train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -257,12 +258,12 @@ def test_bag_message_type_cannot_import_arbitrary_modules(tmp_path, monkeypatch)
 
 
 def test_atomic_save_failure_leaves_previous_model_intact(tmp_path, monkeypatch):
-    from road_seg_perception.model import UNetConfig, build_unet
+    from road_seg_perception.training.model import UNetConfig, build_unet
 
     keras.utils.set_random_seed(1)
     model = build_unet(UNetConfig(input_hw=(32, 64), base_filters=4, levels=2, dropout=0.0))
     target = tmp_path / "model.keras"
-    train.atomic_save(model, target)
+    fileio.atomic_save(model, target)
     good = target.read_bytes()
     before = [np.array(w) for w in model.weights]
     for w in model.weights:
@@ -277,7 +278,7 @@ def test_atomic_save_failure_leaves_previous_model_intact(tmp_path, monkeypatch)
 
     monkeypatch.setattr(type(model), "save", save_then_crash)
     with pytest.raises(OSError, match="No space left"):
-        train.atomic_save(model, target)
+        fileio.atomic_save(model, target)
     monkeypatch.undo()
     assert target.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"], "a temp file was left behind"
@@ -286,7 +287,7 @@ def test_atomic_save_failure_leaves_previous_model_intact(tmp_path, monkeypatch)
         np.testing.assert_array_equal(np.array(got), want)
 
     state = tmp_path / "state.json"
-    train.atomic_write_text(state, '{"epoch": 1}')
+    fileio.atomic_write_text(state, '{"epoch": 1}')
 
     def write_then_crash(self, text, *args, **kwargs):
         Path.write_bytes(self, text.encode()[:5])
@@ -294,7 +295,7 @@ def test_atomic_save_failure_leaves_previous_model_intact(tmp_path, monkeypatch)
 
     monkeypatch.setattr(Path, "write_text", write_then_crash)
     with pytest.raises(OSError):
-        train.atomic_write_text(state, '{"epoch": 2}')
+        fileio.atomic_write_text(state, '{"epoch": 2}')
     monkeypatch.undo()
     assert json.loads(state.read_text()) == {"epoch": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras", "state.json"]
@@ -327,7 +328,7 @@ def _tiny_camvid(root: Path) -> Path:
 _KILLABLE_TRAIN = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from road_seg_perception import train
+    from road_seg_perception.training import cli as train
 
     marker, argv = Path(sys.argv[1]), sys.argv[2:]
     real_build_callback = train.build_callback

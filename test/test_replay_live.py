@@ -21,7 +21,8 @@ pytest.importorskip("rclpy", reason="rclpy is not installed")
 
 from conftest import camvid_root  # noqa: E402
 
-from road_seg_perception.tools import bag as B  # noqa: E402
+from road_seg_perception.bagio import bag as B  # noqa: E402
+from road_seg_perception.tools import bag as bag_cli  # noqa: E402
 from road_seg_perception.tools.evaluate import EvalConfig, evaluate_bag, score_masks  # noqa: E402
 from road_seg_perception.tools.live import LiveRun, run_live  # noqa: E402
 
@@ -81,7 +82,7 @@ def per_frame_iou(run: LiveRun, bag) -> dict[int, float]:
 
 def test_live_replay_through_node_tiny_model(tiny_model, tmp_path):
     """The whole live path with a real (tiny) model: ground truth = offline prediction, so live IoU must be ~1."""
-    from road_seg_perception.segmenter import RoadSegmenter
+    from road_seg_perception.core.segmenter import RoadSegmenter
 
     seg = RoadSegmenter(tiny_model["onnx"])
     bag = synthetic_bag(tmp_path / "bag", seg, n=6)
@@ -101,10 +102,10 @@ def live_camvid(shipped_model, tmp_path_factory):
     d = tmp_path_factory.mktemp("live_shipped")
     root = camvid_root()
     if (root / "val").is_dir():
-        bag = B.make_bag(root / "val", d / "bag", root / "valannot", start_ns=START_NS, rate=15.0).path
+        bag = bag_cli.make_bag(root / "val", d / "bag", root / "valannot", start_ns=START_NS, rate=15.0).path
         source = "camvid"
     else:
-        from road_seg_perception.segmenter import RoadSegmenter
+        from road_seg_perception.core.segmenter import RoadSegmenter
 
         bag = synthetic_bag(d / "bag", RoadSegmenter(shipped_model), n=20, hw=(360, 480))
         source = "synthetic"

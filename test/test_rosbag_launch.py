@@ -9,7 +9,7 @@ import pytest
 from test_launch import _call_name as _name
 from test_launch import assert_no_side_effects
 
-from road_seg_perception.launch_args import parse_bool, parse_float
+from road_seg_perception.ros.launch_args import parse_bool, parse_float
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = REPO / "launch" / "rosbag_replay.launch.py"

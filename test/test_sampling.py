@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from road_seg_perception.sampling import (
+from road_seg_perception.core.sampling import (
     FrameSampler,
     FrameScheduler,
     LatencyTracker,

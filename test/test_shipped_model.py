@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from road_seg_perception.datasets import LabelSpec, pair_samples, read_image, read_label
-from road_seg_perception.metrics import Confusion, confusion
-from road_seg_perception.model_io import load_keras_model
-from road_seg_perception.segmenter import RoadSegmenter, default_model_path
+from road_seg_perception.core.metrics import Confusion, confusion
+from road_seg_perception.core.model_io import load_keras_model
+from road_seg_perception.core.segmenter import RoadSegmenter, default_model_path
+from road_seg_perception.training.datasets import LabelSpec, pair_samples, read_image, read_label
 
 VAL_IOU_TARGET = 0.93
 MAX_MODEL_BYTES = 25 * 1024 * 1024
@@ -67,7 +67,7 @@ def test_onnx_and_keras_agree(shipped_model, val_samples):
 
 
 def test_predict_cli_defaults_to_shipped_model(shipped_model, val_samples, tmp_path):
-    from road_seg_perception import predict
+    from road_seg_perception.tools import predict
 
     assert filecmp.cmp(default_model_path(), shipped_model, shallow=False)  # the installed copy or this one
     frame = val_samples[0].image

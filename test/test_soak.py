@@ -37,7 +37,7 @@ pytest.importorskip("rclpy", reason="rclpy is not installed")
 
 from conftest import SHIPPED_MODEL  # noqa: E402
 
-from road_seg_perception.tools import bag as B  # noqa: E402
+from road_seg_perception.bagio import bag as B  # noqa: E402
 from road_seg_perception.tools.live import node_command, node_counts, subprocess_env  # noqa: E402
 
 pytestmark = pytest.mark.soak
@@ -64,8 +64,8 @@ def soak_model() -> tuple[Path, str]:
     if not path.is_file():
         import keras
 
-        from road_seg_perception.export import export_onnx
-        from road_seg_perception.model import UNetConfig, build_unet
+        from road_seg_perception.training.export import export_onnx
+        from road_seg_perception.training.model import UNetConfig, build_unet
 
         UNTRAINED_DIR.mkdir(parents=True, exist_ok=True)
         keras.utils.set_random_seed(0)

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import yaml
 
-from road_seg_perception import train
-from road_seg_perception.datasets import LabelSpec, load_samples, pair_samples
-from road_seg_perception.metrics import Confusion, confusion
-from road_seg_perception.model import UNetConfig, build_unet, encoder_layers
-from road_seg_perception.model_io import load_keras_model
+from road_seg_perception.core.metrics import Confusion, confusion
+from road_seg_perception.core.model_io import load_keras_model
+from road_seg_perception.training import cli as train
+from road_seg_perception.training.datasets import LabelSpec, load_samples, pair_samples
+from road_seg_perception.training.model import UNetConfig, build_unet, encoder_layers
 
 TINY = ["--set", "model.input_hw=[32,64]", "--set", "model.base_filters=4", "--set", "model.levels=2",
         "--set", "model.stem_stride=2", "--set", "train.batch_size=4", "--set", "train.workers=1",
@@ -111,7 +111,7 @@ def test_smoke_one_epoch(camvid_tiny, tmp_path, capsys):
 
     # an independent evaluation of the exported model.onnx at full resolution gives the same matrix
     # (up to pixels whose probability is within the export's 1e-4 of the threshold)
-    from road_seg_perception.segmenter import RoadSegmenter
+    from road_seg_perception.core.segmenter import RoadSegmenter
 
     seg = RoadSegmenter(run_dir / "model.onnx", backend="onnxruntime")
     again = sum((confusion(seg.segment(img).mask, lab) for img, lab in val), Confusion())

@@ -74,8 +74,8 @@ def sweep(engine: str, mode: str, device: str, make_infer: Callable[[int], Infer
           input_hw: tuple[int, int], batches: tuple[int, ...], budget_s: float, min_runs: int,
           end_to_end: bool = True) -> list[dict[str, Any]]:
     """Time ``make_infer(b)`` for each batch size ``b``: inference alone and, optionally, end to end."""
-    from road_seg_perception.postprocess import probability_to_mask
-    from road_seg_perception.preprocessing import preprocess_batch
+    from road_seg_perception.core.postprocess import probability_to_mask
+    from road_seg_perception.core.preprocessing import preprocess_batch
 
     rows: list[dict[str, Any]] = []
     out_hw = frames[0].shape[:2]
@@ -146,8 +146,8 @@ def bench_onnxruntime(model: Path, device: str, frames: list[np.ndarray], batche
     """Every ONNX Runtime mode at every batch size, plus ``RoadSegmenter.segment`` at batch 1."""
     import onnxruntime as ort
 
-    from road_seg_perception.segmenter import RoadSegmenter
-    from road_seg_perception.timing import time_segmenter
+    from road_seg_perception.core.segmenter import RoadSegmenter
+    from road_seg_perception.core.timing import time_segmenter
 
     available = ort.get_available_providers()
     use_gpu = device != "cpu" and "CUDAExecutionProvider" in available
@@ -236,7 +236,7 @@ def bench_keras(model: Path, device: str, frames: list[np.ndarray], batches: tup
     """Keras 3 on the backend named by ``KERAS_BACKEND`` (set before this process imported keras)."""
     import keras
 
-    from road_seg_perception.backends import KerasBackend, resolve_model_files
+    from road_seg_perception.core.backends import KerasBackend, resolve_model_files
 
     backend = keras.backend.backend()
     _, keras_path = resolve_model_files(model)
@@ -403,7 +403,7 @@ def _gpu_name() -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from road_seg_perception.segmenter import default_model_path
+    from road_seg_perception.core.segmenter import default_model_path
 
     p = argparse.ArgumentParser(prog="gpu_bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=default_model_path(), help="the .onnx model (a .keras sibling "

@@ -1,1 +1,1 @@
-"""ROS 2 layer: message conversions, the node and bag replay. Imports rclpy and message types."""
+"""ROS 2 layer: the node, its parameters, frame intake, message building, bag replay and launch helpers."""

@@ -30,13 +30,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from ..allocator import keep_large_buffers
-from ..backends import BACKENDS, DEVICES, SPINNING_MODES
-from ..model_io import ModelFileError
-from ..overlay import draw_overlay
-from ..sampling import FrameSampler, FrameScheduler, LatencyTracker, RateMeter, stale_status
-from ..segmenter import PostConfig, RoadSegmenter, default_model_path
-from .conversions import (
+from road_seg_perception.bagio.image_codec import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     ImageConversionError,
@@ -44,12 +38,18 @@ from .conversions import (
     compressed_source_encoding,
     compressed_to_rgb,
     image_to_rgb,
-    numpy_to_image_msg,
     probability_image,
     rgb_to_encoding,
     validate_image_msg,
 )
-from .intake import NoExecutorGroup, SubscriptionIntake, intake_available
+from road_seg_perception.core.allocator import keep_large_buffers
+from road_seg_perception.core.backends import BACKENDS, DEVICES, SPINNING_MODES
+from road_seg_perception.core.model_io import ModelFileError
+from road_seg_perception.core.overlay import draw_overlay
+from road_seg_perception.core.sampling import FrameSampler, FrameScheduler, LatencyTracker, RateMeter, stale_status
+from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter, default_model_path
+from road_seg_perception.ros.intake import NoExecutorGroup, SubscriptionIntake, intake_available
+from road_seg_perception.ros.messages import numpy_to_image_msg
 
 NODE_NAME = "road_seg_node"
 PROBABILITY_ENCODINGS = ("mono8", "32FC1")

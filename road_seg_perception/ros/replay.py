@@ -110,7 +110,7 @@ class Replayer:
 
     def __init__(self, node, bag: Path | str, topics: Iterable[str] | None = None, rate: float = 1.0,
                  loop: bool = False, depth: int = 10):
-        from ..tools.bag import BagError, format_topics, read_bag_topics
+        from road_seg_perception.bagio.bag import BagError, format_topics, read_bag_topics
 
         if rate < 0:
             raise ValueError(f"rate must be >= 0 (0 = as fast as possible), got {rate}")
@@ -232,7 +232,7 @@ class Recorder:
         self.discover()
 
     def _write_loop(self, storage: str, overwrite: bool) -> None:
-        from ..tools.bag import BagWriter
+        from road_seg_perception.bagio.bag import BagWriter
 
         try:
             writer = BagWriter(self.path, storage, overwrite)
@@ -265,7 +265,7 @@ class Recorder:
         """Subscribe to every wanted topic that now has a publisher with a known type."""
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-        from ..tools.bag import typestore
+        from road_seg_perception.bagio.bag import typestore
 
         pending = [t for t in self.topics if t not in self._subs and t not in self.skipped]
         if not pending or self._closed:
@@ -402,8 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.signals import SignalHandlerOptions
     from rclpy.utilities import remove_ros_args
 
-    from ..allocator import keep_large_buffers
-    from ..tools.bag import EXIT_USAGE, BagError
+    from road_seg_perception.bagio.bag import EXIT_USAGE, BagError
+    from road_seg_perception.core.allocator import keep_large_buffers
 
     keep_large_buffers()
     full = sys.argv if argv is None else ["road-seg-replay", *argv]

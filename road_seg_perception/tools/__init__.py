@@ -1,1 +1,1 @@
-"""Command-line tools: bag building, offline evaluation, benchmarking and the demo."""
+"""Command-line tools: predict, bag building, offline evaluation and reports, live replay, demo, model card, bench."""

@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics import percentile
-from ..segmenter import RoadSegmenter, default_model_path
+from road_seg_perception.core.metrics import percentile
+from road_seg_perception.core.segmenter import RoadSegmenter, default_model_path
 
 DEFAULT_JSON = Path("out/bench/bench.json")
 NAIVE_SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "naive_node.py"
@@ -133,7 +133,7 @@ def load_frames(size_wh: tuple[int, int], n: int, frames_dir: Path | None = None
     """
     import cv2
 
-    from ..datasets import IMAGE_EXTS, default_camvid_root, read_image
+    from road_seg_perception.training.datasets import IMAGE_EXTS, default_camvid_root, read_image
 
     w, h = size_wh
     folder = frames_dir if frames_dir is not None else default_camvid_root() / "val"
@@ -166,7 +166,7 @@ class KerasPredictBackend:
 
 def available_backends(model: Path, wanted: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
     """The wanted bare backends that can run for ``model``, and why the others cannot."""
-    from ..backends import resolve_model_files
+    from road_seg_perception.core.backends import resolve_model_files
 
     onnx_path, keras_path = resolve_model_files(model)
     ok, why = [], {}
@@ -187,7 +187,7 @@ def bench_bare(s: BenchSettings, frames_by_size: dict[tuple[int, int], list[np.n
     """Time ``RoadSegmenter.segment`` for each available backend and size (medians, ms)."""
     import copy
 
-    from ..timing import time_segmenter
+    from road_seg_perception.core.timing import time_segmenter
 
     backends, skipped = available_backends(s.model, s.backends)
     rows: list[dict[str, Any]] = []
@@ -233,8 +233,9 @@ def bench_node_work(s: BenchSettings, frames: list[np.ndarray]) -> dict[str, Any
     ``overlay`` (``draw_overlay``, only done while someone subscribes) and ``overlay_msg``.
     With ``s.profile`` a cProfile of the same loop is written there (by cumulative, then by own time).
     """
-    from ..overlay import draw_overlay
-    from ..ros.conversions import image_to_rgb, numpy_to_image_msg, rgb_to_encoding, validate_image_msg
+    from road_seg_perception.bagio.image_codec import image_to_rgb, rgb_to_encoding, validate_image_msg
+    from road_seg_perception.core.overlay import draw_overlay
+    from road_seg_perception.ros.messages import numpy_to_image_msg
 
     seg = RoadSegmenter(s.model)
     msgs = [numpy_to_image_msg(_to_encoding(f, s.encoding), s.encoding) for f in frames]
@@ -310,8 +311,8 @@ class StreamClient:
         from sensor_msgs.msg import Image
         from std_msgs.msg import Header
 
-        from ..ros.conversions import numpy_to_image_msg
-        from ..ros.intake import NoExecutorGroup, SubscriptionIntake, intake_available
+        from road_seg_perception.ros.intake import NoExecutorGroup, SubscriptionIntake, intake_available
+        from road_seg_perception.ros.messages import numpy_to_image_msg
 
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
@@ -546,14 +547,14 @@ def _float(text: str | None) -> float | None:
 
 
 def _counts(values: dict[str, str] | None) -> dict[str, int] | None:
-    from .live import node_counts
+    from road_seg_perception.tools.live import node_counts
 
     return node_counts(values) if values else None
 
 
 def run_streams(s: BenchSettings, kind: str, frames: list[np.ndarray], log: Any = print) -> dict[str, Any]:
     """Start ``road_seg_node`` (``kind="node"``) or the naive baseline as a process and run every stream phase."""
-    from .live import _stop, _tail, node_command, private_domain_id, subprocess_env
+    from road_seg_perception.tools.live import _stop, _tail, node_command, private_domain_id, subprocess_env
 
     domain = s.domain_id if s.domain_id is not None else private_domain_id()
     if kind == "node":
@@ -888,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # The benchmark's own process plays the camera driver and the mask consumer: the same allocator
     # setting as the node, so neither end page-faults its image buffers every frame.
-    from ..allocator import keep_large_buffers
+    from road_seg_perception.core.allocator import keep_large_buffers
 
     keep_large_buffers()
     res = run_bench(s, log=lambda m: print(m, flush=True))

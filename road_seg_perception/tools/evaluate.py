@@ -34,10 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..metrics import Confusion, confusion, label_from_gt_image, max_f, percentile
-from ..overlay import draw_overlay, side_by_side
-from ..preprocessing import VOID
-from .bag import (
+from road_seg_perception.bagio.bag import (
     EXIT_USAGE,
     GT_TOPIC,
     IMAGE_TYPE,
@@ -53,7 +50,10 @@ from .bag import (
     require_topic,
     stamp_ns_of,
 )
-from .report import WorstFrame, write_report
+from road_seg_perception.core.metrics import Confusion, confusion, label_from_gt_image, max_f, percentile
+from road_seg_perception.core.overlay import draw_overlay, side_by_side
+from road_seg_perception.core.preprocessing import VOID
+from road_seg_perception.tools.report import WorstFrame, write_report
 
 MASK_TOPIC = "/road_mask"
 OVERLAY_TOPIC = "/road_overlay"
@@ -184,7 +184,7 @@ class GroundTruth:
         self.by_stamp: dict[int, bytes] = {}
         self.files: list[Path] = []
         if cfg.gt_dir is not None:
-            from ..datasets import IMAGE_EXTS, LabelSpec
+            from road_seg_perception.training.datasets import IMAGE_EXTS, LabelSpec
 
             d = Path(cfg.gt_dir)
             if not d.is_dir():
@@ -206,7 +206,7 @@ class GroundTruth:
 
     def label(self, index: int, stamp_ns: int) -> np.ndarray | None:
         if self.files:
-            from ..datasets import read_label
+            from road_seg_perception.training.datasets import read_label
 
             return read_label(self.files[index], self.spec)
         png = self.by_stamp.get(stamp_ns)
@@ -301,7 +301,7 @@ def evaluate_bag(bag: Path | str, report_dir: Path | str, segmenter=None, cfg: E
     n_images = img_t.count if cfg.limit is None else min(img_t.count, cfg.limit)
     gt = GroundTruth(bag, topics, cfg, img_t.count)
     if segmenter is None:
-        from ..segmenter import RoadSegmenter
+        from road_seg_perception.core.segmenter import RoadSegmenter
 
         segmenter = RoadSegmenter(model, backend=backend, device=device, post=post)
     out = Path(report_dir)
@@ -457,7 +457,7 @@ def score_masks(masks: dict[int, np.ndarray], gt_bag: Path | str, gt_topic: str 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from ..backends import BACKENDS, DEVICES
+    from road_seg_perception.core.backends import BACKENDS, DEVICES
 
     p = argparse.ArgumentParser(prog="road-seg-eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -484,9 +484,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..datasets import DatasetError
-    from ..model_io import ModelFileError
-    from ..segmenter import PostConfig
+    from road_seg_perception.core.model_io import ModelFileError
+    from road_seg_perception.core.segmenter import PostConfig
+    from road_seg_perception.training.datasets import DatasetError
 
     args = parse_args(argv)
     cfg = EvalConfig(image_topic=args.image_topic, gt_topic=args.gt_topic,
@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if args.model is None:
-            from ..segmenter import default_model_path
+            from road_seg_perception.core.segmenter import default_model_path
 
             if not default_model_path().is_file():
                 raise ModelFileError(f"the shipped model {default_model_path()} is missing; pass --model PATH")

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..datasets import LabelSpec, default_camvid_root, load_samples, pair_samples
-from ..metrics import Confusion, confusion
-from ..segmenter import RoadSegmenter
-from ..timing import time_keras_predict, time_segmenter
+from road_seg_perception.core.metrics import Confusion, confusion
+from road_seg_perception.core.segmenter import RoadSegmenter
+from road_seg_perception.core.timing import time_keras_predict, time_segmenter
+from road_seg_perception.training.datasets import LabelSpec, default_camvid_root, load_samples, pair_samples
 
 
 def score_split(seg: RoadSegmenter, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
@@ -84,7 +84,7 @@ def render(card: dict) -> str:
         "Every number below was produced by the command at the end of this card; rerun it to check them.",
         "",
         "## Architecture",
-        f"- Light U-Net (`road_seg_perception/model.py`): a stride-2 stem, {card['levels']} more levels of "
+        f"- Light U-Net (`road_seg_perception/training/model.py`): a stride-2 stem, {card['levels']} more levels of "
         "depthwise-separable",
         "  convolutions (base width 24), a dilated bottleneck, bilinear upsampling with skip connections, BatchNorm",
         "  + ReLU, and a sigmoid head after a final 2x bilinear upsampling.",

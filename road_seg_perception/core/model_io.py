@@ -66,10 +66,7 @@ def load_keras_model(path: str | Path, allow_unsafe: bool = False, compile: bool
     """
     import keras
 
-    from . import (
-        losses,  # noqa: F401  registers RoadLoss for compiled models
-        model,  # noqa: F401  registers ExposureNorm
-    )
+    import road_seg_perception.core.layers  # noqa: F401  registers ExposureNorm
 
     path = Path(path)
     if path.suffix != ".keras":

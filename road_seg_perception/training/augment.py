@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .preprocessing import VOID
+from road_seg_perception.core.preprocessing import VOID
 
 
 @dataclass

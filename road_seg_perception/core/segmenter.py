@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, open_backend
-from .postprocess import probability_to_mask
-from .preprocessing import preprocess, upsample_probability
+from road_seg_perception.core.backends import Backend, open_backend
+from road_seg_perception.core.postprocess import probability_to_mask
+from road_seg_perception.core.preprocessing import preprocess, upsample_probability
 
 #: Where the shipped default model lives inside the source tree.
-PACKAGE_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+PACKAGE_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODEL_NAME = "road_unet_camvid.onnx"
 
 

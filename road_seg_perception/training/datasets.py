@@ -22,7 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .preprocessing import VOID
+from road_seg_perception.core.imageio import ImageReadError, read_rgb
+from road_seg_perception.core.preprocessing import VOID
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 KITTI_ROAD_BGR = (255, 0, 255)
@@ -118,10 +119,10 @@ def _summarise(problems: list[str], max_listed: int, where: str) -> str:
 
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as RGB uint8; raise :class:`DatasetError` naming the file if unreadable."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DatasetError(f"cannot read image {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        return read_rgb(path)
+    except ImageReadError as e:
+        raise DatasetError(str(e)) from e
 
 
 def read_label(path: Path, spec: LabelSpec) -> np.ndarray:

@@ -11,7 +11,6 @@ Every bad input raises :class:`ImageConversionError` with a message that says wh
 from __future__ import annotations
 
 import array
-import sys
 from typing import Any
 
 import cv2
@@ -40,7 +39,7 @@ _YUV_TO_RGB = {
 }
 _TO_RGB = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB}
 #: Encodings :func:`numpy_to_image_msg` writes: (channels, numpy dtype).
-_OUTPUT_LAYOUT: dict[str, tuple[int, np.dtype]] = {
+OUTPUT_LAYOUT: dict[str, tuple[int, np.dtype]] = {
     "mono8": (1, np.dtype(np.uint8)), "mono16": (1, np.dtype(np.uint16)), "32FC1": (1, np.dtype(np.float32)),
     "rgb8": (3, np.dtype(np.uint8)), "bgr8": (3, np.dtype(np.uint8)),
     "rgba8": (4, np.dtype(np.uint8)), "bgra8": (4, np.dtype(np.uint8)),
@@ -297,34 +296,6 @@ def rgb_to_encoding(rgb: np.ndarray, encoding: str) -> tuple[np.ndarray, str]:
     if target == "bgr8":
         return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), target
     return rgb, target
-
-
-def numpy_to_image_msg(image: np.ndarray, encoding: str, header: Any = None):
-    """Build a ``sensor_msgs/Image`` from an array (mono8, mono16, 32FC1, rgb8, bgr8, rgba8, bgra8).
-
-    ``header`` is used as it is (stamp and frame_id unchanged).
-    """
-    from sensor_msgs.msg import Image
-
-    if encoding not in _OUTPUT_LAYOUT:
-        raise ImageConversionError(f"cannot write encoding {encoding!r}; supported: {', '.join(_OUTPUT_LAYOUT)}")
-    channels, dtype = _OUTPUT_LAYOUT[encoding]
-    shape_ok = image.ndim == 2 if channels == 1 else (image.ndim == 3 and image.shape[2] == channels)
-    if not shape_ok or image.dtype != dtype:
-        raise ImageConversionError(
-            f"encoding {encoding} needs a {dtype} array with {channels} channel(s), got {image.dtype} {image.shape}")
-    a = np.ascontiguousarray(image)
-    msg = Image()
-    if header is not None:
-        msg.header = header
-    msg.height, msg.width = int(a.shape[0]), int(a.shape[1])
-    msg.encoding = encoding
-    msg.is_bigendian = dtype.itemsize > 1 and sys.byteorder == "big"
-    msg.step = int(a.shape[1]) * channels * dtype.itemsize
-    buf = array.array("B")
-    buf.frombytes(memoryview(a).cast("B"))
-    msg.data = buf
-    return msg
 
 
 def probability_image(probability: np.ndarray, encoding: str) -> np.ndarray:

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 
-from .backends import BACKENDS, DEVICES
-from .model_io import ModelFileError
+from road_seg_perception.core.backends import BACKENDS, DEVICES
+from road_seg_perception.core.imageio import ImageReadError, read_rgb
+from road_seg_perception.core.model_io import ModelFileError
 
 INPUT_EXTS = (".png", ".jpg", ".jpeg")
 
@@ -46,12 +46,6 @@ def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return paths, problems
 
 
-def read_rgb(path: Path) -> np.ndarray | None:
-    """Read an image as RGB uint8, or ``None`` if OpenCV cannot decode it."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="road-seg-predict", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,8 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
-    from .overlay import draw_overlay
-    from .segmenter import PostConfig, RoadSegmenter
+    from road_seg_perception.core.overlay import draw_overlay
+    from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
 
     args = parse_args(argv)
     paths, problems = collect_inputs(args.inputs)
@@ -93,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         if path.stem in written:
             problems.append(f"{path}: same stem as {written[path.stem]}; not written (would overwrite its mask)")
             continue
-        rgb = read_rgb(path)
-        if rgb is None:
+        try:
+            rgb = read_rgb(path)
+        except ImageReadError:
             problems.append(f"{path}: cannot read image")
             continue
         mask = seg.segment(rgb).mask

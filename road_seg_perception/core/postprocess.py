@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .preprocessing import upsample_probability
+from road_seg_perception.core.preprocessing import upsample_probability
 
 
 def probability_to_mask(prob: np.ndarray, out_hw: tuple[int, int], threshold: float = 0.5,

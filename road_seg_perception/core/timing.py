@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .preprocessing import preprocess
-from .segmenter import RoadSegmenter
+from road_seg_perception.core.preprocessing import preprocess
+from road_seg_perception.core.segmenter import RoadSegmenter
 
 
 def time_segmenter(seg: RoadSegmenter, frame: np.ndarray | Sequence[np.ndarray], runs: int = 50,

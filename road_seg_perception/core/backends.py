@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .model_io import ModelFileError, load_keras_model
+from road_seg_perception.core.model_io import ModelFileError, load_keras_model
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .preprocessing import VOID
+from road_seg_perception.core.preprocessing import VOID
 
 
 @dataclass

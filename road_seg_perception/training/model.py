@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
-from keras import layers, ops
+from keras import layers
+
+from road_seg_perception.core.layers import ExposureNorm
 
 ENCODER_PREFIXES = ("enc", "bott")
 #: Moving-statistics momentum: 0.9 so that short CPU trainings get usable inference statistics.
@@ -18,29 +20,6 @@ BN_MOMENTUM = 0.9
 
 
 INPUT_NORMS = ("none", "instance", "exposure")
-
-
-@keras.saving.register_keras_serializable(package="road_seg_perception")
-class ExposureNorm(layers.Layer):
-    """``log(x + eps)`` standardised over each image (all pixels and channels together).
-
-    A global gain ``k * x`` or exposure curve ``x ** g`` becomes a shift or a scale of ``log x``,
-    which the standardisation removes: the network sees a day frame and the same frame darkened
-    to dusk alike (up to ``eps``), while colour ratios between channels survive.
-    """
-
-    def __init__(self, epsilon: float = 1.0 / 255.0, **kwargs):
-        super().__init__(**kwargs)
-        self.epsilon = float(epsilon)
-
-    def call(self, x):
-        y = ops.log(x + self.epsilon)
-        mean = ops.mean(y, axis=(1, 2, 3), keepdims=True)
-        var = ops.mean(ops.square(y - mean), axis=(1, 2, 3), keepdims=True)
-        return (y - mean) / ops.sqrt(var + 1e-6)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "epsilon": self.epsilon}
 
 
 @dataclass(frozen=True)

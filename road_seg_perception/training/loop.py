@@ -1,0 +1,164 @@
+"""The training loop's parts: model build and compile, per-epoch validation and checkpoints, weight transfer."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from road_seg_perception.core.fileio import atomic_save, atomic_write_text
+from road_seg_perception.core.metrics import Confusion, confusion
+from road_seg_perception.core.postprocess import probability_to_mask
+from road_seg_perception.core.preprocessing import preprocess
+from road_seg_perception.training.data import Arrays
+
+
+def predict_probs(model, images: list[np.ndarray], hw: tuple[int, int], batch: int = 8) -> list[np.ndarray]:
+    """Low-resolution road probabilities for full-resolution RGB images."""
+    out: list[np.ndarray] = []
+    for i in range(0, len(images), batch):
+        x = np.stack([preprocess(im, hw) for im in images[i:i + batch]])
+        p = np.asarray(model.predict_on_batch(x))
+        out.extend(p[..., 0].astype(np.float32))
+    return out
+
+
+def evaluate(model, data: Arrays, hw: tuple[int, int], threshold: float) -> tuple[Confusion, list[float]]:
+    """Full-resolution confusion over a split (void ignored) and per-frame IoUs."""
+    total = Confusion()
+    per_frame = []
+    for prob, label in zip(predict_probs(model, data.images, hw), data.labels, strict=True):
+        c = confusion(probability_to_mask(prob, label.shape[:2], threshold), label)
+        total = total + c
+        per_frame.append(c.iou)
+    return total, per_frame
+
+
+def build_callback(run_dir: Path, val: Arrays, cfg: dict, state: dict):
+    """Validation, best/last checkpoints, resumable state and early stopping in one callback."""
+    import keras
+
+    hw = tuple(cfg["model"]["input_hw"])
+    thr = float(cfg["train"]["threshold"])
+    patience = int(cfg["train"]["early_stopping_patience"])
+
+    class RunCallback(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self._t0 = time.time()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            c, _ = evaluate(self.model, val, hw, thr)
+            scores = c.scores()
+            for k, v in scores.items():
+                logs[f"val_{k}"] = v
+            lr = self.model.optimizer.learning_rate
+            row = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))),
+                   "seconds": round(time.time() - self._t0, 1), "lr": float(np.asarray(lr)),
+                   **{f"val_{k}": round(v, 5) for k, v in scores.items()}}
+            state["history"].append(row)
+            improved = scores["iou"] > state["best_iou"]
+            if improved:
+                state.update(best_iou=scores["iou"], best_epoch=epoch + 1, wait=0)
+                atomic_save(self.model, run_dir / "model.keras")
+            else:
+                state["wait"] += 1
+            state["epoch"] = epoch + 1
+            atomic_save(self.model, run_dir / "last.keras")
+            atomic_write_text(run_dir / "state.json", json.dumps(state, indent=1))
+            print(f"epoch {epoch + 1}: loss {row['loss']:.4f}  val IoU {scores['iou']:.4f}  F1 {scores['f1']:.4f}"
+                  f"  P {scores['precision']:.4f}  R {scores['recall']:.4f}  ({row['seconds']} s)"
+                  + ("  * best" if improved else ""), flush=True)
+            if patience > 0 and state["wait"] >= patience:
+                print(f"early stopping: no val IoU gain in {patience} epochs", flush=True)
+                self.model.stop_training = True
+
+    return RunCallback()
+
+
+def unet_config(cfg: dict):
+    """The ``model`` section as a validated ``UNetConfig`` (``ValueError`` names the bad key)."""
+    from road_seg_perception.training.model import UNetConfig
+
+    m = cfg["model"]
+    out = UNetConfig(input_hw=tuple(m["input_hw"]), base_filters=int(m["base_filters"]), levels=int(m["levels"]),
+                     separable=bool(m["separable"]), dropout=float(m["dropout"]), stem_stride=int(m["stem_stride"]),
+                     input_norm=str(m["input_norm"]))
+    out.validate()
+    return out
+
+
+def build_and_compile(cfg: dict, steps_per_epoch: int, lr_scale: float = 1.0):
+    import keras
+
+    from road_seg_perception.training.losses import parse_loss
+    from road_seg_perception.training.model import build_unet
+
+    model = build_unet(unet_config(cfg))
+    t = cfg["train"]
+    lr = float(t["lr"]) * lr_scale
+    schedule = keras.optimizers.schedules.CosineDecay(
+        lr, decay_steps=max(1, steps_per_epoch * int(t["epochs"])), alpha=float(t["min_lr_fraction"]))
+    opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=float(t["weight_decay"]))
+    return model, opt, parse_loss(str(t["loss"]))
+
+
+def transfer_weights(src, dst, only_encoder: bool = False) -> int:
+    """Copy weights layer by layer where names and shapes match; return how many layers."""
+    from road_seg_perception.training.model import ENCODER_PREFIXES
+
+    by_name = {lyr.name: lyr for lyr in src.layers}
+    n = 0
+    for lyr in dst.layers:
+        if only_encoder and not lyr.name.startswith(ENCODER_PREFIXES):
+            continue
+        s = by_name.get(lyr.name)
+        if s is None or not lyr.weights:
+            continue
+        sw = s.get_weights()
+        if [w.shape for w in sw] == [w.shape for w in lyr.get_weights()]:
+            lyr.set_weights(sw)
+            n += 1
+    return n
+
+
+def fit_schedule_to_epochs(optimizer, total_steps: int) -> None:
+    """Stretch or shrink a resumed cosine schedule so it ends after ``total_steps`` steps.
+
+    This lets ``--resume RUN --set train.epochs=N`` change the length of a run; the optimizer's
+    step counter (and so the position on the schedule) is kept.
+    """
+    import keras
+
+    sched = optimizer._learning_rate
+    if isinstance(sched, keras.optimizers.schedules.CosineDecay) and sched.decay_steps != total_steps:
+        optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(
+            sched.initial_learning_rate, decay_steps=max(1, total_steps), alpha=sched.alpha)
+
+
+def strategy_scope(kind: str):
+    import contextlib
+
+    if kind == "none":
+        return contextlib.nullcontext()
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise SystemExit("--distribute mirrored needs KERAS_BACKEND=tensorflow")
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy()
+    print(f"MirroredStrategy over {strategy.num_replicas_in_sync} replica(s)", flush=True)
+    return strategy.scope()
+
+
+def weights_file_model(cfg: dict, path: str):
+    model, _, _ = build_and_compile(cfg, 1)
+    model.load_weights(path)
+    return model
