@@ -22,7 +22,7 @@ from road_seg_perception.core.fileio import atomic_write_text
 from road_seg_perception.training.artifacts import finish, versions
 from road_seg_perception.training.augment import AugmentConfig
 from road_seg_perception.training.config import load_config
-from road_seg_perception.training.data import make_sequence, read_split
+from road_seg_perception.training.data import make_sequence, read_data
 from road_seg_perception.training.datasets import (
     DatasetError,
 )
@@ -70,16 +70,21 @@ def run(args: argparse.Namespace) -> dict:
         run_dir = Path(args.run_dir or Path(cfg["output"]["runs_dir"]) / cfg["output"]["name"])
         state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "wait": 0, "history": []}
     # Settings are checked before any data is read or any run directory is made.
-    aug = AugmentConfig(**{**cfg["augment"], "scale": tuple(cfg["augment"]["scale"]),
-                           "gamma": tuple(cfg["augment"]["gamma"])})
-    aug.validate()
+    aug = AugmentConfig.from_dict(cfg["augment"])
     unet_config(cfg)
+    from road_seg_perception.training.config import dataset_configs
+
+    dataset_configs(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed = int(cfg["train"]["seed"])
     keras.utils.set_random_seed(seed)
-    train, val, info = read_split(cfg)
-    print(f"train: {len(train)} frames {info['train_drives']}; val: {len(val)} frames ({info['val']})", flush=True)
+    train, val, info = read_data(cfg)
+    for name, d in info["datasets"].items():
+        splits = ", ".join(f"{k}: {v['frames']} frames of {len(v['drives'])} drive(s)" for k, v in d["splits"].items())
+        print(f"dataset {name}: train {d['train_frames']} frames of {d['train_drives']} drive(s) x{d['weight']}; "
+              f"val {splits or '-'}", flush=True)
     seq = make_sequence(train, cfg, aug, seed)
+    print(f"epoch: {len(seq)} steps of {cfg['train']['batch_size']}", flush=True)
     epochs = int(cfg["train"]["epochs"])
     # rewritten on resume too, so that --set overrides given then (e.g. more epochs) survive a later resume
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
