@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     import keras
 
     from road_seg_perception.core.model_io import load_keras_model
@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> dict:
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     if not args.resume:
         atomic_write_text(run_dir / "versions.json", json.dumps(versions(), indent=1))
+        atomic_write_text(run_dir / "command.txt", " ".join(["road-seg-train", *(argv or [])]) + "\n")
     with strategy_scope(args.distribute):
         if args.resume:
             model = load_keras_model(run_dir / "last.keras", compile=True)
@@ -117,8 +118,10 @@ def run(args: argparse.Namespace) -> dict:
         if state["epoch"] < epochs and not (state["wait"] >= int(cfg["train"]["early_stopping_patience"]) > 0):
             seq.epoch = state["epoch"]
             seq._order = seq._shuffle()
-            model.fit(seq, epochs=epochs, initial_epoch=state["epoch"], callbacks=[cb],
-                      verbose=1 if sys.stdout.isatty() else 2)
+            from road_seg_perception.training.loop import progress_callback
+
+            model.fit(seq, epochs=epochs, initial_epoch=state["epoch"], callbacks=[progress_callback(len(seq)), cb],
+                      verbose=0)
     metrics = finish(run_dir, cfg, val, info, state)
     v = metrics["val"]
     print(f"done: {run_dir}/model.keras  best epoch {metrics['best_epoch']}  val IoU {v['iou']:.4f}  "
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
               "(freezing a randomly initialised encoder trains nothing useful)", file=sys.stderr)
         return 2
     try:
-        run(args)
+        run(args, sys.argv[1:] if argv is None else argv)
     except (DatasetError, FileNotFoundError, KeyError, ValueError) as e:
         print(f"road-seg-train: error: {e}", file=sys.stderr)
         return 2

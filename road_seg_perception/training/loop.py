@@ -106,6 +106,33 @@ def build_callback(run_dir: Path, val: Arrays | dict[str, Arrays], cfg: dict, st
     return RunCallback()
 
 
+def progress_callback(steps: int):
+    """A tqdm bar per epoch (steps, loss); refreshed at most every 20 s when the output is not a terminal."""
+    import sys
+
+    import keras
+    from tqdm import tqdm
+
+    interactive = sys.stderr.isatty()
+
+    class Progress(keras.callbacks.Callback):
+        bar = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", unit="step",
+                            mininterval=0.5 if interactive else 20.0, leave=interactive)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.bar.update(1)
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.bar.close()
+
+    return Progress()
+
+
 def unet_config(cfg: dict):
     """The ``model`` section as a validated ``UNetConfig`` (``ValueError`` names the bad key)."""
     from road_seg_perception.training.config import UNetConfig
