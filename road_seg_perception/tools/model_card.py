@@ -74,6 +74,19 @@ def read_splits(run_dir: Path) -> dict[str, Pairs]:
     return out
 
 
+def teacher_scores(teacher, teacher_path: str, split: str, pairs: Pairs, cache: str) -> dict:
+    """The teacher's scores on a split; kept in ``cache`` (JSON, keyed by teacher file and split) as it is slow."""
+    key = f"{Path(teacher_path).name}:{split}:{len(pairs)}"
+    path = Path(cache) if cache else None
+    known = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    if key not in known:
+        known[key] = score_masks(teacher.mask, pairs, f"teacher on {split}")
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(known, indent=1))
+    return known[key]
+
+
 def latency_table(model: Path, frame: np.ndarray, runs: int, keras: bool = True) -> list[dict]:
     rows = []
     for backend in ("onnxruntime", "keras") if keras else ("onnxruntime",):
@@ -241,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="another model to score and time (repeatable)")
     p.add_argument("--teacher", default="../shared/models/teachers/road-segmentation-adas-0001.onnx",
                    help="teacher ONNX to score on the same splits ('' to skip)")
+    p.add_argument("--teacher-cache", default="runs/teacher_scores.json",
+                   help="JSON where the teacher's split scores are kept between runs ('' = always recompute)")
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--tradeoff", default="", help="a paragraph for the trade-off section")
     p.add_argument("--targets", default="", help="a paragraph under the accuracy table (targets met or not)")
@@ -261,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, pairs in data.items():
         splits[name] = {"model": score_split(seg, pairs), "prior": score_masks(prior_mask, pairs, "prior")}
         if teacher is not None:
-            splits[name]["teacher"] = score_masks(teacher.mask, pairs, f"teacher on {name}")
+            splits[name]["teacher"] = teacher_scores(teacher, a.teacher, name, pairs, a.teacher_cache)
         print(f"{name}: model {splits[name]['model']['iou']:.4f}  prior {splits[name]['prior']['iou']:.4f}"
               + (f"  teacher {splits[name]['teacher']['iou']:.4f}" if teacher else ""), flush=True)
     frame = data[next(iter(data))][0][0]
