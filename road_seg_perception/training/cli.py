@@ -35,6 +35,7 @@ from road_seg_perception.training.loop import (
     unet_config,
     weights_file_model,
 )
+from road_seg_perception.training.losses import RoadLoss  # noqa: F401  registers the loss that resumes load
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

