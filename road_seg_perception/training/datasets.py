@@ -212,7 +212,8 @@ def split_by_drive(samples: list[Sample], drive: str | list[str], key: str = "da
     missing = [d for d in wanted if d not in present]
     if missing:
         shown = sorted(present)[:20]
-        raise DatasetError(f"{key} {missing} has no frames; drives present: {shown}"
+        what = repr(missing[0]) if isinstance(drive, str) else str(missing)
+        raise DatasetError(f"{key} {what} has no frames; drives present: {shown}"
                            + (" ..." if len(present) > 20 else ""))
     keep = set(wanted)
     return [s for s in samples if s.drive not in keep], [s for s in samples if s.drive in keep]
