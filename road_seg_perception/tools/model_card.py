@@ -322,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         + "".join(f" --candidate \"{c}\"" for c in a.candidate),
     ]
     out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(card))
     out.with_suffix(".json").write_text(json.dumps(card, indent=1))
     print(f"wrote {out}: " + ", ".join(f"{n} {s['model']['iou']:.4f}" for n, s in splits.items()))
