@@ -297,9 +297,9 @@ class SlowSegmenter(RoadSegmenter):
 
     delay_s = 0.25
 
-    def segment(self, image_rgb, with_probability=False):
+    def segment(self, image_rgb, with_probability=False, smooth=None):
         time.sleep(self.delay_s)
-        return super().segment(image_rgb, with_probability)
+        return super().segment(image_rgb, with_probability, smooth)
 
 
 def test_overload_drops_stale_frames_and_keeps_latency_bounded(harness):
