@@ -83,7 +83,7 @@ def test_metrics_equal_hand_counted_confusion_on_camvid(camvid, camvid_bag, segm
     # report.html: self-contained, with the plots and the worst frames embedded
     html = (report / "report.html").read_text()
     images = re.findall(r"src='data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)'", html)
-    assert len(images) == 2 + len(r.worst) and len(r.worst) == min(6, N_CAMVID)
+    assert len(images) == 3 + len(r.worst) and len(r.worst) == min(6, N_CAMVID)  # IoU, flicker, PR plots
     assert "http://" not in html and "https://" not in html
     worst_idx = int(np.argmin(frame_ious))
     assert f"frame {worst_idx} " in html and f"{m['aggregate']['iou']:.4f}" in html

@@ -536,10 +536,11 @@ class RoadSegNode(Node):
         want_overlay = cfg.publish_overlay and self.overlay_pub.get_subscription_count() > 0
         want_prob = cfg.publish_probability and self.probability_pub.get_subscription_count() > 0
         header = msg.header
-        smooth = None
+        temporal = {}  # smooth= only when on: segment() wrappers without it keep working
         if cfg.temporal_smoothing:
-            smooth = partial(self._ema.update, stamp_s=header.stamp.sec + header.stamp.nanosec * 1e-9, key=rgb.shape)
-        result = segmenter.segment(rgb, with_probability=want_prob, smooth=smooth)
+            temporal["smooth"] = partial(self._ema.update, stamp_s=header.stamp.sec + header.stamp.nanosec * 1e-9,
+                                         key=rgb.shape)
+        result = segmenter.segment(rgb, with_probability=want_prob, **temporal)
         self.mask_pub.publish(numpy_to_image_msg(result.mask, "mono8", header))
         if want_overlay:
             overlay = draw_overlay(rgb, result.mask, cfg.overlay_color, cfg.overlay_alpha, boundary=True)
