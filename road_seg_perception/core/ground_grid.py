@@ -246,7 +246,8 @@ class GroundGrid:
         self.seen = seen
         self.map_x = np.where(seen, uv[..., 0], -1.0).astype(np.float32)
         self.map_y = np.where(seen, uv[..., 1], -1.0).astype(np.float32)
-        self._unseen_or_not_road = np.where(seen, NOT_ROAD, UNSEEN).astype(np.int8)
+        # the grid without road, as uint8 (-1 is 255): a frame clears the road cells out of it
+        self._unseen_or_not_road = np.where(seen, NOT_ROAD, UNSEEN).astype(np.int8).view(np.uint8)
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -262,9 +263,9 @@ class GroundGrid:
             raise ValueError(f"mask must be uint8 or bool, got {mask.dtype}")
         sampled = cv2.remap(m, self.map_x, self.map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
                             borderValue=0)
-        out = self._unseen_or_not_road.copy()
-        out[sampled > 0] = ROAD  # unseen cells sample the border value 0 and stay -1
-        return out
+        # road cells -> 0 (ROAD); unseen cells sample the border value 0 and keep -1
+        not_road = cv2.compare(sampled, 0, cv2.CMP_EQ)  # 255 where not road
+        return cv2.bitwise_and(self._unseen_or_not_road, not_road).view(np.int8)
 
 
 class GroundGridCache:
