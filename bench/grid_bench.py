@@ -203,7 +203,7 @@ def figure(cost: dict[str, Any], path: Path) -> None:
 
 def render(res: dict[str, Any]) -> str:
     lines = ["| mask | grid | cells | table build (ms) | projection median / p95 (us) | message median (us) |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+             "| --- | --- | ---: | ---: | ---: | ---: |"] if res.get("cost") else []
     for v in res.get("cost", {}).values():
         lines.append(f"| {v['size']} | {v['grid']} | {v['cells']} | {v['build_ms']:.1f} | "
                      f"{v['project']['median_us']:.0f} / {v['project']['p95_us']:.0f} | "

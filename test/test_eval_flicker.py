@@ -49,7 +49,8 @@ def flicker_bag(tmp_path):
 
 def test_flicker_without_and_with_smoothing(tmp_path):
     bag = flicker_bag(tmp_path)
-    cfg = E.EvalConfig(progress=False, video=False, output_bag=False)
+    assert E.EvalConfig().temporal_smoothing is True  # the node's default
+    cfg = E.EvalConfig(progress=False, video=False, output_bag=False, temporal_smoothing=False)
     r = E.evaluate_bag(bag, tmp_path / "plain", segmenter=RedSegmenter(), cfg=cfg)
     assert [f.flicker for f in r.frames] == [None, pytest.approx(1 / 6), pytest.approx(1 / 6), 0.0]
     fl = r.metrics["flicker"]
@@ -78,9 +79,11 @@ def test_cli_prints_flicker_and_takes_smoothing_options(tiny_model, tmp_path, ca
     assert E.main([*args, "--report", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
     m = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    assert f"flicker mean {100 * m['flicker']['mean']:.2f} %" in out and "temporal smoothing off" in out
-    assert E.main([*args, "--report", str(tmp_path / "b"), "--temporal-smoothing", "--temporal-alpha", "0.3"]) == 0
+    assert f"flicker mean {100 * m['flicker']['mean']:.2f} %" in out and "temporal smoothing on (alpha 0.6)" in out
+    assert E.main([*args, "--report", str(tmp_path / "b"), "--temporal-alpha", "0.3"]) == 0
     assert "temporal smoothing on (alpha 0.3)" in capsys.readouterr().out
+    assert E.main([*args, "--report", str(tmp_path / "d"), "--no-temporal-smoothing"]) == 0
+    assert "temporal smoothing off" in capsys.readouterr().out
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["temporal_smoothing"]["alpha"] == 0.3
     assert E.main([*args, "--report", str(tmp_path / "c"), "--temporal-smoothing", "--temporal-alpha", "0"]) == 2
     assert "alpha" in capsys.readouterr().err

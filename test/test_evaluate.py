@@ -53,7 +53,8 @@ def test_metrics_equal_hand_counted_confusion_on_camvid(camvid, camvid_bag, segm
     tp, fp, fn, tn = (sum(c[i] for c in expected) for i in range(4))
 
     report = tmp_path / "report"
-    r = E.evaluate_bag(camvid_bag, report, segmenter=segmenter, cfg=E.EvalConfig(progress=False))
+    r = E.evaluate_bag(camvid_bag, report, segmenter=segmenter,
+                       cfg=E.EvalConfig(progress=False, temporal_smoothing=False))  # per-frame masks, as counted
     m = json.loads((report / "metrics.json").read_text())
     assert m["aggregate"]["confusion"] == {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
     assert m["aggregate"]["iou"] == pytest.approx(tp / (tp + fp + fn))
@@ -120,7 +121,7 @@ def test_ground_truth_equal_to_prediction_scores_one_and_every_n(segmenter, tmp_
     bag = tmp_path / "bag"
     B.write_frames(bag, frames, rate=10.0, start_ns=START_NS, storage="mcap")
     r = E.evaluate_bag(bag, tmp_path / "rep", segmenter=segmenter,
-                       cfg=E.EvalConfig(every_n=2, progress=False, video=False))
+                       cfg=E.EvalConfig(every_n=2, progress=False, video=False, temporal_smoothing=False))
     m = r.metrics
     assert m["frames"]["processed"] == 3 and m["frames"]["scored"] == 3
     assert [f.index for f in r.frames] == [0, 2, 4]

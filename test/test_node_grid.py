@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,3 +179,15 @@ def test_temporal_smoothing_live_matches_the_core(harness, tiny_model):
         plain_differs |= not np.array_equal(got, ref.segment(rgb).mask)
     assert h.node._ema.resets == ema.resets == 1
     assert plain_differs, "the smoothing must have changed some mask"
+
+
+def test_rviz_config_shows_the_grid_in_its_frame():
+    import yaml
+
+    from road_seg_perception.ros.node import PARAMETERS
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / "config" / "road_seg.rviz").read_text())
+    maps = [d for d in cfg["Visualization Manager"]["Displays"] if d["Class"] == "rviz_default_plugins/Map"]
+    assert [m["Topic"]["Value"] for m in maps] == ["/road_grid"]
+    assert maps[0]["Topic"]["Reliability Policy"] == "Reliable"  # the node publishes reliable
+    assert cfg["Visualization Manager"]["Global Options"]["Fixed Frame"] == PARAMETERS["grid_frame"].default

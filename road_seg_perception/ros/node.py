@@ -53,7 +53,7 @@ from road_seg_perception.core.model_io import ModelFileError
 from road_seg_perception.core.overlay import draw_overlay
 from road_seg_perception.core.sampling import FrameSampler, FrameScheduler, LatencyTracker, RateMeter, stale_status
 from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter, default_model_path
-from road_seg_perception.core.temporal import ProbabilityEMA
+from road_seg_perception.core.temporal import DEFAULT_ALPHA, DEFAULT_RESET_GAP_S, DEFAULT_SMOOTHING, ProbabilityEMA
 from road_seg_perception.ros.grid import TfPoseSource, intrinsics_from_camera_info, occupancy_grid_msg, tf_available
 from road_seg_perception.ros.intake import NoExecutorGroup, SubscriptionIntake, intake_available
 from road_seg_perception.ros.messages import numpy_to_image_msg
@@ -136,13 +136,14 @@ PARAMETERS: dict[str, ParamSpec] = {
                                   int_range=(1, _BIG)),
     "max_message_bytes": ParamSpec(DEFAULT_MAX_BYTES, "Drop messages whose data is larger than this many bytes",
                                    int_range=(1, _BIG)),
-    "temporal_smoothing": ParamSpec(False, "Average the road probability over processed frames (exponential "
-                                           "moving average) before thresholding: steadier masks, a little lag"),
-    "temporal_alpha": ParamSpec(0.5, "Weight of the newest frame in the moving average (1 = no smoothing)",
+    "temporal_smoothing": ParamSpec(DEFAULT_SMOOTHING, "Average the road probability over processed frames "
+                                                       "(exponential moving average) before thresholding: "
+                                                       "steadier masks, a little lag"),
+    "temporal_alpha": ParamSpec(DEFAULT_ALPHA, "Weight of the newest frame in the moving average (1 = no smoothing)",
                                 float_range=(0.0, 1.0), constraints="in (0, 1]"),
-    "temporal_reset_gap_s": ParamSpec(0.5, "Restart the moving average when frames are further apart than this "
-                                           "(header stamps), go back in time or change size",
-                                      float_range=(0.001, 3600.0)),
+    "temporal_reset_gap_s": ParamSpec(DEFAULT_RESET_GAP_S, "Restart the moving average when frames are further "
+                                                           "apart than this (header stamps), go back in time or "
+                                                           "change size", float_range=(0.001, 3600.0)),
     "publish_grid": ParamSpec(False, "Publish road_grid (nav_msgs/OccupancyGrid: the road mask on the flat ground "
                                      "plane; needs camera_info), computed only while someone subscribes",
                               read_only=True),

@@ -34,7 +34,13 @@ from road_seg_perception.core.metrics import (
     percentile,
 )
 from road_seg_perception.core.preprocessing import VOID
-from road_seg_perception.core.temporal import FlickerMeter, ProbabilityEMA
+from road_seg_perception.core.temporal import (
+    DEFAULT_ALPHA,
+    DEFAULT_RESET_GAP_S,
+    DEFAULT_SMOOTHING,
+    FlickerMeter,
+    ProbabilityEMA,
+)
 from road_seg_perception.training.datasets import IMAGE_EXTS, LabelSpec, read_label
 
 #: Thresholds over which the PR curve and MaxF are computed.
@@ -55,9 +61,9 @@ class EvalConfig:
     video: bool = True
     output_bag: bool = True
     progress: bool = True
-    temporal_smoothing: bool = False  # the node's temporal_smoothing: EMA of the probability over processed frames
-    temporal_alpha: float = 0.5
-    temporal_reset_gap_s: float = 0.5
+    temporal_smoothing: bool = DEFAULT_SMOOTHING  # the node's temporal_smoothing: EMA of the probability
+    temporal_alpha: float = DEFAULT_ALPHA
+    temporal_reset_gap_s: float = DEFAULT_RESET_GAP_S
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
     road-seg-eval BAG --report DIR [--image-topic T] [--gt-topic T | --gt-dir DIR [--mask-format F]]
                   [--model M] [--backend B] [--device D] [--every-n N] [--threshold T] [--limit N]
-                  [--temporal-smoothing [--temporal-alpha A] [--temporal-reset-gap S]]
+                  [--[no-]temporal-smoothing] [--temporal-alpha A] [--temporal-reset-gap S]
 
 Each image of the bag goes through the same :class:`~road_seg_perception.core.segmenter.RoadSegmenter`
 the node uses. Ground truth comes from a mono8 topic (255 road, 0 not road, 128 void; the default
@@ -41,6 +41,7 @@ from road_seg_perception.bagio.bag import (
     stamp_ns_of,
 )
 from road_seg_perception.core.metrics import Confusion, confusion, label_from_gt_image
+from road_seg_perception.core.temporal import DEFAULT_ALPHA, DEFAULT_RESET_GAP_S, DEFAULT_SMOOTHING
 from road_seg_perception.tools.eval_outputs import (
     MASK_TOPIC,
     OVERLAY_TOPIC,
@@ -170,12 +171,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images of the bag")
     p.add_argument("--no-video", action="store_true", help="skip the overlay video")
     p.add_argument("--no-bag", action="store_true", help="skip the output bag")
-    p.add_argument("--temporal-smoothing", action="store_true",
-                   help="average the road probability over processed frames, as the node's temporal_smoothing")
-    p.add_argument("--temporal-alpha", type=float, default=0.5, metavar="A",
-                   help="weight of the newest frame in that average, in (0, 1] (default: 0.5)")
-    p.add_argument("--temporal-reset-gap", type=float, default=0.5, metavar="S",
-                   help="restart the average after a gap of more than S seconds in the stamps (default: 0.5)")
+    p.add_argument("--temporal-smoothing", action=argparse.BooleanOptionalAction, default=DEFAULT_SMOOTHING,
+                   help="average the road probability over processed frames, as the node's temporal_smoothing "
+                        f"(default: {'on' if DEFAULT_SMOOTHING else 'off'}, as the node)")
+    p.add_argument("--temporal-alpha", type=float, default=DEFAULT_ALPHA, metavar="A",
+                   help=f"weight of the newest frame in that average, in (0, 1] (default: {DEFAULT_ALPHA})")
+    p.add_argument("--temporal-reset-gap", type=float, default=DEFAULT_RESET_GAP_S, metavar="S",
+                   help="restart the average after a gap of more than S seconds in the stamps "
+                        f"(default: {DEFAULT_RESET_GAP_S})")
     return p.parse_args(argv)
 
 
