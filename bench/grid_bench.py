@@ -9,7 +9,7 @@ plus one temporal-smoothing update at the shipped model's output size; a bar cha
 costs goes to ``--figure``.
 ``live``: ``road_seg_node`` flooded with CamVid frames at ``--flood-hz`` (as ``road-seg-bench``'s flood
 phase) with ``publish_grid`` on, ``camera_info`` published with every frame and ``road_grid``
-subscribed, and the same run without the grid; masks/s and grids/s of each.
+subscribed, and the same run without the grid, alternated ``--repeat`` times; masks/s and grids/s of each.
 """
 
 from __future__ import annotations
@@ -140,16 +140,18 @@ class GridStreamClient(StreamClient):
         super().close()
 
 
-def bench_live(s: BenchSettings, log: Any = print) -> dict[str, Any]:
+def bench_live(s: BenchSettings, repeat: int = 1, log: Any = print) -> dict[str, Any]:
+    """Alternate runs with and without the grid ``repeat`` times (load on a shared machine drifts)."""
     frames, source = load_frames(s.stream_size, s.n_frames, s.frames_dir)
-    out: dict[str, Any] = {"frames": source}
+    out: dict[str, Any] = {"frames": source, "runs": []}
     clients: list[GridStreamClient] = []
 
     def factory(*a: Any) -> GridStreamClient:
         clients.append(GridStreamClient(*a))
         return clients[-1]
 
-    for name, params, make in (("grid subscribed", GRID_NODE_PARAMS, factory), ("no grid", {}, None)):
+    configs = (("grid subscribed", GRID_NODE_PARAMS, factory), ("no grid", {}, None)) * repeat
+    for name, params, make in configs:
         log(f"live: node flooded at {s.flood_hz:g} Hz, {name}")
         run = BenchSettings(**{**s.__dict__, "node_params": {**s.node_params, **params}})
         res = run_streams(run, "node", frames, log, client_factory=make)
@@ -167,8 +169,12 @@ def bench_live(s: BenchSettings, log: Any = print) -> dict[str, Any]:
             tail = [r for r in recv if r >= recv[-1] - int(s.phase_s * 1e9)] if recv else []
             span = (tail[-1] - tail[0]) / 1e9 if len(tail) > 1 else 0.0
             row["grids_per_s_last_phase"] = (len(tail) - 1) / span if span > 0 else 0.0
-        out[name] = row
+        row["name"] = name
+        out["runs"].append(row)
         log(f"  {name}: {row['masks_per_s']:.1f} masks/s" if row["masks_per_s"] is not None else f"  {name}: no data")
+    for name in ("grid subscribed", "no grid"):
+        rates = [r["masks_per_s"] for r in out["runs"] if r["name"] == name and r["masks_per_s"] is not None]
+        out[name] = {"masks_per_s_each": rates, "masks_per_s_median": statistics.median(rates) if rates else None}
     return out
 
 
@@ -212,12 +218,16 @@ def render(res: dict[str, Any]) -> str:
     if t:
         lines.append(f"\ntemporal smoothing update at {t['map_hw'][1]}x{t['map_hw'][0]}: "
                      f"median {t['median_us']:.0f} us, p95 {t['p95_us']:.0f} us")
-    for name, row in res.get("live", {}).items():
-        if isinstance(row, dict):
-            extra = (f", road_grid {row['grids_received']} received ({row['grids_per_s_last_phase']:.1f}/s in the "
-                     f"flood)" if "grids_received" in row else "")
-            lines.append(f"\nnode flooded, {name}: {row['masks_per_s']:.1f} masks/s, latency p50 "
-                         f"{row['latency_p50_ms']:.1f} ms p95 {row['latency_p95_ms']:.1f} ms{extra}")
+    live = res.get("live", {})
+    for row in live.get("runs", []):
+        extra = (f", road_grid {row['grids_received']} received ({row['grids_per_s_last_phase']:.1f}/s in the "
+                 f"flood)" if "grids_received" in row else "")
+        lines.append(f"node flooded, {row['name']}: {row['masks_per_s']:.1f} masks/s, latency p50 "
+                     f"{row['latency_p50_ms']:.1f} ms p95 {row['latency_p95_ms']:.1f} ms{extra}")
+    for name in ("grid subscribed", "no grid"):
+        if live.get(name, {}).get("masks_per_s_median") is not None:
+            each = ", ".join(f"{v:.1f}" for v in live[name]["masks_per_s_each"])
+            lines.append(f"median masks/s, {name}: {live[name]['masks_per_s_median']:.1f} ({each})")
     return "\n".join(lines)
 
 
@@ -228,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=None, help="timed projections per grid and size (default 300)")
     p.add_argument("--phase-s", type=float, default=None, help="seconds of flooding per live run (default 12)")
     p.add_argument("--flood-hz", type=float, default=100.0, help="publish rate of the live flood (100)")
+    p.add_argument("--repeat", type=int, default=2, help="live runs with and without the grid, alternated (2)")
     p.add_argument("--figure", type=Path, default=Path("docs/grid_cost.png"), help="bar chart of the per-frame cost")
     p.add_argument("--json", type=Path, default=Path("out/bench/grid.json"), help="JSON output")
     a = p.parse_args(argv)
@@ -249,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             kw["phase_s"] = a.phase_s
         s = (BenchSettings.quick_settings(default_model_path(), **kw) if a.quick
              else BenchSettings(model=default_model_path(), **kw))
-        res["live"] = bench_live(s)
+        res["live"] = bench_live(s, a.repeat)
     print("\n" + render(res))
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(res, indent=2, default=str))
