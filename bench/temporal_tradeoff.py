@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alphas", default="0.8,0.6,0.5,0.4,0.3", help="comma list of temporal_alpha values")
     p.add_argument("--out", type=Path, default=Path("out/temporal"), help="output folder")
     p.add_argument("--figure", type=Path, default=Path("docs/temporal_tradeoff.png"), help="figure to write")
-    p.add_argument("--highlight", default="alpha 0.5", help="run drawn beside 'off' over time")
+    p.add_argument("--highlight", default="alpha 0.6", help="run drawn beside 'off' over time (the default)")
     a = p.parse_args(argv)
     if not (a.camvid / "val").is_dir():
         print(f"temporal_tradeoff: CamVid not found at {a.camvid} (set ROAD_SEG_CAMVID or --camvid)", file=sys.stderr)
