@@ -33,6 +33,8 @@ from road_seg_perception.core.ground_grid import (
 )
 from road_seg_perception.core.imageio import read_rgb
 from road_seg_perception.core.overlay import draw_overlay, side_by_side
+from road_seg_perception.core.segmenter import RoadSegmenter
+from road_seg_perception.training.datasets import default_camvid_root
 
 DEFAULT_FRAME = "0016E5_08159.png"
 RING_STEP_M = 5.0
@@ -96,9 +98,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from road_seg_perception.core.segmenter import RoadSegmenter
-    from road_seg_perception.training.datasets import default_camvid_root
-
     a = parse_args(argv)
     image = a.image or Path(default_camvid_root()) / "val" / DEFAULT_FRAME
     if not image.is_file():
