@@ -9,7 +9,9 @@ training pipeline uses.
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,16 +26,22 @@ PACKAGE_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODEL_NAME = "road_unet_camvid.onnx"
 
 
+def installed_share_dir(package: str = "road_seg_perception") -> Path | None:
+    """``<prefix>/share/<package>`` of the first ``$AMENT_PREFIX_PATH`` prefix whose ament index lists the package.
+
+    This is what ``ament_index_python.get_package_share_directory`` finds, read from the index files.
+    """
+    for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
+        if (Path(prefix) / "share" / "ament_index" / "resource_index" / "packages" / package).is_file():
+            return Path(prefix) / "share" / package
+    return None
+
+
 def default_model_path() -> Path:
     """The shipped model: the installed ``share/road_seg_perception/models`` copy, else the source tree's."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        p = Path(get_package_share_directory("road_seg_perception")) / "models" / DEFAULT_MODEL_NAME
-        if p.is_file():
-            return p
-    except Exception:  # no ament index (plain pip/venv use) or package not installed
-        pass
+    share = installed_share_dir()
+    if share is not None and (share / "models" / DEFAULT_MODEL_NAME).is_file():
+        return share / "models" / DEFAULT_MODEL_NAME
     return PACKAGE_MODELS_DIR / DEFAULT_MODEL_NAME
 
 
@@ -86,8 +94,13 @@ class RoadSegmenter:
         """Low-resolution road probability ``(h, w)`` float32 for one RGB uint8 image."""
         return self.backend.infer(preprocess(image_rgb, self.input_hw)[None])[0]
 
-    def segment(self, image_rgb: np.ndarray, with_probability: bool = False) -> SegmentationResult:
-        """Segment one RGB uint8 ``(H, W, 3)`` image; the mask has the same ``H, W``."""
+    def segment(self, image_rgb: np.ndarray, with_probability: bool = False,
+                smooth: Callable[[np.ndarray], np.ndarray] | None = None) -> SegmentationResult:
+        """Segment one RGB uint8 ``(H, W, 3)`` image; the mask has the same ``H, W``.
+
+        ``smooth`` (e.g. :class:`~road_seg_perception.core.temporal.ProbabilityEMA`'s ``update``) maps the
+        model's low-resolution probability to the one the mask is made from; its time counts as post.
+        """
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image_rgb.dtype} {image_rgb.shape}")
         t0 = time.perf_counter()
@@ -95,6 +108,8 @@ class RoadSegmenter:
         t1 = time.perf_counter()
         prob = self.backend.infer(x)[0]
         t2 = time.perf_counter()
+        if smooth is not None:
+            prob = smooth(prob)
         out_hw = image_rgb.shape[:2]
         p = self.post
         full = upsample_probability(prob, out_hw)

@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from road_seg_perception.core.metrics import Confusion, confusion
+from road_seg_perception.core.metrics import SplitScore
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.core.timing import time_keras_predict, time_segmenter
 from road_seg_perception.training.config import dataset_configs, load_config
 from road_seg_perception.training.data import dataset_samples, label_spec
 from road_seg_perception.training.datasets import load_samples
+from road_seg_perception.training.teacher import Teacher
 
 #: The trivial prior calls the bottom 38% of every frame road (0.69 on CamVid val, docs/design.md).
 PRIOR_FRACTION = 0.38
@@ -49,13 +50,11 @@ def prior_mask(image: np.ndarray, fraction: float = PRIOR_FRACTION) -> np.ndarra
 
 def score_masks(masker: Callable[[np.ndarray], np.ndarray], pairs: Pairs, desc: str) -> dict:
     """Pooled and mean per-frame scores of ``masker``'s 0/255 masks on a split."""
-    total, per_frame = Confusion(), []
+    score = SplitScore()
     for image, label in tqdm(pairs, desc=desc, unit="frame", leave=False):
-        c = confusion(masker(image), label)
-        total = total + c
-        per_frame.append(c.iou)
-    return {**{k: round(v, 4) for k, v in total.scores().items()},
-            "mean_frame_iou": round(float(np.mean(per_frame)), 4), "frames": len(pairs)}
+        score.add(masker(image), label)
+    return {**{k: round(v, 4) for k, v in score.total.scores().items()},
+            "mean_frame_iou": round(score.mean_frame_iou, 4), "frames": len(pairs)}
 
 
 def score_split(seg: RoadSegmenter, pairs: Pairs) -> dict:
@@ -269,8 +268,6 @@ def main(argv: list[str] | None = None) -> int:
     seg = RoadSegmenter(a.model, backend="onnxruntime")
     teacher = None
     if a.teacher:
-        from road_seg_perception.training.teacher import Teacher
-
         teacher = Teacher(a.teacher)
     splits = {}
     for name, pairs in data.items():

@@ -19,9 +19,10 @@ from pathlib import Path
 import yaml
 
 from road_seg_perception.core.fileio import atomic_write_text
+from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.training.artifacts import finish, versions
 from road_seg_perception.training.augment import AugmentConfig
-from road_seg_perception.training.config import load_config
+from road_seg_perception.training.config import dataset_configs, load_config
 from road_seg_perception.training.data import make_sequence, read_data
 from road_seg_perception.training.datasets import (
     DatasetError,
@@ -30,12 +31,12 @@ from road_seg_perception.training.loop import (
     build_and_compile,
     build_callback,
     fit_schedule_to_epochs,
+    progress_callback,
     strategy_scope,
     transfer_weights,
     unet_config,
     weights_file_model,
 )
-from road_seg_perception.training.losses import RoadLoss  # noqa: F401  registers the loss that resumes load
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,8 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     import keras
 
-    from road_seg_perception.core.model_io import load_keras_model
-
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "state.json").is_file() or not (run_dir / "last.keras").is_file():
@@ -73,8 +72,6 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     # Settings are checked before any data is read or any run directory is made.
     aug = AugmentConfig.from_dict(cfg["augment"])
     unet_config(cfg)
-    from road_seg_perception.training.config import dataset_configs
-
     dataset_configs(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed = int(cfg["train"]["seed"])
@@ -94,6 +91,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         atomic_write_text(run_dir / "command.txt", " ".join(["road-seg-train", *(argv or [])]) + "\n")
     with strategy_scope(args.distribute):
         if args.resume:
+            from road_seg_perception.training import losses  # noqa: F401  registers RoadLoss for the compiled model
+
             model = load_keras_model(run_dir / "last.keras", compile=True)
             fit_schedule_to_epochs(model.optimizer, len(seq) * epochs)
             print(f"resuming {run_dir} after epoch {state['epoch']} (best IoU {state['best_iou']:.4f})", flush=True)
@@ -119,8 +118,6 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         if state["epoch"] < epochs and not (state["wait"] >= int(cfg["train"]["early_stopping_patience"]) > 0):
             seq.epoch = state["epoch"]
             seq._order = seq._shuffle()
-            from road_seg_perception.training.loop import progress_callback
-
             model.fit(seq, epochs=epochs, initial_epoch=state["epoch"], callbacks=[progress_callback(len(seq)), cb],
                       verbose=0)
     metrics = finish(run_dir, cfg, val, info, state)

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from road_seg_perception.training.datasets import FORMATS, DatasetError, default_camvid_root
+
 INPUT_NORMS = ("none", "instance", "exposure")
 ENCODERS = ("unet", "mobilenet_v2")
 DEFAULT_BACKBONE = "../shared/models/backbones/mobilenet_v2_1.0_imagenet_notop.weights.h5"
@@ -132,8 +134,6 @@ class DatasetConfig:
         if "holdout_drives" in kw:
             kw["holdout_drives"] = tuple(str(v) for v in kw["holdout_drives"] or ())
         out = cls(**kw)
-        from road_seg_perception.training.datasets import FORMATS
-
         where = f"datasets[{index}] ({out.name})"
         if out.format not in FORMATS:
             raise ValueError(f"{where}.format must be one of {', '.join(FORMATS)}, got {out.format!r}")
@@ -239,8 +239,6 @@ def dataset_configs(cfg: dict) -> list[DatasetConfig]:
             raise ValueError("datasets: at least one entry needs train: true")
         return out
     d = cfg["data"]
-    from road_seg_perception.training.datasets import DatasetError, default_camvid_root
-
     root = str(d["root"]) if d["root"] else str(default_camvid_root())
     if not Path(root).is_dir():
         raise DatasetError(f"data.root {root} does not exist (set data.root or $ROAD_SEG_CAMVID; CamVid: "

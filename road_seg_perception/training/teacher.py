@@ -19,6 +19,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
+
+from road_seg_perception.core.preprocessing import resize_image
+from road_seg_perception.training.config import dataset_configs, load_config
+from road_seg_perception.training.data import dataset_samples, sample_name, save_npz, teacher_file
+from road_seg_perception.training.datasets import DatasetError, read_image
 
 DEFAULT_TEACHER = "../shared/models/teachers/road-segmentation-adas-0001.onnx"
 TEACHER_HW = (512, 896)
@@ -58,12 +64,6 @@ class Teacher:
 def cache_probabilities(teacher: Teacher, images: list[Path], names: list[str], hw: tuple[int, int],
                         out: Path, desc: str = "teacher") -> int:
     """Run the teacher over ``images`` and write their road probabilities at ``hw`` (float16) to ``out``."""
-    from tqdm import tqdm
-
-    from road_seg_perception.core.preprocessing import resize_image
-    from road_seg_perception.training.data import save_npz
-    from road_seg_perception.training.datasets import read_image
-
     probs = np.empty((len(images), *hw), np.float16)
     for i, p in enumerate(tqdm(images, desc=desc, unit="img")):
         probs[i] = resize_image(teacher.road_probability(read_image(p)), hw)
@@ -72,10 +72,6 @@ def cache_probabilities(teacher: Teacher, images: list[Path], names: list[str], 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from road_seg_perception.training.config import dataset_configs, load_config
-    from road_seg_perception.training.data import dataset_samples, sample_name, teacher_file
-    from road_seg_perception.training.datasets import DatasetError
-
     p = argparse.ArgumentParser(prog="road-seg-teacher", description="Cache a teacher's road probabilities "
                                 "over the training frames of a config (for train.distill_weight > 0).")
     p.add_argument("--config", required=True, help="training config (its datasets, model.input_hw, cache_dir)")
