@@ -316,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         "--keras-copy models/road_unet_camvid.keras",
         f"python -m road_seg_perception.tools.model_card --run {run_dir} "
         + " ".join(f"--cross-run {c}" for c in a.cross_run)
-        + "".join(f" --candidate \"{c}\"" for c in a.candidate),
+        + "".join(f" --candidate \"{c}\"" for c in a.candidate)
+        + "".join(f" --{k} \"...\"" for k in ("note", "targets", "tradeoff") if getattr(a, k))
+        + "    # the paragraphs' texts are in MODEL_CARD.json",
     ]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
