@@ -8,7 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO
 
+from road_seg_perception.core.metrics import confusion
 from road_seg_perception.core.preprocessing import VOID
 from road_seg_perception.training.config import DEFAULTS, DatasetConfig, TrainingConfig, UNetConfig, load_config
 from road_seg_perception.training.data import (
@@ -19,8 +21,15 @@ from road_seg_perception.training.data import (
     sample_name,
     teacher_file,
 )
-from road_seg_perception.training.datasets import DatasetError, LabelSpec, every_nth_drive, pair_samples, read_label
-from road_seg_perception.training.teacher import cache_probabilities
+from road_seg_perception.training.datasets import (
+    DatasetError,
+    LabelSpec,
+    every_nth_drive,
+    pair_samples,
+    read_image,
+    read_label,
+)
+from road_seg_perception.training.teacher import DEFAULT_TEACHER, Teacher, cache_probabilities
 
 
 def _write_idd(root: Path, seqs: dict[str, int], seed: int = 0) -> None:
@@ -178,5 +187,19 @@ def test_missing_teacher_cache_is_a_clear_error(tmp_path, two_datasets):
     ds = DatasetConfig.from_dict(two_datasets["datasets"][1], 1)
     samples, _ = dataset_samples(ds)
     arr = load_resized(ds, samples, (32, 64), None)
-    with pytest.raises(DatasetError, match="road-seg-teacher"):
+    with pytest.raises(DatasetError, match="training.teacher"):
         attach_teacher(arr, tmp_path / "nope.npz")
+
+
+def test_teacher_road_probability_on_a_camvid_frame(camvid):
+    path = REPO / DEFAULT_TEACHER
+    if not path.is_file():
+        pytest.skip(f"teacher model {path} is missing")
+    teacher = Teacher(path, threads=1)
+    frame = camvid / "val" / "0016E5_07965.png"
+    image = read_image(frame)
+    prob = teacher.road_probability(image)
+    assert prob.shape == (512, 896) and prob.dtype == np.float32 and 0.0 <= prob.min() and prob.max() <= 1.0 + 1e-5
+    mask = teacher.mask(image)
+    label = read_label(camvid / "valannot" / frame.name, LabelSpec())
+    assert mask.shape == label.shape and confusion(mask, label).iou > 0.9

@@ -174,7 +174,7 @@ def attach_teacher(arr: Arrays, path: Path) -> int:
     """Give ``arr`` the cached teacher probabilities by frame name; frames without one get -1. Return hits."""
     if not path.is_file():
         raise DatasetError(f"train.distill_weight > 0 but there is no teacher cache {path} "
-                           "(run road-seg-teacher with the same config first)")
+                           "(run python -m road_seg_perception.training.teacher with the same config first)")
     with np.load(path) as z:
         by_name = dict(zip(z["names"].tolist(), z["probs"], strict=True))
     hw = arr.labels[0].shape[:2] if len(arr) else (0, 0)
