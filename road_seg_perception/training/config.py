@@ -97,7 +97,7 @@ class DatasetConfig:
     are held out of training and scored as the split ``holdout_name``; ``val_images``/``val_masks``
     (if set) are scored as ``<name>_val``. ``weight`` scales how many of its frames an epoch
     draws (2.0 = each frame twice); ``train: false`` only scores its validation splits.
-    ``distill`` scales the teacher term for its frames (0 = ground truth only).
+    ``distill: 0`` switches the teacher term off for its frames (ground truth only).
     """
 
     name: str
