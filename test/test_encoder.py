@@ -69,3 +69,19 @@ def test_mobilenet_model_saves_and_loads_in_safe_mode(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = load_keras_model(tmp_path / "m.keras")  # no Lambda layers, no custom classes
     np.testing.assert_allclose(np.asarray(loaded(x)), ref, atol=1e-5)
+
+
+def test_freezing_the_pretrained_encoder_leaves_only_decoder_and_head_trainable(tmp_path):
+    from road_seg_perception.training import cli
+
+    model = build_model(TINY)
+    for lyr in encoder_layers(model):
+        lyr.trainable = False
+    names = {w.path.split("/")[0] for w in model.trainable_weights}
+    assert names and all(n.startswith(("dec", "head")) for n in names), names
+    cfg = tmp_path / "c.yaml"
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"")
+    cfg.write_text(f"model:\n  encoder: mobilenet_v2\n  encoder_weights: {weights}\n")
+    assert cli._pretrained_encoder(cli.parse_args(["--config", str(cfg), "--freeze", "encoder"]))
+    assert not cli._pretrained_encoder(cli.parse_args(["--config", str(cfg), "--set", "model.encoder=unet"]))

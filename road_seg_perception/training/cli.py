@@ -127,14 +127,25 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     return metrics
 
 
+def _pretrained_encoder(args: argparse.Namespace) -> bool:
+    """Whether the config's model has an encoder with ImageNet weights (then freezing it makes sense)."""
+    try:
+        m = load_config(args.config, args.set)["model"]
+    except (FileNotFoundError, KeyError, ValueError):
+        return False
+    return m["encoder"] != "unet" and bool(m["encoder_weights"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.config and not args.resume:
         print("road-seg-train: give --config FILE or --resume RUN_DIR", file=sys.stderr)
         return 2
-    if args.freeze == "encoder" and not (args.init_from or args.encoder_weights or args.resume):
-        print("road-seg-train: error: --freeze encoder needs --init-from MODEL or --encoder-weights FILE "
-              "(freezing a randomly initialised encoder trains nothing useful)", file=sys.stderr)
+    if args.freeze == "encoder" and not (args.init_from or args.encoder_weights or args.resume
+                                         or _pretrained_encoder(args)):
+        print("road-seg-train: error: --freeze encoder needs --init-from MODEL, --encoder-weights FILE or a "
+              "pretrained model.encoder (freezing a randomly initialised encoder trains nothing useful)",
+              file=sys.stderr)
         return 2
     try:
         run(args, sys.argv[1:] if argv is None else argv)
