@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     card["commands"] = [
         _command(run_dir) + "    # the shipped run; resumable: road-seg-train --resume " + str(run_dir),
         *(_command(Path(c)) for c in a.cross_run),
+        *(_command(Path(c.partition("=")[2]).parent) for c in a.candidate
+          if (Path(c.partition("=")[2]).parent / "command.txt").is_file()),
         f"road-seg-export {run_dir / 'model.keras'} models/road_unet_camvid.onnx "
         "--keras-copy models/road_unet_camvid.keras",
         f"python -m road_seg_perception.tools.model_card --run {run_dir} "
