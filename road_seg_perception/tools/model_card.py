@@ -319,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         f"python -m road_seg_perception.tools.model_card --run {run_dir} "
         + " ".join(f"--cross-run {c}" for c in a.cross_run)
         + "".join(f" --candidate \"{c}\"" for c in a.candidate)
+        + (f" --runs {a.runs}" if a.runs != 50 else "")
         + "".join(f" --{k} \"...\"" for k in ("note", "targets", "tradeoff") if getattr(a, k))
         + "    # the paragraphs' texts are in MODEL_CARD.json",
     ]
