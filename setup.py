@@ -23,10 +23,10 @@ setup(
     maintainer_email="dev@road-seg.local",
     description="Road (drivable-area) segmentation for ROS 2 with a U-Net, training and rosbag tooling.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "road_seg_node = road_seg_perception.ros.node:main",
+            "road_seg_lifecycle_node = road_seg_perception.ros.lifecycle_node:main",
             "road-seg-train = road_seg_perception.training.cli:main",
             "road-seg-predict = road_seg_perception.tools.predict:main",
             "road-seg-export = road_seg_perception.training.export:main",
