@@ -84,9 +84,11 @@ def _actions(context):
         node = LifecycleNode(executable="road_seg_lifecycle_node", namespace="", **common)
         if autostart:
             actions += [
-                RegisterEventHandler(OnStateTransition(target_lifecycle_node=node, goal_state="inactive", entities=[
-                    EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
-                                                transition_id=Transition.TRANSITION_ACTIVATE))])),
+                # activate once configured (not again after a later deactivate)
+                RegisterEventHandler(OnStateTransition(
+                    target_lifecycle_node=node, start_state="configuring", goal_state="inactive", entities=[
+                        EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                                    transition_id=Transition.TRANSITION_ACTIVATE))])),
                 RegisterEventHandler(OnStateTransition(target_lifecycle_node=node, start_state="configuring",
                                                        goal_state="unconfigured",
                                                        entities=[OpaqueFunction(function=configure_failed)])),

@@ -72,9 +72,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 class Probe:
     """A test-side node on its own context: publishes camera frames, collects the launched node's outputs."""
 
-    def __init__(self, image_topic: str = IMAGE_TOPIC, namespace: str = "/"):
+    def __init__(self, image_topic: str = IMAGE_TOPIC, domain_id: int = DOMAIN_ID, namespace: str = "/"):
         self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
+        rclpy.init(context=self.ctx, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node("launch_probe", namespace=namespace, context=self.ctx)
         self.pub = self.node.create_publisher(Image, image_topic, RELIABLE)
         self.lock = threading.Lock()
