@@ -1,7 +1,7 @@
 """The colcon-built install the launch tests run from (``build/colcon/install``), and an environment that finds it.
 
 ``make test`` builds it first (``make ros-build``) and sets ``ROAD_SEG_COLCON_BUILT=1``; run alone, a
-test builds it once per session (a ``--symlink-install``: the installed package is this checkout's code).
+test builds it once per pytest run (a ``--symlink-install``: the installed package is this checkout's code).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def colcon_command() -> list[str]:
 
 
 def ensure_built() -> None:
-    """Build the install tree unless this session or ``make`` already did."""
+    """Build the install tree unless this pytest run or ``make`` already did."""
     global _built
     if _built or (os.environ.get("ROAD_SEG_COLCON_BUILT") == "1" and (INSTALL / "local_setup.sh").is_file()):
         _built = True
