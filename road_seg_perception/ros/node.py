@@ -4,6 +4,10 @@ ROS plumbing only. Segmentation is :class:`~road_seg_perception.segmenter.RoadSe
 sampling and accounting are :mod:`road_seg_perception.sampling`, overlays are
 :mod:`road_seg_perception.overlay` and message conversion is :mod:`.conversions`.
 
+The processing is :class:`RoadSegmentation`, used by this plain node and by the managed
+``road_seg_lifecycle_node`` (:mod:`.lifecycle_node`); running either as a process (signals, clean
+shutdown) is :mod:`.node_process`.
+
 Topics (relative, remappable): ``image`` (Image) or ``image/compressed`` (CompressedImage) and
 ``camera_info`` in; ``road_mask``, ``road_overlay``, ``road_probability``, ``road_camera_info``
 and ``/diagnostics`` out.
