@@ -10,7 +10,7 @@ package_name = "road_seg_perception"
 
 def requirements(name: str) -> list[str]:
     """The pinned requirement lines of a requirements file (comments dropped)."""
-    lines = (Path(__file__).parent / name).read_text().splitlines()
+    lines = (Path(__file__).resolve().parent / name).read_text().splitlines()  # colcon symlinks setup.py
     return [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
 
 
