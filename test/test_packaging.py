@@ -188,7 +188,7 @@ def test_package_xml_declares_every_ros_package_used():
     root = ET.parse(REPO / "package.xml").getroot()
     exec_deps = {e.text for e in root.findall("exec_depend")}
     test_deps = {e.text for e in root.findall("test_depend")}
-    index = _ament_packages()
+    index = _ament_packages() - {"road_seg_perception"}
     assert {"rclpy", "sensor_msgs", "launch"} <= index, "the ament index of this environment was not found"
     code = [*REPO.glob("road_seg_perception/**/*.py"), *REPO.glob("launch/*.py")]
     used = {m for m in _imported_top_level(code) if m in index} | _launch_file_packages() | {"ros2launch"}
