@@ -58,6 +58,7 @@ def live_summary(run, offline: EvalResult, bag: Path) -> dict[str, Any]:
         "mean per-frame IoU": float(np.mean([c.iou for c in confs.values()])) if confs else float("nan"),
         "frames published": len(run.published),
         "masks recorded": len(run.outputs),
+        "accounting": run.accounting_problem() or "exact: one recorded mask per processed frame",
         "node frames received / processed / skipped / dropped / bad": " / ".join(
             str(counts.get(k, "?")) for k in ("received", "processed", "skipped", "dropped_stale", "bad")),
         "mask rate (masks/s)": run.output_fps(),
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
             run = run_live(bag_path, live_bag, model, rate=args.rate, lockstep=args.lockstep)
             live = live_summary(run, offline, bag_path)
+            live_error = run.accounting_problem()
             (report_dir / "live_metrics.json").write_text(json.dumps(live, indent=2) + "\n", encoding="utf-8")
             confs = score_masks(run.masks(), bag_path)
             t0 = min(offline.frame_ious()) if offline.frame_ious() else 0
@@ -139,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                                           "Frames the node dropped (it keeps only the newest) are not scored."})
         except Exception as e:  # the offline report stands on its own; say why live failed
             live_error = f"{type(e).__name__}: {e}"
+        except KeyboardInterrupt:
+            print("demo: interrupted", file=sys.stderr)
+            return 130
     print("[4/4] done")
     print(f"\nreport: {(report_dir / 'report.html').resolve()}")
     print(f"offline ({m['frames']['scored']} frames): road IoU {m['aggregate']['iou']:.4f} (aggregate), mean per-frame "
