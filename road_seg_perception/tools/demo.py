@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from road_seg_perception.bagio.bag import EXIT_USAGE, BagError
+from road_seg_perception.core.fileio import atomic_write_text
 from road_seg_perception.core.metrics import Confusion
 from road_seg_perception.tools.bag import make_bag
 from road_seg_perception.tools.evaluate import EvalConfig, EvalResult, evaluate_bag, score_masks
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             run = run_live(bag_path, live_bag, model, rate=args.rate, lockstep=args.lockstep)
             live = live_summary(run, offline, bag_path)
             live_error = run.accounting_problem()
-            (report_dir / "live_metrics.json").write_text(json.dumps(live, indent=2) + "\n", encoding="utf-8")
+            atomic_write_text(report_dir / "live_metrics.json", json.dumps(live, indent=2) + "\n")
             confs = score_masks(run.masks(), bag_path)
             t0 = min(offline.frame_ious()) if offline.frame_ious() else 0
             series = sorted((s, c.iou) for s, c in confs.items())
