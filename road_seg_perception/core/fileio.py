@@ -8,17 +8,29 @@ path: a symbolic link at the path is replaced, its target left alone.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
+
+
+def exclusive_temp(path: Path, suffix: str = ".tmp") -> Path:
+    """A new empty file beside ``path`` (``.<name>.<random><suffix>``), made with ``O_EXCL`` so an existing
+    file or link is never opened; its mode follows the umask, as a plain new file's would."""
+    path = Path(path)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot make a temporary file beside {path}")
 
 
 def _replace_atomically(path: Path, write, suffix: str = ".tmp") -> None:
     """``write(tmp)`` to a new temp file beside ``path``, then rename it over ``path``; a failure leaves
     ``path`` as it was and no temp file."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = exclusive_temp(path, suffix)
     try:
         write(tmp)
         os.replace(tmp, path)
