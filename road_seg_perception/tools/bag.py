@@ -35,6 +35,7 @@ from road_seg_perception.bagio.bag import (
     format_topics,
     write_frames,
 )
+from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, fail
 from road_seg_perception.core.metrics import gt_image_from_label
 from road_seg_perception.training.datasets import (
     IMAGE_EXTS,
@@ -124,8 +125,6 @@ def print_info(path: Path | str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, fail
-
     args = parse_args(argv)
     try:
         if args.cmd == "info":

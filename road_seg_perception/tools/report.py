@@ -16,6 +16,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from road_seg_perception.core.fileio import atomic_write_text
+
 
 @dataclass
 class WorstFrame:
@@ -171,7 +173,5 @@ def render_report(metrics: dict[str, Any], times_s: list[float], ious: list[floa
 def write_report(path: Path, metrics: dict[str, Any], times_s: list[float], ious: list[float],
                  worst: list[WorstFrame], live: dict[str, Any] | None = None) -> Path:
     """Render and write ``report.html`` (atomically: a link at ``path`` is replaced, not followed); returns its path."""
-    from road_seg_perception.core.fileio import atomic_write_text
-
     atomic_write_text(path, render_report(metrics, times_s, ious, worst, live))
     return path

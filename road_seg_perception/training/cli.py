@@ -26,6 +26,7 @@ import yaml
 
 from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
 from road_seg_perception.core.fileio import atomic_write_text
+from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.training.artifacts import finish, versions
 from road_seg_perception.training.augment import AugmentConfig
 from road_seg_perception.training.config import DEFAULTS, load_config, parse_set
@@ -144,8 +145,6 @@ def run(args: argparse.Namespace, folder: list[RunFolder] | None = None) -> dict
     """Train (or resume) as ``args`` say; the run folder, once claimed, is appended to ``folder``."""
     import keras
 
-    from road_seg_perception.core.model_io import load_keras_model
-
     if args.resume:
         run_dir = Path(args.resume)
         rf = open_for_resume(run_dir)
@@ -181,6 +180,8 @@ def run(args: argparse.Namespace, folder: list[RunFolder] | None = None) -> dict
         atomic_write_text(run_dir / "versions.json", json.dumps(versions(), indent=1))
     with strategy_scope(args.distribute):
         if args.resume:
+            from road_seg_perception.training import losses  # noqa: F401  registers RoadLoss for the compiled model
+
             model = load_keras_model(run_dir / "last.keras", compile=True)
             fit_schedule_to_epochs(model.optimizer, len(seq) * epochs)
             print(f"resuming {run_dir} after epoch {state['epoch']} (best IoU {state['best_iou']:.4f})", flush=True)
