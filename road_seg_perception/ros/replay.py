@@ -31,7 +31,7 @@ from typing import Any
 
 from road_seg_perception.bagio.bag import EXIT_USAGE, BagError, BagWriter, format_topics, read_bag_topics, typestore
 from road_seg_perception.core.allocator import keep_large_buffers
-from road_seg_perception.core.cli_errors import fail
+from road_seg_perception.core.cli_errors import EXIT_RUNTIME, fail
 
 DEFAULT_RECORD_TOPICS = ("/road_mask", "/road_overlay", "/diagnostics")
 
@@ -493,7 +493,13 @@ def main(argv: list[str] | None = None) -> int:
                 result["periodic"] = {t for t, n in recorder.counts.items() if n > 0}
             result["stats"] = replayer.run(stop, args.duration, on_publish)
 
-        thread = threading.Thread(target=work, name="replay", daemon=True)
+        def guarded_work() -> None:
+            try:
+                work()
+            except Exception as e:  # reported by the main thread as one line (exit 1)
+                result["error"] = e
+
+        thread = threading.Thread(target=guarded_work, name="replay", daemon=True)
         thread.start()
         grace_end: float | None = None
         replay_end = 0.0
@@ -516,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
                     break
         stop.set()
         thread.join(timeout=5.0)
+        if "error" in result:
+            return fail("road-seg-replay", result["error"], EXIT_RUNTIME, args.debug)
         stats: ReplayStats | None = result.get("stats")
         if stats is not None:
             log.info(f"published {sum(stats.published.values())} messages in {stats.wall_s:.1f} s "
