@@ -70,6 +70,7 @@ def check_live_run(run: LiveRun, bag) -> None:
     assert c["received"] == c["processed"] + c["skipped"] + c["dropped_stale"] + c["bad"] + c["pending"]
     assert c["pending"] == 0 and c["bad"] == 0
     assert c["processed"] == len(run.outputs)
+    assert run.accounting_problem() is None  # what the demo checks: one recorded mask per processed frame
     assert run.node_returncode == 0, run.node_log[-2000:]
 
 
