@@ -44,7 +44,7 @@ class StubSegmenter:
     def __init__(self, fail_after: int | None = None):
         self.calls, self.fail_after = 0, fail_after
 
-    def segment(self, rgb: np.ndarray, with_probability: bool = False):
+    def segment(self, rgb: np.ndarray, with_probability: bool = False, **_temporal):
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise RuntimeError("stub model failed")
