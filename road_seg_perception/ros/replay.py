@@ -8,7 +8,11 @@ Works without ros2cli or rosbag2_py: bags are read and written with ``rosbags``.
 published as the recorded CDR bytes (no re-serialisation), at their recorded timing scaled by
 ``--rate`` (0 = as fast as possible), each topic with the QoS its bag metadata offers.
 ``--record`` writes the given topics (default ``/road_mask /road_overlay /diagnostics``) to a new
-bag; SIGINT and SIGTERM stop replay and recording and close the bag cleanly, so it stays readable.
+bag (never the replayed one); playing starts once the recorder's subscriptions have matched their
+publishers, and recording goes on after the last message until the recorded topics are quiet
+(``--record-quiet``, at most ``--record-grace``), so neither the first nor the last outputs are
+lost. A bag with no messages on the replayed topics is refused. SIGINT and SIGTERM stop replay
+and recording and close the bag cleanly, so it stays readable.
 
 Library use (tests, the demo): :class:`Replayer` publishes, :class:`Recorder` records,
 :class:`StampWaiter` lets a replay wait for each frame's output (lock-step).
