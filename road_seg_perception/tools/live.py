@@ -36,7 +36,7 @@ from road_seg_perception.bagio.bag import (
     stamp_ns_of,
 )
 from road_seg_perception.core.metrics import percentile
-from road_seg_perception.tools.evaluate import MASK_TOPIC, OVERLAY_TOPIC
+from road_seg_perception.tools.eval_outputs import MASK_TOPIC, OVERLAY_TOPIC
 
 DIAGNOSTICS_TOPIC = "/diagnostics"
 COUNTER_KEYS = ("received", "processed", "skipped", "dropped_stale", "bad", "pending")

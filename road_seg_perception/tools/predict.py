@@ -16,9 +16,9 @@ from pathlib import Path
 
 import cv2
 
-from road_seg_perception.core.backends import BACKENDS, DEVICES
 from road_seg_perception.core.imageio import ImageReadError, read_rgb
 from road_seg_perception.core.model_io import ModelFileError
+from road_seg_perception.tools.model_args import add_model_args
 
 INPUT_EXTS = (".png", ".jpg", ".jpeg")
 
@@ -51,10 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (png/jpg) or folders of them")
     p.add_argument("--output-dir", required=True, metavar="DIR", help="where <stem>_mask.png and _overlay.png go")
-    p.add_argument("--model", metavar="PATH", help="model .onnx or .keras (default: the shipped model)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="inference device (default: auto)")
-    p.add_argument("--threshold", type=float, default=0.5, help="road probability threshold in (0, 1)")
+    add_model_args(p)
     return p.parse_args(argv)
 
 
