@@ -28,15 +28,10 @@ from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
 import os
-import shutil
-import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +42,16 @@ from road_seg_perception.bagio.bag import (
     default_image_topic,
     read_bag_topics,
 )
-from road_seg_perception.core.metrics import Confusion
-from road_seg_perception.tools.evaluate import EvalConfig, FrameRow, evaluate_bag
-from road_seg_perception.tools.report import WorstFrame
+from road_seg_perception.tools import evaluate
+from road_seg_perception.tools.eval_scoring import EvalConfig
+from road_seg_perception.tools.fleet_report import write_fleet_report
+from road_seg_perception.tools.fleet_task import BagOutcome, FleetError, ModelBlob, TaskOptions, evaluate_one
+from road_seg_perception.tools.model_args import add_model_args
 
 EXIT_FAILED_BAGS = 1
 EXIT_INTERRUPTED = 130
 GLOB_CHARS = set("*?[")
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-
-
-class FleetError(ValueError):
-    """A fleet run that cannot start (no bags, Ray missing, bad flag); the message names the cause."""
 
 
 # --------------------------------------------------------------------------- finding bags
@@ -132,135 +125,6 @@ def bag_names(bags: list[Path]) -> list[str]:
 # --------------------------------------------------------------------------- one bag
 
 
-@dataclass
-class ModelBlob:
-    """A model file's bytes, so workers without the file can open it."""
-
-    name: str  # the path the user gave, for the report
-    suffix: str
-    data: bytes
-    sha1: str
-
-    @classmethod
-    def read(cls, path: Path | str) -> ModelBlob:
-        p = Path(path)
-        try:
-            data = p.read_bytes()
-        except OSError as e:
-            raise FleetError(f"--model {p}: {e.strerror or e}") from e
-        return cls(str(p), p.suffix, data, hashlib.sha1(data).hexdigest())
-
-
-@dataclass
-class TaskOptions:
-    """What every bag's evaluation shares (the CLI's flags)."""
-
-    cfg: EvalConfig = field(default_factory=EvalConfig)
-    backend: str = "auto"
-    device: str = "auto"
-    threshold: float = 0.5
-    min_blob_area: int = 0
-    fill_holes_area: int = 0
-    threads: int = 1
-
-
-@dataclass
-class BagOutcome:
-    """One bag's result as a task returns it: metrics, per-frame rows and worst frames, or the error."""
-
-    bag: str
-    name: str
-    metrics: dict[str, Any] | None
-    frames: list[FrameRow]
-    worst: list[WorstFrame]
-    error: str | None
-    seconds: float
-    host: str
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def confusion(self) -> Confusion:
-        """Summed confusion over the bag's scored frames (empty for a failed bag)."""
-        if self.metrics is None:
-            return Confusion()
-        return Confusion(**self.metrics["aggregate"]["confusion"])
-
-
-_SEGMENTERS: dict[tuple, Any] = {}  # per worker process: opened once, reused by later bags
-
-
-def _segmenter(model: ModelBlob | None, opts: TaskOptions):
-    from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
-
-    post = PostConfig(opts.threshold, opts.min_blob_area, opts.fill_holes_area)
-    key = (model.sha1 if model else None, opts.backend, opts.device, opts.threads, opts.threshold,
-           opts.min_blob_area, opts.fill_holes_area)
-    if key not in _SEGMENTERS:
-        if model is None:
-            _SEGMENTERS[key] = RoadSegmenter(None, opts.backend, opts.device, post, threads=opts.threads)
-        else:
-            d = Path(tempfile.mkdtemp(prefix="road_seg_model_"))
-            try:
-                path = d / f"model{model.suffix}"
-                path.write_bytes(model.data)
-                _SEGMENTERS[key] = RoadSegmenter(path, opts.backend, opts.device, post, threads=opts.threads)
-            finally:
-                shutil.rmtree(d, ignore_errors=True)
-    return _SEGMENTERS[key]
-
-
-class _ActorTick:
-    """``tick`` for Ray tasks: adds frames to the driver's counter actor (fire and forget)."""
-
-    def __init__(self, actor):
-        self.actor = actor
-
-    def __call__(self, n: int) -> None:
-        self.actor.add.remote(n)
-
-
-class _Counted:
-    """A segmenter that reports each segmented frame to ``tick`` (the progress bar's feed)."""
-
-    def __init__(self, segmenter, tick: Callable[[int], Any]):
-        self._segmenter, self._tick = segmenter, tick
-
-    def segment(self, *args, **kwargs):
-        res = self._segmenter.segment(*args, **kwargs)
-        self._tick(1)
-        return res
-
-    def __getattr__(self, name: str):
-        return getattr(self._segmenter, name)
-
-
-def evaluate_one(bag: str, name: str, model: ModelBlob | None, opts: TaskOptions,
-                 tick: Callable[[int], Any] | None = None) -> BagOutcome:
-    """Score one bag with the single-bag evaluation; any error becomes the outcome's ``error``.
-
-    Runs in a Ray task or in this process; writes only into a private temporary folder it removes.
-    """
-    t0 = time.perf_counter()
-    host = socket.gethostname()
-    try:
-        seg = _segmenter(model, opts)
-        if tick is not None:
-            seg = _Counted(seg, tick)
-        cfg = replace(opts.cfg, video=False, output_bag=False, progress=False)
-        with tempfile.TemporaryDirectory(prefix="road_seg_bag_") as tmp:
-            r = evaluate_bag(bag, tmp, segmenter=seg, cfg=cfg)
-        metrics = dict(r.metrics)
-        metrics.pop("outputs", None)
-        metrics["model"] = {**metrics["model"], "model": model.name if model else metrics["model"]["model"]}
-        return BagOutcome(bag, name, metrics, r.frames, r.worst, None, time.perf_counter() - t0, host)
-    except Exception as e:  # a failing bag is reported, never stops the fleet
-        msg = " ".join(str(e).split()) or type(e).__name__
-        return BagOutcome(bag, name, None, [], [], f"{type(e).__name__}: {msg}", time.perf_counter() - t0, host)
-
-
 def expected_frames(bag: Path, cfg: EvalConfig) -> int:
     """Frames the evaluation will process (0 if the bag cannot be read: its task reports why)."""
     try:
@@ -275,6 +139,16 @@ def expected_frames(bag: Path, cfg: EvalConfig) -> int:
 
 
 # --------------------------------------------------------------------------- running the fleet
+
+
+class _ActorTick:
+    """``tick`` for Ray tasks: adds frames to the driver's counter actor (fire and forget)."""
+
+    def __init__(self, actor):
+        self.actor = actor
+
+    def __call__(self, n: int) -> None:
+        self.actor.add.remote(n)
 
 
 class _Bar:
@@ -377,8 +251,7 @@ def _run_ray(bags: list[Path], names: list[str], model: ModelBlob | None, opts: 
                 try:
                     o = ray.get(ref)
                 except Exception as e:  # the worker died or the task could not run
-                    msg = " ".join(str(e).split())[:500]
-                    o = BagOutcome(str(bags[i]), names[i], None, [], [], f"{type(e).__name__}: {msg}", 0.0, "?")
+                    o = BagOutcome.failed(str(bags[i]), names[i], e)
                 outcomes[i] = o
                 bar.bag_done(o)
                 if on_done is not None:
@@ -421,10 +294,9 @@ def run_fleet(bags: list[Path], opts: TaskOptions, model: Path | str | None = No
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from road_seg_perception.core.backends import BACKENDS, DEVICES
-
     p = argparse.ArgumentParser(prog="road-seg-eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("bags", nargs="+", metavar="BAG_OR_DIR",
                    help="bag folder, folder of bags, glob or list file (several allowed)")
     p.add_argument("--report", required=True, metavar="DIR", help="output folder for the report")
@@ -442,11 +314,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gt-dir", metavar="DIR", help="single bag only: folder of ground-truth masks")
     p.add_argument("--mask-format", choices=("camvid", "kitti", "binary"), default="camvid",
                    help="single bag only: layout of --gt-dir masks")
-    p.add_argument("--model", metavar="PATH", help="model .onnx or .keras (default: the shipped model)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="inference device (default: auto)")
+    add_model_args(p)
     p.add_argument("--every-n", type=int, default=1, metavar="N", help="evaluate every N-th frame (default: 1)")
-    p.add_argument("--threshold", type=float, default=0.5, help="road probability threshold (default: 0.5)")
     p.add_argument("--min-blob-area", type=int, default=0, help="drop road blobs smaller than this (pixels)")
     p.add_argument("--fill-holes-area", type=int, default=0, help="fill non-road holes up to this size (pixels)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images of each bag")
@@ -473,8 +342,6 @@ def _default_workers(ray_address: str | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     from road_seg_perception.core.model_io import ModelFileError
     from road_seg_perception.core.segmenter import PostConfig, default_model_path
-    from road_seg_perception.tools import evaluate
-    from road_seg_perception.tools.fleet_report import write_fleet_report
 
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -484,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.gt_dir is not None:
             raise FleetError("--gt-dir: only for a single bag; several bags need a ground-truth topic")
+        if Path(args.report).exists() and not Path(args.report).is_dir():
+            raise FleetError(f"--report {args.report} is a file, not a folder")
         if args.threads < 0 or args.worst_k < 1:
             raise FleetError("--threads must be >= 0 and --worst-k >= 1")
         PostConfig(args.threshold, args.min_blob_area, args.fill_holes_area).validate()

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from road_seg_perception.core.metrics import Confusion, percentile
-from road_seg_perception.tools.evaluate import CSV_FIELDS
-from road_seg_perception.tools.fleet import BagOutcome
+from road_seg_perception.core.metrics import Confusion, PRAccumulator, max_f, percentile
+from road_seg_perception.tools.eval_scoring import CSV_FIELDS, PR_THRESHOLDS
+from road_seg_perception.tools.fleet_task import BagOutcome
 from road_seg_perception.tools.report import CSS, WorstFrame, _f, _figure_uri, _table, jpeg_data_uri
 
 FLEET_CSV_FIELDS = ["bag", *CSV_FIELDS]
@@ -55,8 +55,13 @@ def fleet_metrics(outcomes: list[BagOutcome], run_info: dict[str, Any], worst_k:
     """What ``metrics.json`` holds: run settings, aggregate, per-bag rows worst first, worst frames."""
     ok = [o for o in outcomes if o.ok]
     total = Confusion()
+    pr = PRAccumulator()
     for o in ok:
         total += o.confusion
+        if o.pr is not None:
+            pr.pos += o.pr.pos
+            pr.neg += o.pr.neg
+    best_f, best_t = max_f(pr.curve(PR_THRESHOLDS)) if ok else (None, None)
     lat = [r.latency_ms for o in ok for r in o.frames]
     rows = [bag_row(o) for o in outcomes]
     failed = [r for r in rows if r["status"] != "ok"]
@@ -70,6 +75,8 @@ def fleet_metrics(outcomes: list[BagOutcome], run_info: dict[str, Any], worst_k:
         "frames": {"processed": n_frames, "scored": n_scored},
         "aggregate": {**total.scores(), "confusion": total.to_dict(),
                       "note": "confusion summed over every scored pixel of every bag, void excluded"},
+        "maxf": {"f": best_f, "threshold": best_t,
+                 "note": "best F over thresholds of the pixel histograms pooled over all bags"},
         "mean_bag_iou": float(np.mean([r["iou"] for r in scored])) if scored else None,
         "latency_ms": {"p50": percentile(lat, 50), "p95": percentile(lat, 95)} if lat else None,
         "task_seconds": {"sum": round(sum(o.seconds for o in outcomes), 3),
@@ -130,6 +137,8 @@ def render_fleet_report(metrics: dict[str, Any], worst: list[tuple[str, WorstFra
         ("model", str(run["model"])),
         ("road IoU (aggregate: confusion summed over all bags, void excluded)", _f(agg["iou"])),
         ("F1 / precision / recall (aggregate)", f"{_f(agg['f1'])} / {_f(agg['precision'])} / {_f(agg['recall'])}"),
+        ("MaxF (best F over thresholds, pooled)",
+         f"{_f(metrics['maxf']['f'])} at threshold {metrics['maxf']['threshold']:.2f}" if ok_rows else "-"),
         ("mean per-bag IoU", _f(metrics["mean_bag_iou"]) if metrics["mean_bag_iou"] is not None else "-"),
         ("threshold used", _f(run["post"]["threshold"], 2)),
     ]
