@@ -196,4 +196,4 @@ def test_ray_pin_agrees_between_requirements_and_extra():
     repo = Path(__file__).resolve().parent.parent
     pins = [ln for ln in (repo / "requirements-fleet.txt").read_text().splitlines() if ln and not ln.startswith("#")]
     assert pins == ["ray==2.60.0"]
-    assert '"fleet": ["ray==2.60.0"]' in (repo / "setup.py").read_text()
+    assert '"fleet": requirements("requirements-fleet.txt")' in (repo / "setup.py").read_text()

@@ -19,6 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from road_seg_perception.bagio.image_codec import compressed_to_rgb, image_to_rgb
+
 IMAGE_TOPIC = "/camera/image_raw"
 COMPRESSED_TOPIC = "/camera/image_raw/compressed"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
@@ -374,7 +376,6 @@ def mono8_array(msg: Any) -> np.ndarray:
 
 def decode_image(msg: Any, msgtype: str) -> np.ndarray:
     """RGB uint8 array of an ``Image`` or ``CompressedImage`` message (via the ROS conversions)."""
-    from road_seg_perception.bagio.image_codec import compressed_to_rgb, image_to_rgb
 
     return compressed_to_rgb(msg) if msgtype == COMPRESSED_TYPE else image_to_rgb(msg)
 

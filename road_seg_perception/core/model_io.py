@@ -6,6 +6,8 @@ import json
 import zipfile
 from pathlib import Path
 
+from road_seg_perception.core.layers import custom_layers
+
 #: Modules whose classes a road model may use: ``keras`` itself and its submodules. Anything else
 #: (custom classes, look-alike packages such as ``keras_evil``) is refused, and so are Lambda layers.
 ALLOWED_PACKAGE = "keras"
@@ -66,7 +68,7 @@ def load_keras_model(path: str | Path, allow_unsafe: bool = False, compile: bool
     """
     import keras
 
-    import road_seg_perception.core.layers  # noqa: F401  registers ExposureNorm
+    custom_layers()  # registers ExposureNorm
 
     path = Path(path)
     if path.suffix != ".keras":

@@ -39,6 +39,8 @@ from road_seg_perception.bagio.bag import (
     stamp_ns_of,
 )
 from road_seg_perception.core.metrics import Confusion, confusion, label_from_gt_image
+from road_seg_perception.core.model_io import ModelFileError
+from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter, default_model_path
 from road_seg_perception.tools.eval_outputs import (
     MASK_TOPIC,
     OVERLAY_TOPIC,
@@ -49,6 +51,7 @@ from road_seg_perception.tools.eval_outputs import (
 from road_seg_perception.tools.eval_scoring import EvalConfig, FrameRow, build_metrics, open_bag, score_frames
 from road_seg_perception.tools.model_args import add_model_args
 from road_seg_perception.tools.report import WorstFrame, write_report
+from road_seg_perception.training.datasets import DatasetError
 
 __all__ = ["MASK_TOPIC", "OVERLAY_TOPIC", "EvalConfig", "EvalResult", "evaluate_bag", "score_masks", "main"]
 
@@ -89,7 +92,6 @@ def evaluate_bag(bag: Path | str, report_dir: Path | str, segmenter=None, cfg: E
     bag = Path(bag)
     score, gt = open_bag(bag, cfg)
     if segmenter is None:
-        from road_seg_perception.core.segmenter import RoadSegmenter
 
         segmenter = RoadSegmenter(model, backend=backend, device=device, post=post)
     out = Path(report_dir)
@@ -170,9 +172,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from road_seg_perception.core.model_io import ModelFileError
-    from road_seg_perception.core.segmenter import PostConfig
-    from road_seg_perception.training.datasets import DatasetError
 
     args = parse_args(argv)
     cfg = EvalConfig(image_topic=args.image_topic, gt_topic=args.gt_topic,
@@ -186,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if args.model is None:
-            from road_seg_perception.core.segmenter import default_model_path
 
             if not default_model_path().is_file():
                 raise ModelFileError(f"the shipped model {default_model_path()} is missing; pass --model PATH")

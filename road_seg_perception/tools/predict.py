@@ -18,6 +18,8 @@ import cv2
 
 from road_seg_perception.core.imageio import ImageReadError, read_rgb
 from road_seg_perception.core.model_io import ModelFileError
+from road_seg_perception.core.overlay import draw_overlay
+from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
 from road_seg_perception.tools.model_args import add_model_args
 
 INPUT_EXTS = (".png", ".jpg", ".jpeg")
@@ -57,9 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
-
-    from road_seg_perception.core.overlay import draw_overlay
-    from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
 
     args = parse_args(argv)
     paths, problems = collect_inputs(args.inputs)
