@@ -42,6 +42,8 @@ from road_seg_perception.bagio.bag import (
     default_image_topic,
     read_bag_topics,
 )
+from road_seg_perception.core.model_io import ModelFileError
+from road_seg_perception.core.segmenter import PostConfig, default_model_path
 from road_seg_perception.tools import evaluate
 from road_seg_perception.tools.eval_scoring import EvalConfig
 from road_seg_perception.tools.fleet_report import write_fleet_report
@@ -340,9 +342,6 @@ def _default_workers(ray_address: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from road_seg_perception.core.model_io import ModelFileError
-    from road_seg_perception.core.segmenter import PostConfig, default_model_path
-
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if is_single_bag_call(args):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from road_seg_perception.core.metrics import Confusion, PRAccumulator
+from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
 from road_seg_perception.tools.eval_outputs import WorstFrames
 from road_seg_perception.tools.eval_scoring import EvalConfig, FrameRow, build_metrics, open_bag, score_frames
 from road_seg_perception.tools.report import WorstFrame
@@ -99,8 +100,6 @@ _SEGMENTERS: dict[tuple, Any] = {}  # per worker process: opened once, reused by
 
 def open_segmenter(model: ModelBlob | None, opts: TaskOptions):
     """The segmenter for ``model`` (``None``: the shipped one), cached in this process."""
-    from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
-
     post = PostConfig(opts.threshold, opts.min_blob_area, opts.fill_holes_area)
     key = (model.sha1 if model else None, opts.backend, opts.device, opts.threads, opts.threshold,
            opts.min_blob_area, opts.fill_holes_area)
