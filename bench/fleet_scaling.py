@@ -45,7 +45,7 @@ def build_bags(camvid: Path, out: Path, chunk: int) -> list[Path]:
             for k in range(parts):
                 bag = out / f"{split}_{drive}_{k}"
                 if not is_bag(bag):
-                    sel = out / f".{bag.name}_frames"
+                    sel = out.parent / "frames" / bag.name
                     for sub, src in (("images", split), ("masks", split + "annot")):
                         (sel / sub).mkdir(parents=True, exist_ok=True)
                         for n in frames[k * size:(k + 1) * size]:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--camvid", type=Path, default=None, help="CamVid folder (default: the usual location)")
     p.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "fleet")
     args = p.parse_args(argv)
-    camvid = args.camvid or default_camvid_root()
+    camvid = (args.camvid or default_camvid_root()).resolve()
     bags = build_bags(camvid, args.out / "bags", args.chunk)
     frames = sum(read_bag_topics(b)["/camera/image_raw"].count for b in bags)
     print(f"{len(bags)} bags, {frames} frames, {os.cpu_count()} CPUs", flush=True)
