@@ -104,7 +104,8 @@ def test_ray_two_workers_equal_sequential_bit_for_bit(drives, onnx_model, tmp_pa
         assert o.metrics["aggregate"]["confusion"] == ref.metrics["aggregate"]["confusion"]
         assert _counts(o.frames) == _counts(ref.frames) and len(o.frames) == n
         assert [r.stamp_ns for r in o.frames] == [r.stamp_ns for r in ref.frames]
-        assert [(w.index, w.iou) for w in o.worst] == [(w.index, w.iou) for w in ref.worst[:2]]
+        # the driver keeps only panels that can still be among the fleet's 2 worst frames
+        assert {(w.index, w.iou) for w in o.worst} <= {(w.index, w.iou) for w in ref.worst[:2]}
         assert o.metrics["model"]["model"] == str(onnx_model)
         total += [ref.metrics["aggregate"]["confusion"][k] for k in ("tp", "fp", "fn", "tn")]
     assert "ground-truth topic" in by_name["drive_no_gt"].error
@@ -113,7 +114,8 @@ def test_ray_two_workers_equal_sequential_bit_for_bit(drives, onnx_model, tmp_pa
     # the fleet report: summed confusion, bags worst first, failed bags listed, one CSV row per frame
     run_info = {"workers": 2, "ray_address": None, "threads_per_worker": 1, "wall_s": 1.0,
                 "model": str(onnx_model), "post": {"threshold": 0.5}}
-    m = write_fleet_report(tmp_path / "fleet_report", outcomes, run_info, worst_k=3)
+    assert sum(len(o.worst) for o in outcomes) == 2
+    m = write_fleet_report(tmp_path / "fleet_report", outcomes, run_info, worst_k=2)
     on_disk = json.loads((tmp_path / "fleet_report" / "metrics.json").read_text())
     assert on_disk["aggregate"]["confusion"] == dict(zip(("tp", "fp", "fn", "tn"), total.tolist(), strict=True))
     tp, fp, fn, _ = total
@@ -124,13 +126,13 @@ def test_ray_two_workers_equal_sequential_bit_for_bit(drives, onnx_model, tmp_pa
     assert on_disk["label_next"] == [r["name"] for r in ok_rows]
     assert [r["name"] for r in on_disk["bags"][:2]] == ["drive_no_gt", "drive_corrupt"]
     all_frames = [(o.name, r.index) for o in outcomes if o.ok for r in o.frames]
-    worst3 = sorted(r.confusion.iou for o in outcomes if o.ok for r in o.frames)[:3]
-    assert [w["iou"] for w in on_disk["worst_frames"]] == worst3
+    worst2 = sorted(r.confusion.iou for o in outcomes if o.ok for r in o.frames)[:2]
+    assert [w["iou"] for w in on_disk["worst_frames"]] == worst2
     rows = list(csv.DictReader((tmp_path / "fleet_report" / "frames.csv").open()))
     assert len(rows) == len(all_frames) == sum(N_FRAMES)
     assert {r["bag"] for r in rows} == {b.name for b in drives["good"]}
     html = (tmp_path / "fleet_report" / "report.html").read_text()
-    assert html.count("<img alt='drive_") == 3 and "drive_corrupt" in html
+    assert html.count("<img alt='drive_") == 2 and "drive_corrupt" in html
     assert m["aggregate"] == on_disk["aggregate"]
 
 

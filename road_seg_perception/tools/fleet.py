@@ -184,6 +184,14 @@ class _Bar:
             self.bar.close()
 
 
+def keep_fleet_worst(outcomes: list[BagOutcome], k: int) -> None:
+    """Drop the worst-frame panels that can no longer be among the fleet's ``k`` worst (bounded driver memory)."""
+    ranked = sorted((w.iou, o.bag, w.index) for o in outcomes for w in o.worst)[:k]  # as fleet_worst ranks
+    keep = {(bag, index) for _, bag, index in ranked}
+    for o in outcomes:
+        o.worst = [w for w in o.worst if (o.bag, w.index) in keep]
+
+
 def _import_ray():
     try:
         import ray
@@ -205,6 +213,7 @@ def _run_sequential(bags: list[Path], names: list[str], model: ModelBlob | None,
     for bag, name in zip(bags, names, strict=True):
         o = evaluate_one(str(bag), name, model, opts, tick)
         outcomes.append(o)
+        keep_fleet_worst(outcomes, opts.cfg.worst_k)
         bar.bag_done(o)
         if on_done is not None:
             on_done(o)
@@ -255,6 +264,7 @@ def _run_ray(bags: list[Path], names: list[str], model: ModelBlob | None, opts: 
                 except Exception as e:  # the worker died or the task could not run
                     o = BagOutcome.failed(str(bags[i]), names[i], e)
                 outcomes[i] = o
+                keep_fleet_worst(list(outcomes.values()), opts.cfg.worst_k)
                 bar.bag_done(o)
                 if on_done is not None:
                     on_done(o)

@@ -45,8 +45,8 @@ def bag_row(o: BagOutcome) -> dict[str, Any]:
 
 
 def fleet_worst(outcomes: list[BagOutcome], k: int) -> list[tuple[str, WorstFrame]]:
-    """The ``k`` lowest-IoU frames across all bags (ties: bag order, then frame index)."""
-    cands = [(w.iou, bi, w.index, o.name, w) for bi, o in enumerate(outcomes) if o.ok for w in o.worst]
+    """The ``k`` lowest-IoU frames across all bags (ties: bag path, then frame index)."""
+    cands = [(w.iou, o.bag, w.index, o.name, w) for o in outcomes if o.ok for w in o.worst]
     cands.sort(key=lambda c: c[:3])
     return [(c[3], c[4]) for c in cands[:k]]
 
