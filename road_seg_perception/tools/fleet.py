@@ -124,9 +124,6 @@ def bag_names(bags: list[Path]) -> list[str]:
     return names
 
 
-# --------------------------------------------------------------------------- one bag
-
-
 def expected_frames(bag: Path, cfg: EvalConfig) -> int:
     """Frames the evaluation will process (0 if the bag cannot be read: its task reports why)."""
     try:
@@ -346,9 +343,16 @@ def _default_workers(ray_address: str | None) -> int:
     if ray_address is None:
         return os.cpu_count() or 1
     ray = _import_ray()
-    if not ray.is_initialized():
+    if not ray.is_initialized():  # the run goes on in this connection; main() closes it
         ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _close_ray() -> None:
+    """Disconnect from a cluster that :func:`_default_workers` connected to (no-op otherwise)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,10 +384,13 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         outcomes = run_fleet(bags, opts, model, workers, args.ray_address, progress=not args.no_progress)
         wall = time.perf_counter() - t0
+        _close_ray()
     except KeyboardInterrupt:
+        _close_ray()
         print(f"{prog}: interrupted; workers stopped, nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (FleetError, ModelFileError, ValueError) as e:
+    except (FleetError, ModelFileError, ValueError, ConnectionError) as e:  # ConnectionError: --ray-address
+        _close_ray()
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     run_info = {"workers": workers, "ray_address": args.ray_address, "threads_per_worker": args.threads,
