@@ -134,6 +134,10 @@ def test_ray_two_workers_equal_sequential_bit_for_bit(drives, onnx_model, tmp_pa
     html = (tmp_path / "fleet_report" / "report.html").read_text()
     assert html.count("<img alt='drive_") == 2 and "drive_corrupt" in html
     assert m["aggregate"] == on_disk["aggregate"]
+    flicker = [r.flicker for o in outcomes if o.ok for r in o.frames if r.flicker is not None]
+    assert len(flicker) == sum(n - 1 for n in N_FRAMES)  # one per consecutive pair within each bag
+    assert on_disk["flicker"]["mean"] == pytest.approx(np.mean(flicker))
+    assert all(r["flicker"]["pairs"] == r["frames"] - 1 for r in ok_rows)
 
 
 def test_ctrl_c_cancels_workers_and_writes_nothing(drives, onnx_model, tmp_path, monkeypatch, capsys):

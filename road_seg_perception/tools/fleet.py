@@ -3,6 +3,7 @@
     road-seg-eval BAG_OR_DIR... --report DIR [--workers N] [--ray-address ADDR] [--threads T]
                   [--image-topic T] [--gt-topic T] [--model M] [--backend B] [--device D]
                   [--every-n N] [--threshold T] [--limit N] [--worst-k K] [--no-progress]
+                  [--[no-]temporal-smoothing] [--temporal-alpha A] [--temporal-reset-gap S]
 
 ``BAG_OR_DIR`` is a bag folder, a folder holding bag folders, a glob (quoted, ``'drives/2026-*'``)
 or a text file listing any of these one per line (``#`` starts a comment; relative lines are
@@ -44,6 +45,7 @@ from road_seg_perception.bagio.bag import (
 )
 from road_seg_perception.core.model_io import ModelFileError
 from road_seg_perception.core.segmenter import PostConfig, default_model_path
+from road_seg_perception.core.temporal import DEFAULT_ALPHA, DEFAULT_RESET_GAP_S, DEFAULT_SMOOTHING, ProbabilityEMA
 from road_seg_perception.tools import evaluate
 from road_seg_perception.tools.eval_scoring import EvalConfig
 from road_seg_perception.tools.fleet_report import write_fleet_report
@@ -330,6 +332,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images of each bag")
     p.add_argument("--no-video", action="store_true", help="single bag only: skip the overlay video")
     p.add_argument("--no-bag", action="store_true", help="single bag only: skip the output bag")
+    p.add_argument("--temporal-smoothing", action=argparse.BooleanOptionalAction, default=DEFAULT_SMOOTHING,
+                   help="average the road probability over processed frames, as the node's temporal_smoothing "
+                        f"(default: {'on' if DEFAULT_SMOOTHING else 'off'}, as the node)")
+    p.add_argument("--temporal-alpha", type=float, default=DEFAULT_ALPHA, metavar="A",
+                   help=f"weight of the newest frame in that average, in (0, 1] (default: {DEFAULT_ALPHA})")
+    p.add_argument("--temporal-reset-gap", type=float, default=DEFAULT_RESET_GAP_S, metavar="S",
+                   help="restart the average after a gap of more than S seconds in the stamps "
+                        f"(default: {DEFAULT_RESET_GAP_S})")
     return p.parse_args(argv)
 
 
@@ -373,8 +383,10 @@ def main(argv: list[str] | None = None) -> int:
         if not model.is_file():
             raise ModelFileError(f"model {model} is missing; pass --model PATH")
         bags = find_bags(args.bags)
+        ProbabilityEMA.validate(args.temporal_alpha, args.temporal_reset_gap)
         cfg = EvalConfig(image_topic=args.image_topic, gt_topic=args.gt_topic, every_n=args.every_n,
-                         limit=args.limit, worst_k=args.worst_k)
+                         limit=args.limit, worst_k=args.worst_k, temporal_smoothing=args.temporal_smoothing,
+                         temporal_alpha=args.temporal_alpha, temporal_reset_gap_s=args.temporal_reset_gap)
         opts = TaskOptions(cfg, args.backend, args.device, args.threshold, args.min_blob_area,
                            args.fill_holes_area, args.threads)
         workers = args.workers if args.workers is not None else _default_workers(args.ray_address)
@@ -396,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     run_info = {"workers": workers, "ray_address": args.ray_address, "threads_per_worker": args.threads,
                 "wall_s": wall, "model": str(model), "image_topic": args.image_topic or "auto",
                 "gt_topic": args.gt_topic, "every_n": args.every_n, "limit": args.limit,
+                "temporal_smoothing": {"enabled": args.temporal_smoothing, "alpha": args.temporal_alpha,
+                                       "reset_gap_s": args.temporal_reset_gap},
                 "post": {"threshold": args.threshold, "min_blob_area": args.min_blob_area,
                          "fill_holes_area": args.fill_holes_area}}
     metrics = write_fleet_report(Path(args.report), outcomes, run_info, worst_k=args.worst_k)

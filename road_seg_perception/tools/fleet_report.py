@@ -39,8 +39,8 @@ def bag_row(o: BagOutcome) -> dict[str, Any]:
                min_frame_iou=m["min_frame_iou"], maxf=m["maxf"], latency_ms={k: m["latency_ms"][k] for k in
                                                                            ("p50", "p95", "mean")},
                confusion=agg["confusion"])
-    if "flicker" in m:
-        row["flicker"] = m["flicker"]
+    if isinstance(m.get("flicker"), dict):
+        row["flicker"] = {k: m["flicker"][k] for k in ("mean", "p95", "pairs")}
     return row
 
 
@@ -63,6 +63,7 @@ def fleet_metrics(outcomes: list[BagOutcome], run_info: dict[str, Any], worst_k:
             pr.neg += o.pr.neg
     best_f, best_t = max_f(pr.curve(PR_THRESHOLDS)) if ok else (None, None)
     lat = [r.latency_ms for o in ok for r in o.frames]
+    flick = [r.flicker for o in ok for r in o.frames if getattr(r, "flicker", None) is not None]
     rows = [bag_row(o) for o in outcomes]
     failed = [r for r in rows if r["status"] != "ok"]
     scored = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: (r["iou"], r["name"]))
@@ -79,6 +80,8 @@ def fleet_metrics(outcomes: list[BagOutcome], run_info: dict[str, Any], worst_k:
                  "note": "best F over thresholds of the pixel histograms pooled over all bags"},
         "mean_bag_iou": float(np.mean([r["iou"] for r in scored])) if scored else None,
         "latency_ms": {"p50": percentile(lat, 50), "p95": percentile(lat, 95)} if lat else None,
+        "flicker": {"mean": float(np.mean(flick)), "p95": percentile(flick, 95), "pairs": len(flick),
+                    "note": "over every consecutive frame pair of every bag"} if flick else None,
         "task_seconds": {"sum": round(sum(o.seconds for o in outcomes), 3),
                          "max": round(max((o.seconds for o in outcomes), default=0.0), 3)},
         "label_next": [r["name"] for r in scored],
@@ -109,18 +112,24 @@ def bag_iou_plot(rows: list[dict[str, Any]], aggregate_iou: float) -> str:
 
 
 def _bag_table(rows: list[dict[str, Any]]) -> str:
-    flicker = any("flicker" in r for r in rows)
+    flicker = any(r.get("flicker") and r["flicker"]["mean"] is not None for r in rows)
     head = ["#", "bag", "frames", "road IoU", "precision", "recall", "F1", "mean frame IoU", "min frame IoU",
-            "latency p50 / p95 (ms)", *(["flicker"] if flicker else []), "task s", "host"]
+            "latency p50 / p95 (ms)", *(["flicker mean / p95"] if flicker else []), "task s", "host"]
     out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for i, r in enumerate(rows, 1):
         cells = [str(i), f"<span title='{html.escape(r['bag'])}'>{html.escape(r['name'])}</span>", str(r["frames"]),
                  _f(r["iou"]), _f(r["precision"]), _f(r["recall"]), _f(r["f1"]), _f(r["mean_frame_iou"]),
                  _f(r["min_frame_iou"]), f"{r['latency_ms']['p50']:.1f} / {r['latency_ms']['p95']:.1f}",
-                 *([html.escape(_f(r["flicker"])) if "flicker" in r else ""] if flicker else []),
+                 *([_flicker_cell(r.get("flicker"))] if flicker else []),
                  f"{r['seconds']:.1f}", html.escape(r["host"])]
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "".join(out) + "</table>"
+
+
+def _flicker_cell(f: dict[str, Any] | None) -> str:
+    if not f or f["mean"] is None:
+        return "-"
+    return f"{f['mean']:.4f} / {f['p95']:.4f}"
 
 
 def render_fleet_report(metrics: dict[str, Any], worst: list[tuple[str, WorstFrame]]) -> str:
@@ -145,6 +154,9 @@ def render_fleet_report(metrics: dict[str, Any], worst: list[tuple[str, WorstFra
     if metrics["latency_ms"]:
         summary.append(("latency pre+infer+post p50 / p95 (all frames)",
                         f"{metrics['latency_ms']['p50']:.1f} ms / {metrics['latency_ms']['p95']:.1f} ms"))
+    if metrics.get("flicker"):
+        summary.append(("flicker mean / p95 (share of pixels changed between consecutive frames)",
+                        _flicker_cell(metrics["flicker"])))
     summary.append(("run", f"{run['workers']} worker(s), {where}, {run['threads_per_worker']} inference thread(s) "
                            f"each; wall {run['wall_s']:.1f} s, {metrics['task_seconds']['sum']:.1f} s summed "
                            "over bags"))
