@@ -26,8 +26,10 @@ setup(
         ("share/" + package_name + "/models", glob("models/*")),
     ],
     install_requires=["setuptools"],
-    # pip install .[runtime] on a robot (no TensorFlow); .[runtime,train] to train and export models
-    extras_require={"runtime": requirements("requirements.txt"), "train": requirements("requirements-train.txt")},
+    # pip install .[runtime] on a robot (no TensorFlow); .[runtime,train] to train and export models;
+    # .[runtime,fleet] to evaluate many bags on Ray (road-seg-eval --workers)
+    extras_require={"runtime": requirements("requirements.txt"), "train": requirements("requirements-train.txt"),
+                    "fleet": requirements("requirements-fleet.txt")},
     zip_safe=True,
     maintainer="road_seg_perception developers",
     maintainer_email="dev@road-seg.local",
@@ -41,7 +43,7 @@ setup(
             "road-seg-predict = road_seg_perception.tools.predict:main",
             "road-seg-export = road_seg_perception.training.export:main",
             "road-seg-bag = road_seg_perception.tools.bag:main",
-            "road-seg-eval = road_seg_perception.tools.evaluate:main",
+            "road-seg-eval = road_seg_perception.tools.fleet:main",
             "road-seg-replay = road_seg_perception.ros.replay:main",
             "road-seg-bench = road_seg_perception.tools.bench:main",
         ],

@@ -23,7 +23,7 @@ else
   ROS_MODE="pypi-jazzy"
 fi
 ROS2_LAUNCH="${ROAD_SEG_ROS2_LAUNCH:-../shared/ros2_launch}"
-STAMP_KEY="$(cat requirements.txt requirements-train.txt requirements-dev.txt requirements-ros.txt setup.py | sha256sum | cut -c1-16)-gpu${GPU}-${ROS_MODE}"
+STAMP_KEY="$(cat requirements.txt requirements-train.txt requirements-dev.txt requirements-ros.txt requirements-fleet.txt setup.py | sha256sum | cut -c1-16)-gpu${GPU}-${ROS_MODE}"
 STAMP="$VENV/.road_seg_setup"
 HAVE_ALL='import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ("rclpy", "keras", "cv2", "onnxruntime", "road_seg_perception")))'
 LAUNCH_MODULES='import launch, launch_ros.actions, launch_testing, launch_testing_ros, ros2launch, composition_interfaces.srv'
@@ -44,12 +44,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
-REQS=(-r requirements.txt -r requirements-train.txt -r requirements-dev.txt)
+REQS=(-r requirements.txt -r requirements-train.txt -r requirements-dev.txt -r requirements-fleet.txt)
 if [ "$GPU" = "1" ]; then
   # Swap the CPU builds for the CUDA ones, same versions.
   sed -e 's/^tensorflow-cpu==\(.*\)/tensorflow[and-cuda]==\1/' -e 's/^onnxruntime==/onnxruntime-gpu==/' \
     requirements.txt requirements-train.txt > "$VENV/requirements-gpu.txt"
-  REQS=(-r "$VENV/requirements-gpu.txt" -r requirements-dev.txt)
+  REQS=(-r "$VENV/requirements-gpu.txt" -r requirements-dev.txt -r requirements-fleet.txt)
 fi
 if [ "$ROS_MODE" = "pypi-jazzy" ]; then
   REQS+=(-r requirements-ros.txt)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from road_seg_perception.training.loop import (
     transfer_weights,
     unet_config,
     weights_file_model,
+    writer_run_dir,
 )
 from road_seg_perception.training.run_dir import (
     RunFolder,
@@ -135,8 +137,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with --init-from: 'encoder' trains only the decoder (feature extraction)")
     p.add_argument("--encoder-weights", metavar="FILE",
                    help="initialise only the encoder from a local .keras or .weights.h5 file")
-    p.add_argument("--distribute", choices=["none", "mirrored"], default="none",
-                   help="'mirrored': tf.distribute.MirroredStrategy over all local GPUs")
+    p.add_argument("--distribute", choices=["none", "mirrored", "multiworker"], default="none",
+                   help="'mirrored': tf.distribute.MirroredStrategy over all local GPUs; 'multiworker': "
+                        "MultiWorkerMirroredStrategy over the workers in TF_CONFIG (the chief writes the run "
+                        "folder; train.batch_size is the global batch)")
     p.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return p.parse_args(argv)
 
@@ -159,6 +163,9 @@ def run(args: argparse.Namespace, folder: list[RunFolder] | None = None) -> dict
                            "gamma": tuple(cfg["augment"]["gamma"])})
     aug.validate()
     unet_config(cfg)
+    if args.distribute == "multiworker" and args.resume:
+        raise SystemExit("--resume with --distribute multiworker is not supported; resume on one worker")
+    kept_dir, run_dir = run_dir, writer_run_dir(run_dir, args.distribute)
     if args.resume:  # before any data is read: the checkpoint must be the model this config builds
         from road_seg_perception.training.model import build_unet
 
@@ -210,8 +217,10 @@ def run(args: argparse.Namespace, folder: list[RunFolder] | None = None) -> dict
             model.fit(seq, epochs=epochs, initial_epoch=state["epoch"], callbacks=[cb],
                       verbose=1 if sys.stdout.isatty() else 2)
     metrics = finish(run_dir, cfg, val, info, state)
+    if run_dir != kept_dir:  # a non-chief worker: its copy of the run is not kept
+        shutil.rmtree(run_dir, ignore_errors=True)
     v = metrics["val"]
-    print(f"done: {run_dir}/model.keras  best epoch {metrics['best_epoch']}  val IoU {v['iou']:.4f}  "
+    print(f"done: {kept_dir}/model.keras  best epoch {metrics['best_epoch']}  val IoU {v['iou']:.4f}  "
           f"F1 {v['f1']:.4f}  P {v['precision']:.4f}  R {v['recall']:.4f}", flush=True)
     return metrics
 
