@@ -372,11 +372,17 @@ def mono8_array(msg: Any) -> np.ndarray:
     return data[: h * step].reshape(h, step)[:, :w]
 
 
-def decode_image(msg: Any, msgtype: str) -> np.ndarray:
-    """RGB uint8 array of an ``Image`` or ``CompressedImage`` message (via the ROS conversions)."""
-    from road_seg_perception.bagio.image_codec import compressed_to_rgb, image_to_rgb
+def decode_image(msg: Any, msgtype: str, max_pixels: int | None = None) -> np.ndarray:
+    """RGB uint8 array of an ``Image`` or ``CompressedImage`` message (via the ROS conversions).
 
-    return compressed_to_rgb(msg) if msgtype == COMPRESSED_TYPE else image_to_rgb(msg)
+    ``max_pixels`` (default: the codec's ``DEFAULT_MAX_PIXELS``) is checked from the header before decoding.
+    """
+    from road_seg_perception.bagio.image_codec import DEFAULT_MAX_PIXELS, compressed_to_rgb, image_to_rgb
+
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    if msgtype == COMPRESSED_TYPE:
+        return compressed_to_rgb(msg, max_pixels=limit)
+    return image_to_rgb(msg, max_pixels=limit)
 
 
 @dataclass

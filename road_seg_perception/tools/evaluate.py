@@ -50,6 +50,7 @@ from road_seg_perception.bagio.bag import (
     require_topic,
     stamp_ns_of,
 )
+from road_seg_perception.core.imageio import add_max_pixels_argument, max_image_pixels, set_max_image_pixels
 from road_seg_perception.core.metrics import Confusion, confusion, label_from_gt_image, max_f, percentile
 from road_seg_perception.core.overlay import draw_overlay, side_by_side
 from road_seg_perception.core.preprocessing import VOID
@@ -337,7 +338,7 @@ def evaluate_bag(bag: Path | str, report_dir: Path | str, segmenter=None, cfg: E
             stamp = stamp_ns_of(m.msg)
             t0_stamp = stamp if t0_stamp is None else t0_stamp
             td = time.perf_counter()
-            rgb = decode_image(m.msg, img_t.msgtype)
+            rgb = decode_image(m.msg, img_t.msgtype, max_image_pixels())
             decode_ms = (time.perf_counter() - td) * 1e3
             res = segmenter.segment(rgb, with_probability=True)
             label = gt.label(index, stamp)
@@ -480,6 +481,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images of the bag")
     p.add_argument("--no-video", action="store_true", help="skip the overlay video")
     p.add_argument("--no-bag", action="store_true", help="skip the output bag")
+    add_max_pixels_argument(p)
     return p.parse_args(argv)
 
 
@@ -489,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     from road_seg_perception.training.datasets import DatasetError
 
     args = parse_args(argv)
+    set_max_image_pixels(args.max_image_pixels)  # bag frames and --gt-dir masks, checked before decoding
     cfg = EvalConfig(image_topic=args.image_topic, gt_topic=args.gt_topic,
                      gt_dir=Path(args.gt_dir) if args.gt_dir else None, mask_format=args.mask_format,
                      every_n=args.every_n, limit=args.limit, video=not args.no_video, output_bag=not args.no_bag)

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 
 from road_seg_perception.core.backends import BACKENDS, DEVICES
-from road_seg_perception.core.imageio import ImageReadError, read_rgb
+from road_seg_perception.core.imageio import ImageReadError, add_max_pixels_argument, read_rgb
 from road_seg_perception.core.model_io import ModelFileError
 
 INPUT_EXTS = (".png", ".jpg", ".jpeg")
@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="inference device (default: auto)")
     p.add_argument("--threshold", type=float, default=0.5, help="road probability threshold in (0, 1)")
+    add_max_pixels_argument(p)
     return p.parse_args(argv)
 
 
@@ -88,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"{path}: same stem as {written[path.stem]}; not written (would overwrite its mask)")
             continue
         try:
-            rgb = read_rgb(path)
-        except ImageReadError:
-            problems.append(f"{path}: cannot read image")
+            rgb = read_rgb(path, args.max_image_pixels)
+        except ImageReadError as e:
+            problems.append(f"{path}: {e}")
             continue
         mask = seg.segment(rgb).mask
         overlay = draw_overlay(rgb, mask)
