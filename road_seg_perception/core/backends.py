@@ -23,6 +23,7 @@ from road_seg_perception.core.model_io import (
     ModelFileError,
     check_keras_file,
     check_model_path,
+    check_onnx_structure,
     keras_weights_digest,
     load_keras_model,
 )
@@ -216,13 +217,13 @@ def verified_onnx_sibling(keras_path: Path, device: str = "auto", threads: int =
     return sibling, ""
 
 
-def open_backend(model_path: str | Path, backend: str = "auto", device: str = "auto",
-                 allow_unsafe: bool = False, threads: int = 0, spinning: str = "off") -> Backend:
-    """Open ``model_path`` with the requested backend; the returned backend's ``path`` is the file loaded.
+def precheck_model(model_path: str | Path, backend: str = "auto", device: str = "auto",
+                   allow_unsafe: bool = False) -> Path:
+    """The cheap checks :func:`open_backend` makes before loading anything; return the path.
 
-    ``auto`` runs an ``.onnx`` file with ONNX Runtime and a ``.keras`` file with Keras, except
-    that a ``.keras`` file's verified ONNX sibling (see the module doc) runs instead, for speed.
-    ``threads`` (0 = ``min(4, cores)``) and ``spinning`` set ONNX Runtime's CPU thread pool.
+    Settings, file kind and size, suffix against backend, ``.keras`` archive sizes and safety,
+    ``.onnx`` protobuf structure. Nothing is imported or decoded in full: the node runs these
+    on the executor thread and the load itself on a thread of its own.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -235,14 +236,29 @@ def open_backend(model_path: str | Path, backend: str = "auto", device: str = "a
         if backend == "keras":
             raise ModelFileError(f"model file {path} is an ONNX file; backend keras runs .keras files "
                                  "(name the .keras file, or use backend auto or onnxruntime)")
+        check_onnx_structure(path)
+    else:
+        if backend == "onnxruntime":
+            raise ModelFileError(f"model file {path} is a .keras file; backend onnxruntime runs .onnx files "
+                                 "(name the .onnx file, or use backend auto or keras)")
+        check_keras_file(path, allow_unsafe)
+    return path
+
+
+def open_backend(model_path: str | Path, backend: str = "auto", device: str = "auto",
+                 allow_unsafe: bool = False, threads: int = 0, spinning: str = "off") -> Backend:
+    """Open ``model_path`` with the requested backend; the returned backend's ``path`` is the file loaded.
+
+    ``auto`` runs an ``.onnx`` file with ONNX Runtime and a ``.keras`` file with Keras, except
+    that a ``.keras`` file's verified ONNX sibling (see the module doc) runs instead, for speed.
+    ``threads`` (0 = ``min(4, cores)``) and ``spinning`` set ONNX Runtime's CPU thread pool.
+    """
+    path = precheck_model(model_path, backend, device, allow_unsafe)
+    if path.suffix == ".onnx":
         try:
             return OnnxBackend(path, device, threads, spinning)
         except ImportError:
             raise ModelFileError(f"model file {path} needs onnxruntime, which is not installed") from None
-    if backend == "onnxruntime":
-        raise ModelFileError(f"model file {path} is a .keras file; backend onnxruntime runs .onnx files "
-                             "(name the .onnx file, or use backend auto or keras)")
-    check_keras_file(path, allow_unsafe)
     if backend == "auto":
         sibling, why = verified_onnx_sibling(path, device, threads, spinning)
         if sibling is not None:

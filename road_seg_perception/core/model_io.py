@@ -56,6 +56,56 @@ def check_model_path(path: Path) -> Path:
     return path
 
 
+def _varint(f) -> int | None:
+    shift = value = 0
+    while True:
+        b = f.read(1)
+        if not b:
+            return None
+        value |= (b[0] & 0x7F) << shift
+        if b[0] < 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def check_onnx_structure(path: Path) -> None:
+    """Walk the top-level protobuf fields of an ``.onnx`` file (cheap: it seeks over the graph).
+
+    Refuses a file that is not a protobuf, is truncated (a field runs past the end) or holds no
+    graph, before ONNX Runtime parses it.
+    """
+    size = path.stat().st_size
+    fields: set[int] = set()
+    try:
+        with open(path, "rb") as f:
+            while f.tell() < size:
+                key = _varint(f)
+                if key is None or key >> 3 == 0:
+                    raise ValueError(f"bad field key at byte {f.tell()}")
+                wire = key & 7
+                if wire == 0:
+                    if _varint(f) is None:
+                        raise ValueError("truncated")
+                elif wire == 2:
+                    n = _varint(f)
+                    if n is None or f.tell() + n > size:
+                        raise ValueError(f"truncated: field {key >> 3} runs past the end of the file")
+                    f.seek(n, 1)
+                elif wire in (1, 5):
+                    f.seek(8 if wire == 1 else 4, 1)
+                else:
+                    raise ValueError(f"bad wire type {wire} at byte {f.tell()}")
+                fields.add(key >> 3)
+            if f.tell() != size:
+                raise ValueError("truncated")
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"model file {path} is not a valid ONNX model: {e}") from None
+    if 7 not in fields:  # ModelProto.graph
+        raise ModelFileError(f"model file {path} is not a valid ONNX model: it holds no graph")
+
+
 def check_archive_sizes(path: Path, zf: zipfile.ZipFile) -> None:
     """Refuse an archive whose directory declares too many members or too many uncompressed bytes.
 

@@ -75,9 +75,9 @@ def check_outputs(backend: Backend, label: str) -> None:
     """Run a probe frame and a black frame; raise :class:`ModelFileError` unless the outputs are finite
     probabilities in [0, 1] of shape ``(N, H, W)``."""
     h, w = backend.input_hw
-    batch = np.stack([preprocess(probe_frame((h, w)), (h, w)), np.zeros((h, w, 3), np.float32)])
-    try:
-        out = np.asarray(backend.infer(batch))
+    frames = (preprocess(probe_frame((h, w)), (h, w)), np.zeros((h, w, 3), np.float32))
+    try:  # one frame per call, the batch size frames come in (a compiled Keras call traces once)
+        out = np.concatenate([np.asarray(backend.infer(f[None])) for f in frames])
     except Exception as e:  # a runtime error on the probe means the model cannot serve frames
         raise ModelFileError(f"model file {label} fails on a probe frame: {type(e).__name__}: {e}") from e
     if out.shape != (2, h, w):
