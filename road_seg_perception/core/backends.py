@@ -92,11 +92,11 @@ class OnnxBackend:
         inp = self.session.get_inputs()[0]
         self._input = inp.name
         shape = inp.shape
-        if len(shape) != 4 or not all(isinstance(s, int) for s in shape[1:3]) or shape[3] != 3:
+        if len(shape) != 4 or shape[3] != 3:
             raise ModelFileError(f"model file {path} has input shape {shape}; expected (N, H, W, 3)")
-        if shape[1] <= 0 or shape[2] <= 0:
+        if not all(isinstance(s, int) and s > 0 for s in shape[1:3]):  # ONNX Runtime shows a negative size as None
             raise ModelFileError(f"model file {path} has input size {shape[1]}x{shape[2]} (height x width); "
-                                 "both must be positive")
+                                 "both must be fixed positive numbers")
         self.input_hw = (int(shape[1]), int(shape[2]))
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
