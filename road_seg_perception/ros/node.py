@@ -101,7 +101,8 @@ PARAMETERS: dict[str, ParamSpec] = {
                                 "path again reloads it only if the file changed (device, inode, size, mtime)"),
     "model_reload": ParamSpec(0, "Change this number (e.g. add 1) to reload model_path even if the file looks "
                                  "unchanged", int_range=(-_BIG, _BIG)),
-    "backend": ParamSpec("auto", "Inference backend; auto picks the fastest available (ONNX Runtime first)",
+    "backend": ParamSpec("auto", "Inference backend; auto runs an .onnx file with ONNX Runtime and a .keras file "
+                                 "with Keras, or with its .onnx export when that carries the .keras weights hash",
                          constraints="one of: " + ", ".join(BACKENDS)),
     "device": ParamSpec("auto", "Inference device; gpu falls back to cpu (logged) when no GPU is usable",
                         constraints="one of: " + ", ".join(DEVICES)),
