@@ -1,10 +1,18 @@
 """ament_python package definition for road_seg_perception."""
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 package_name = "road_seg_perception"
+
+
+def requirements(name: str) -> list[str]:
+    """The pinned requirement lines of a requirements file (comments dropped)."""
+    lines = (Path(__file__).parent / name).read_text().splitlines()
+    return [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
+
 
 setup(
     name=package_name,
@@ -18,6 +26,8 @@ setup(
         ("share/" + package_name + "/models", glob("models/*")),
     ],
     install_requires=["setuptools"],
+    # pip install .[runtime] on a robot (no TensorFlow); .[runtime,train] to train and export models
+    extras_require={"runtime": requirements("requirements.txt"), "train": requirements("requirements-train.txt")},
     zip_safe=True,
     maintainer="road_seg_perception developers",
     maintainer_email="dev@road-seg.local",

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One set-up step: a virtual environment with every pinned dependency. Idempotent; fast when done.
+# One set-up step: a virtual environment with every pinned dependency (runtime, training, test tools).
+# Idempotent; fast when done. A robot needs only the runtime set: pip install -r requirements.txt
 #
 #   scripts/setup_env.sh            # CPU builds (this machine, CI, most laptops)
 #   ROAD_SEG_GPU=1 scripts/setup_env.sh   # tensorflow[and-cuda] + onnxruntime-gpu for NVIDIA GPUs
@@ -18,7 +19,7 @@ if [ -n "${ROS_DISTRO:-}" ] && "$PYTHON" -c "import rclpy" 2>/dev/null; then
 else
   ROS_MODE="pypi-jazzy"
 fi
-STAMP_KEY="$(cat requirements.txt requirements-dev.txt requirements-ros.txt setup.py | sha256sum | cut -c1-16)-gpu${GPU}-${ROS_MODE}"
+STAMP_KEY="$(cat requirements.txt requirements-train.txt requirements-dev.txt requirements-ros.txt setup.py | sha256sum | cut -c1-16)-gpu${GPU}-${ROS_MODE}"
 STAMP="$VENV/.road_seg_setup"
 HAVE_ALL='import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ("rclpy", "keras", "cv2", "onnxruntime", "road_seg_perception")))'
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_KEY" ] && "$VENV/bin/python" -c "$HAVE_ALL" 2>/dev/null; then
@@ -35,11 +36,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
-REQS=(-r requirements.txt -r requirements-dev.txt)
+REQS=(-r requirements.txt -r requirements-train.txt -r requirements-dev.txt)
 if [ "$GPU" = "1" ]; then
   # Swap the CPU builds for the CUDA ones, same versions.
   sed -e 's/^tensorflow-cpu==\(.*\)/tensorflow[and-cuda]==\1/' -e 's/^onnxruntime==/onnxruntime-gpu==/' \
-    requirements.txt > "$VENV/requirements-gpu.txt"
+    requirements.txt requirements-train.txt > "$VENV/requirements-gpu.txt"
   REQS=(-r "$VENV/requirements-gpu.txt" -r requirements-dev.txt)
 fi
 if [ "$ROS_MODE" = "pypi-jazzy" ]; then

@@ -129,7 +129,7 @@ def test_info_cli_lists_topics(tmp_path, capsys):
 
 
 def test_missing_and_misnamed_topics_list_the_bag_topics(tmp_path, capsys):
-    """Issue 5 test 4: a missing or misnamed topic fails with a message listing the bag's topics."""
+    """A missing or misnamed topic fails with a message listing the bag's topics."""
     from road_seg_perception.tools import evaluate as E
 
     out = tmp_path / "bag"

@@ -1,4 +1,4 @@
-"""The benchmark tools (issue 6): ``road-seg-bench``, the naive baseline node, the GPU script on the CPU.
+"""The benchmark tools: ``road-seg-bench``, the naive baseline node, the GPU script on the CPU.
 
 Nothing here asserts a speed: the checks are that every section is measured, that the numbers are
 sane (positive, ordered, counts that add up) and that the outputs are right (mask size, header).

@@ -171,12 +171,12 @@ def test_cli_on_compressed_bag(tiny_model, tmp_path, capsys):
 
 
 def test_pr_accumulator_matches_metrics_pr_curve():
-    from road_seg_perception.core.metrics import pr_curve
+    from road_seg_perception.core.metrics import PRAccumulator, pr_curve
 
     rng = np.random.default_rng(0)
     probs = [rng.random((20, 30), dtype=np.float32) for _ in range(3)]
     labels = [rng.choice(np.array([0, 1, 255], np.uint8), size=(20, 30)) for _ in range(3)]
-    acc = E.PRAccumulator()
+    acc = PRAccumulator()
     for p, lab in zip(probs, labels, strict=True):
         acc.add(p, lab)
     thresholds = np.linspace(0.05, 0.95, 19)

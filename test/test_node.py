@@ -664,7 +664,7 @@ def test_signal_mid_stream_exits_cleanly(ctx, tiny_model, sig):
         io.destroy_node()
     assert proc.returncode == 0, err
     assert "Traceback" not in err, err
-    assert took < 2.0, f"took {took:.2f} s from the signal to exit (issue 7: at most 2 s)"
+    assert took < 2.0, f"took {took:.2f} s from the signal to exit (at most 2 s)"
     assert "falling back to CPU" in err  # device gpu requested, none here: the fallback is logged
     assert "best_effort" in err and "depth=1" in err  # the chosen QoS is logged at start-up
 

@@ -1,4 +1,4 @@
-"""Issue 7 checks not covered elsewhere: safe model loading through the node, no pickle/eval/exec in the
+"""Reliability checks: safe model loading through the node, no pickle/eval/exec in the
 package, atomic saves, training killed with SIGKILL mid-epoch, stale-camera timing, compressed-image bombs.
 
 What the other test files already cover is listed in ``RELIABILITY.md``.

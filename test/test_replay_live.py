@@ -1,8 +1,8 @@
-"""Live replay (issue 5, tests 2 and 3): a bag replayed through ``road_seg_node`` running as its own process.
+"""Live replay: a bag replayed through ``road_seg_node`` running as its own process.
 
 The replay is lock-step (each image is published once the previous mask came back), so nothing is
 dropped whatever the machine's load and the run is deterministic. Also here: the replay/record
-library on its own, and ``road-seg-replay --record`` surviving SIGTERM (issue 7).
+library on its own, and ``road-seg-replay --record`` surviving SIGTERM.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def test_live_replay_shipped_model_iou(live_camvid):
 
 
 def test_offline_and_live_agree_per_frame(live_camvid):
-    """Issue 5 test 3: per-frame IoU of the offline evaluation and of the live replay within 0.01."""
+    """Per-frame IoU of the offline evaluation and of the live replay within 0.01."""
     bag, _, offline, run = live_camvid
     live = per_frame_iou(run, bag)
     off = offline.frame_ious()
@@ -204,7 +204,7 @@ def test_replayer_timing_and_recorder_round_trip(small_bag, tmp_path):
 
 
 def test_replay_cli_record_survives_sigterm(small_bag, tmp_path):
-    """road-seg-replay --record: SIGTERM mid-stream exits within 2 s and leaves a readable bag (issue 7)."""
+    """road-seg-replay --record: SIGTERM mid-stream exits within 2 s and leaves a readable bag."""
     out = tmp_path / "rec"
     env = {**os.environ, "ROS_DOMAIN_ID": str(1 + (os.getpid() + 53) % 100)}
     proc = subprocess.Popen([sys.executable, "-m", "road_seg_perception.ros.replay", str(small_bag.path), "--loop",

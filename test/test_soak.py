@@ -1,4 +1,4 @@
-"""Soak test (issue 7): a small bag looped at maximum rate through ``road_seg_node`` running as its own process.
+"""Soak test: a small bag looped at maximum rate through ``road_seg_node`` running as its own process.
 
 Run it with ``make soak`` (``pytest -m soak test -s``); the normal test command deselects it.
 ``ROAD_SEG_SOAK_FRAMES`` sets how many frames are published (default 20000);

@@ -4,7 +4,7 @@
 #   bench/gpu/run_gpu_bench.sh [--model models/road_unet_camvid.onnx] [--quick] [--json out/bench/gpu_bench.json]
 #
 # 1. installs the wheels carried in bench/gpu/.whl/ ($ROAD_SEG_GPU_WHEELS; see fetch_wheels.sh) into a private folder
-#    ($ROAD_SEG_GPU_SITE, default /tmp/road_seg_gpu_site) that goes first on PYTHONPATH; nothing
+#    ($ROAD_SEG_GPU_SITE, default $HOME/.cache/road_seg_gpu_site) that goes first on PYTHONPATH; nothing
 #    else is installed or changed;
 # 2. runs bench/gpu/gpu_bench.py with the arguments given (ONNX Runtime on the CUDA provider,
 #    Keras 3 on JAX and on torch), which prints the table and writes JSON.
@@ -13,7 +13,7 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 PY=${PYTHON:-python3}
-SITE=${ROAD_SEG_GPU_SITE:-/tmp/road_seg_gpu_site}
+SITE=${ROAD_SEG_GPU_SITE:-$HOME/.cache/road_seg_gpu_site}
 WHEELS=${ROAD_SEG_GPU_WHEELS:-$HERE/.whl}
 cd "$REPO"
 

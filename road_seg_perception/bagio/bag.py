@@ -19,6 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from road_seg_perception.bagio.image_codec import DEFAULT_MAX_PIXELS, compressed_to_rgb, image_to_rgb
+
 IMAGE_TOPIC = "/camera/image_raw"
 COMPRESSED_TOPIC = "/camera/image_raw/compressed"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
@@ -372,17 +374,14 @@ def mono8_array(msg: Any) -> np.ndarray:
     return data[: h * step].reshape(h, step)[:, :w]
 
 
-def decode_image(msg: Any, msgtype: str, max_pixels: int | None = None) -> np.ndarray:
+def decode_image(msg: Any, msgtype: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """RGB uint8 array of an ``Image`` or ``CompressedImage`` message (via the ROS conversions).
 
-    ``max_pixels`` (default: the codec's ``DEFAULT_MAX_PIXELS``) is checked from the header before decoding.
+    ``max_pixels`` is checked from the header (or the message's size fields) before decoding.
     """
-    from road_seg_perception.bagio.image_codec import DEFAULT_MAX_PIXELS, compressed_to_rgb, image_to_rgb
-
-    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     if msgtype == COMPRESSED_TYPE:
-        return compressed_to_rgb(msg, max_pixels=limit)
-    return image_to_rgb(msg, max_pixels=limit)
+        return compressed_to_rgb(msg, max_pixels=max_pixels)
+    return image_to_rgb(msg, max_pixels=max_pixels)
 
 
 @dataclass

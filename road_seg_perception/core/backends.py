@@ -59,7 +59,7 @@ class OnnxBackend:
     - ``"always"``: ONNX Runtime's own default; threads keep spinning after a run and burn CPU
       between frames.
 
-    bench/PERFORMANCE.md has the measurements.
+    docs/performance.md has the measurements.
     """
 
     name = "onnxruntime"

@@ -88,37 +88,71 @@ def gt_image_from_label(label: np.ndarray) -> np.ndarray:
     return gt
 
 
+class PRAccumulator:
+    """Pooled precision/recall over thresholds from probability maps, streamed frame by frame.
+
+    Keeps two 256-bin histograms (road and not-road pixels by quantised probability) instead of
+    every probability map, so long bags need no extra memory.
+    """
+
+    bins = 256
+
+    def __init__(self) -> None:
+        self.pos = np.zeros(self.bins, np.int64)
+        self.neg = np.zeros(self.bins, np.int64)
+
+    def add(self, prob: np.ndarray, label: np.ndarray) -> None:
+        """Add one frame: ``prob`` in [0, 1] and its 0/1/:data:`VOID` label of the same size."""
+        valid = label != VOID
+        positive = label == 1
+        q = np.clip((prob * (self.bins - 1)).round().astype(np.int64), 0, self.bins - 1)
+        self.pos += np.bincount(q[valid & positive], minlength=self.bins)
+        self.neg += np.bincount(q[valid & ~positive], minlength=self.bins)
+
+    def curve(self, thresholds: np.ndarray) -> dict[str, list[float]]:
+        """Precision, recall and F1 at each threshold (a pixel is road when its bin is at or above it)."""
+        pos_above = np.cumsum(self.pos[::-1])[::-1]  # count with q >= i
+        neg_above = np.cumsum(self.neg[::-1])[::-1]
+        total_pos = int(self.pos.sum())
+        out: dict[str, list[float]] = {"threshold": [], "precision": [], "recall": [], "f1": []}
+        for t in thresholds:
+            i = min(max(int(np.ceil(t * (self.bins - 1) - 1e-9)), 0), self.bins - 1)
+            tp, fp = int(pos_above[i]), int(neg_above[i])
+            prec = tp / (tp + fp) if tp + fp else 1.0
+            rec = tp / total_pos if total_pos else 1.0
+            out["threshold"].append(float(t))
+            out["precision"].append(prec)
+            out["recall"].append(rec)
+            out["f1"].append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+        return out
+
+
 def pr_curve(probs: list[np.ndarray], labels: list[np.ndarray], thresholds: np.ndarray | None = None
              ) -> dict[str, list[float]]:
     """Precision/recall/F over thresholds from probability maps, pooled over all pixels."""
-    if thresholds is None:
-        thresholds = np.linspace(0.05, 0.95, 19)
-    bins = 256
-    pos_hist = np.zeros(bins, dtype=np.int64)
-    neg_hist = np.zeros(bins, dtype=np.int64)
+    acc = PRAccumulator()
     for prob, label in zip(probs, labels, strict=True):
-        valid = label != VOID
-        positive = label == 1
-        q = np.clip((prob * (bins - 1)).round().astype(np.int64), 0, bins - 1)
-        pos_hist += np.bincount(q[valid & positive], minlength=bins)
-        neg_hist += np.bincount(q[valid & ~positive], minlength=bins)
-    pos_above = np.cumsum(pos_hist[::-1])[::-1]  # count with q >= i
-    neg_above = np.cumsum(neg_hist[::-1])[::-1]
-    total_pos = int(pos_hist.sum())
-    out: dict[str, list[float]] = {"threshold": [], "precision": [], "recall": [], "f1": []}
-    for t in thresholds:
-        i = int(np.ceil(t * (bins - 1) - 1e-9))
-        i = min(max(i, 0), bins - 1)
-        tp = int(pos_above[i])
-        fp = int(neg_above[i])
-        prec = tp / (tp + fp) if tp + fp else 1.0
-        rec = tp / total_pos if total_pos else 1.0
-        f = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        out["threshold"].append(float(t))
-        out["precision"].append(prec)
-        out["recall"].append(rec)
-        out["f1"].append(f)
-    return out
+        acc.add(prob, label)
+    return acc.curve(np.linspace(0.05, 0.95, 19) if thresholds is None else thresholds)
+
+
+class SplitScore:
+    """Confusion summed over every pixel of every frame (the split's IoU) and each frame's own IoU."""
+
+    def __init__(self) -> None:
+        self.total = Confusion()
+        self.frame_ious: list[float] = []
+
+    def add(self, pred: np.ndarray, label: np.ndarray) -> Confusion:
+        """Score one frame's mask against its label; return that frame's confusion."""
+        c = confusion(pred, label)
+        self.total = self.total + c
+        self.frame_ious.append(c.iou)
+        return c
+
+    @property
+    def mean_frame_iou(self) -> float:
+        return float(np.mean(self.frame_ious)) if self.frame_ious else float("nan")
 
 
 def max_f(curve: dict[str, list[float]]) -> tuple[float, float]:

@@ -14,6 +14,8 @@ import stat
 import zipfile
 from pathlib import Path
 
+from road_seg_perception.core.layers import custom_layers
+
 #: Modules whose classes a road model may use: ``keras`` itself and its submodules. Anything else
 #: (custom classes, look-alike packages such as ``keras_evil``) is refused, and so are Lambda layers.
 ALLOWED_PACKAGE = "keras"
@@ -226,7 +228,7 @@ def load_keras_model(path: str | Path, allow_unsafe: bool = False, compile: bool
     check_keras_file(path, allow_unsafe)
     import keras
 
-    import road_seg_perception.core.layers  # noqa: F401  registers ExposureNorm
+    custom_layers()  # registers ExposureNorm
 
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=not allow_unsafe)

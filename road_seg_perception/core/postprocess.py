@@ -12,8 +12,8 @@ def probability_to_mask(prob: np.ndarray, out_hw: tuple[int, int], threshold: fl
                         min_blob_area: int = 0, fill_holes_area: int = 0) -> np.ndarray:
     """Upsample ``prob`` (H, W) float32 to ``out_hw``, threshold it and clean it up.
 
-    ``min_blob_area`` removes road blobs smaller than that many pixels; ``fill_holes_area``
-    fills non-road holes up to that size inside the road. Returns uint8 0/255.
+    ``min_blob_area`` removes road blobs smaller than that many pixels; then ``fill_holes_area``
+    fills non-road regions smaller than that many pixels. Returns uint8 0/255.
     """
     full = upsample_probability(prob, out_hw)
     mask = np.where(full >= threshold, np.uint8(255), np.uint8(0))

@@ -9,6 +9,7 @@ training pipeline uses.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +26,22 @@ PACKAGE_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODEL_NAME = "road_unet_camvid.onnx"
 
 
+def installed_share_dir(package: str = "road_seg_perception") -> Path | None:
+    """``<prefix>/share/<package>`` of the first ``$AMENT_PREFIX_PATH`` prefix whose ament index lists the package.
+
+    This is what ``ament_index_python.get_package_share_directory`` finds, read from the index files.
+    """
+    for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
+        if (Path(prefix) / "share" / "ament_index" / "resource_index" / "packages" / package).is_file():
+            return Path(prefix) / "share" / package
+    return None
+
+
 def default_model_path() -> Path:
     """The shipped model: the installed ``share/road_seg_perception/models`` copy, else the source tree's."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        p = Path(get_package_share_directory("road_seg_perception")) / "models" / DEFAULT_MODEL_NAME
-        if p.is_file():
-            return p
-    except Exception:  # no ament index (plain pip/venv use) or package not installed
-        pass
+    share = installed_share_dir()
+    if share is not None and (share / "models" / DEFAULT_MODEL_NAME).is_file():
+        return share / "models" / DEFAULT_MODEL_NAME
     return PACKAGE_MODELS_DIR / DEFAULT_MODEL_NAME
 
 

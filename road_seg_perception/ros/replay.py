@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from road_seg_perception.bagio.bag import EXIT_USAGE, BagError, BagWriter, format_topics, read_bag_topics, typestore
+from road_seg_perception.core.allocator import keep_large_buffers
+
 DEFAULT_RECORD_TOPICS = ("/road_mask", "/road_overlay", "/diagnostics")
 
 
@@ -110,7 +113,6 @@ class Replayer:
 
     def __init__(self, node, bag: Path | str, topics: Iterable[str] | None = None, rate: float = 1.0,
                  loop: bool = False, depth: int = 10):
-        from road_seg_perception.bagio.bag import BagError, format_topics, read_bag_topics
 
         if rate < 0:
             raise ValueError(f"rate must be >= 0 (0 = as fast as possible), got {rate}")
@@ -232,7 +234,6 @@ class Recorder:
         self.discover()
 
     def _write_loop(self, storage: str, overwrite: bool) -> None:
-        from road_seg_perception.bagio.bag import BagWriter
 
         try:
             writer = BagWriter(self.path, storage, overwrite)
@@ -264,8 +265,6 @@ class Recorder:
     def discover(self) -> None:
         """Subscribe to every wanted topic that now has a publisher with a known type."""
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-        from road_seg_perception.bagio.bag import typestore
 
         pending = [t for t in self.topics if t not in self._subs and t not in self.skipped]
         if not pending or self._closed:
@@ -401,9 +400,6 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.node import Node
     from rclpy.signals import SignalHandlerOptions
     from rclpy.utilities import remove_ros_args
-
-    from road_seg_perception.bagio.bag import EXIT_USAGE, BagError
-    from road_seg_perception.core.allocator import keep_large_buffers
 
     keep_large_buffers()
     full = sys.argv if argv is None else ["road-seg-replay", *argv]

@@ -41,8 +41,16 @@ from typing import Any
 
 import numpy as np
 
+from road_seg_perception.bagio.image_codec import image_to_rgb, rgb_to_encoding, validate_image_msg
+from road_seg_perception.core.allocator import keep_large_buffers
+from road_seg_perception.core.backends import resolve_model_files
 from road_seg_perception.core.metrics import percentile
+from road_seg_perception.core.overlay import draw_overlay
 from road_seg_perception.core.segmenter import RoadSegmenter, default_model_path
+from road_seg_perception.core.timing import time_segmenter
+from road_seg_perception.ros.messages import numpy_to_image_msg
+from road_seg_perception.tools.live import _stop, _tail, node_command, node_counts, private_domain_id, subprocess_env
+from road_seg_perception.training.datasets import IMAGE_EXTS, default_camvid_root, read_image
 
 DEFAULT_JSON = Path("out/bench/bench.json")
 NAIVE_SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "naive_node.py"
@@ -133,8 +141,6 @@ def load_frames(size_wh: tuple[int, int], n: int, frames_dir: Path | None = None
     """
     import cv2
 
-    from road_seg_perception.training.datasets import IMAGE_EXTS, default_camvid_root, read_image
-
     w, h = size_wh
     folder = frames_dir if frames_dir is not None else default_camvid_root() / "val"
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)[:n] if folder.is_dir() else []
@@ -167,7 +173,6 @@ class KerasPredictBackend:
 
 def available_backends(model: Path, wanted: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
     """The wanted bare backends that can run for ``model``, and why the others cannot."""
-    from road_seg_perception.core.backends import resolve_model_files
 
     onnx_path, keras_path = resolve_model_files(model)
     ok, why = [], {}
@@ -187,9 +192,6 @@ def bench_bare(s: BenchSettings, frames_by_size: dict[tuple[int, int], list[np.n
                log: Any = print) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Time ``RoadSegmenter.segment`` for each available backend and size (medians, ms)."""
     import copy
-
-    from road_seg_perception.core.backends import resolve_model_files
-    from road_seg_perception.core.timing import time_segmenter
 
     backends, skipped = available_backends(s.model, s.backends)
     onnx_path, keras_path = resolve_model_files(s.model)  # each backend runs its own file of the model
@@ -236,9 +238,6 @@ def bench_node_work(s: BenchSettings, frames: list[np.ndarray]) -> dict[str, Any
     ``overlay`` (``draw_overlay``, only done while someone subscribes) and ``overlay_msg``.
     With ``s.profile`` a cProfile of the same loop is written there (by cumulative, then by own time).
     """
-    from road_seg_perception.bagio.image_codec import image_to_rgb, rgb_to_encoding, validate_image_msg
-    from road_seg_perception.core.overlay import draw_overlay
-    from road_seg_perception.ros.messages import numpy_to_image_msg
 
     seg = RoadSegmenter(s.model)
     msgs = [numpy_to_image_msg(_to_encoding(f, s.encoding), s.encoding) for f in frames]
@@ -315,7 +314,6 @@ class StreamClient:
         from std_msgs.msg import Header
 
         from road_seg_perception.ros.intake import NoExecutorGroup, SubscriptionIntake, intake_available
-        from road_seg_perception.ros.messages import numpy_to_image_msg
 
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
@@ -471,6 +469,15 @@ def stream_phase(client: StreamClient, name: str, rate_hz: float, duration_s: fl
     }
 
 
+def display_path(path: Path) -> str:
+    """``path`` relative to the working folder when it lies inside it, else its file name (no machine paths)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return p.name
+
+
 def py_spy_path() -> str | None:
     """The ``py-spy`` executable beside this interpreter, else on PATH (None when absent)."""
     beside = Path(sys.executable).parent / "py-spy"
@@ -488,9 +495,10 @@ def start_py_spy(pid: int, out: Path, duration_s: float, log: Any = print) -> su
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
     fmt = "speedscope" if out.suffix == ".json" else "raw" if out.suffix == ".txt" else "flamegraph"
-    cmd = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(duration_s))), "--rate", "200",
+    # argv[0] is the bare name: py-spy writes its command line into the profile
+    cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, round(duration_s))), "--rate", "200",
            "--threads", "--nonblocking", "--format", fmt, "--output", str(out)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(cmd, executable=exe, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def finish_py_spy(spy: subprocess.Popen, out: Path, log: Any = print) -> str | None:
@@ -550,14 +558,12 @@ def _float(text: str | None) -> float | None:
 
 
 def _counts(values: dict[str, str] | None) -> dict[str, int] | None:
-    from road_seg_perception.tools.live import node_counts
 
     return node_counts(values) if values else None
 
 
 def run_streams(s: BenchSettings, kind: str, frames: list[np.ndarray], log: Any = print) -> dict[str, Any]:
     """Start ``road_seg_node`` (``kind="node"``) or the naive baseline as a process and run every stream phase."""
-    from road_seg_perception.tools.live import _stop, _tail, node_command, private_domain_id, subprocess_env
 
     domain = s.domain_id if s.domain_id is not None else private_domain_id()
     if kind == "node":
@@ -782,7 +788,7 @@ def run_bench(s: BenchSettings, log: Any = print) -> dict[str, Any]:
         outer_log(f"[{time.monotonic() - t0:6.1f} s] {message}")
 
     res: dict[str, Any] = {"meta": {
-        "model": str(s.model), "quick": s.quick, "sections": list(s.sections), "cpu": _cpu_name(),
+        "model": display_path(s.model), "quick": s.quick, "sections": list(s.sections), "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(), "loadavg_start": _loadavg(), "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "phase_s": s.phase_s, "flood_hz": s.flood_hz,
@@ -892,7 +898,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # The benchmark's own process plays the camera driver and the mask consumer: the same allocator
     # setting as the node, so neither end page-faults its image buffers every frame.
-    from road_seg_perception.core.allocator import keep_large_buffers
 
     keep_large_buffers()
     res = run_bench(s, log=lambda m: print(m, flush=True))

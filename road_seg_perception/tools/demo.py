@@ -26,8 +26,11 @@ import numpy as np
 
 from road_seg_perception.bagio.bag import EXIT_USAGE, BagError
 from road_seg_perception.core.metrics import Confusion
+from road_seg_perception.core.segmenter import default_model_path
 from road_seg_perception.tools.bag import make_bag
 from road_seg_perception.tools.evaluate import EvalConfig, EvalResult, evaluate_bag, score_masks
+from road_seg_perception.tools.live import run_live
+from road_seg_perception.training.datasets import default_camvid_root
 
 CAMVID_HELP = (
     "The demo needs the CamVid road dataset (SegNet's 11-class version: folders val/ and valannot/, "
@@ -72,7 +75,6 @@ def live_summary(run, offline: EvalResult, bag: Path) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from road_seg_perception.training.datasets import default_camvid_root
 
     p = argparse.ArgumentParser(prog="road-seg-demo", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,7 +92,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from road_seg_perception.core.segmenter import default_model_path
 
     args = parse_args(argv)
     problem = find_camvid(args.camvid)
@@ -124,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[3/4] live replay through road_seg_node ({'lock-step' if args.lockstep else f'{args.rate:g} x 15 Hz'})"
               f", recording to {live_bag}")
         try:
-            from road_seg_perception.tools.live import run_live
 
             run = run_live(bag_path, live_bag, model, rate=args.rate, lockstep=args.lockstep)
             live = live_summary(run, offline, bag_path)

@@ -35,8 +35,10 @@ from road_seg_perception.bagio.bag import (
     require_topic,
     stamp_ns_of,
 )
+from road_seg_perception.bagio.image_codec import compressed_header
 from road_seg_perception.core.metrics import percentile
-from road_seg_perception.tools.evaluate import MASK_TOPIC, OVERLAY_TOPIC
+from road_seg_perception.ros.replay import Recorder, Replayer, StampWaiter, header_stamp_ns
+from road_seg_perception.tools.eval_outputs import MASK_TOPIC, OVERLAY_TOPIC
 
 DIAGNOSTICS_TOPIC = "/diagnostics"
 COUNTER_KEYS = ("received", "processed", "skipped", "dropped_stale", "bad", "pending")
@@ -151,8 +153,6 @@ def run_live(bag: Path | str, out_bag: Path | str, model: Path | str, rate: floa
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
-
-    from road_seg_perception.ros.replay import Recorder, Replayer, StampWaiter, header_stamp_ns
 
     bag, out_bag = Path(bag), Path(out_bag)
     topics = read_bag_topics(bag)
@@ -272,7 +272,6 @@ def run_live(bag: Path | str, out_bag: Path | str, model: Path | str, rate: floa
         s = stamp_ns_of(m.msg)
         frame_ids[s] = m.msg.header.frame_id
         if img_t.msgtype == COMPRESSED_TYPE:
-            from road_seg_perception.bagio.image_codec import compressed_header
 
             _, h, w = compressed_header(m.msg)
             input_sizes[s] = (w, h)

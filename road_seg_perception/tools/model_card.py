@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from road_seg_perception.core.metrics import Confusion, confusion
+from road_seg_perception.core.metrics import SplitScore
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.core.timing import time_keras_predict, time_segmenter
 from road_seg_perception.training.datasets import LabelSpec, default_camvid_root, load_samples, pair_samples
@@ -28,13 +28,11 @@ from road_seg_perception.training.datasets import LabelSpec, default_camvid_root
 
 def score_split(seg: RoadSegmenter, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     """Aggregate and mean per-frame scores of the published masks on a split."""
-    total, per_frame = Confusion(), []
+    score = SplitScore()
     for image, label in tqdm(pairs, desc="scoring val", unit="frame"):
-        c = confusion(seg.segment(image).mask, label)
-        total = total + c
-        per_frame.append(c.iou)
-    return {**{k: round(v, 4) for k, v in total.scores().items()},
-            "mean_frame_iou": round(float(np.mean(per_frame)), 4), "frames": len(pairs)}
+        score.add(seg.segment(image).mask, label)
+    return {**{k: round(v, 4) for k, v in score.total.scores().items()},
+            "mean_frame_iou": round(score.mean_frame_iou, 4), "frames": len(pairs)}
 
 
 def latency_table(model: Path, frame: np.ndarray, runs: int) -> list[dict]:

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import cv2
 
-from road_seg_perception.core.backends import BACKENDS, DEVICES
 from road_seg_perception.core.imageio import ImageReadError, add_max_pixels_argument, read_rgb
 from road_seg_perception.core.model_io import ModelFileError
+from road_seg_perception.core.overlay import draw_overlay
+from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
+from road_seg_perception.tools.model_args import add_model_args
 
 INPUT_EXTS = (".png", ".jpg", ".jpeg")
 
@@ -51,19 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (png/jpg) or folders of them")
     p.add_argument("--output-dir", required=True, metavar="DIR", help="where <stem>_mask.png and _overlay.png go")
-    p.add_argument("--model", metavar="PATH", help="model .onnx or .keras (default: the shipped model)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="inference device (default: auto)")
-    p.add_argument("--threshold", type=float, default=0.5, help="road probability threshold in (0, 1)")
+    add_model_args(p)
     add_max_pixels_argument(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
-
-    from road_seg_perception.core.overlay import draw_overlay
-    from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
 
     args = parse_args(argv)
     paths, problems = collect_inputs(args.inputs)

@@ -10,9 +10,12 @@ import numpy as np
 
 from road_seg_perception.core.fileio import atomic_write_text
 from road_seg_perception.core.metrics import confusion
+from road_seg_perception.core.model_io import load_keras_model
+from road_seg_perception.core.overlay import draw_overlay, side_by_side
 from road_seg_perception.core.postprocess import probability_to_mask
 from road_seg_perception.core.preprocessing import VOID, preprocess
 from road_seg_perception.training.data import Arrays
+from road_seg_perception.training.export import export_onnx
 from road_seg_perception.training.loop import evaluate, predict_probs
 
 
@@ -54,8 +57,6 @@ def write_plots(run_dir: Path, history: list[dict]) -> None:
 def write_samples(run_dir: Path, model, val: Arrays, hw, threshold: float, n: int) -> None:
     import cv2
 
-    from road_seg_perception.core.overlay import draw_overlay, side_by_side
-
     idx = np.linspace(0, len(val) - 1, num=min(n, len(val))).astype(int)
     rows = []
     probs = predict_probs(model, [val.images[i] for i in idx], hw)
@@ -77,7 +78,6 @@ def write_samples(run_dir: Path, model, val: Arrays, hw, threshold: float, n: in
 
 def finish(run_dir: Path, cfg: dict, val: Arrays, info: dict, state: dict) -> dict:
     """Score the best model, write metrics, plots and the ONNX export."""
-    from road_seg_perception.core.model_io import load_keras_model
     from road_seg_perception.training.model import count_flops
 
     hw = tuple(cfg["model"]["input_hw"])
@@ -95,7 +95,6 @@ def finish(run_dir: Path, cfg: dict, val: Arrays, info: dict, state: dict) -> di
         "history": state["history"],
     }
     if cfg["output"]["onnx"]:
-        from road_seg_perception.training.export import export_onnx
 
         diff = export_onnx(best, run_dir / "model.onnx", [preprocess(val.images[0], hw)])
         metrics["onnx_max_abs_diff"] = diff

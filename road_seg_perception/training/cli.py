@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from road_seg_perception.core.fileio import atomic_write_text
+from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.training.artifacts import finish, versions
 from road_seg_perception.training.augment import AugmentConfig
 from road_seg_perception.training.config import load_config
@@ -57,8 +58,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict:
     import keras
 
-    from road_seg_perception.core.model_io import load_keras_model
-
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "state.json").is_file() or not (run_dir / "last.keras").is_file():
@@ -87,6 +86,8 @@ def run(args: argparse.Namespace) -> dict:
         atomic_write_text(run_dir / "versions.json", json.dumps(versions(), indent=1))
     with strategy_scope(args.distribute):
         if args.resume:
+            from road_seg_perception.training import losses  # noqa: F401  registers RoadLoss for the compiled model
+
             model = load_keras_model(run_dir / "last.keras", compile=True)
             fit_schedule_to_epochs(model.optimizer, len(seq) * epochs)
             print(f"resuming {run_dir} after epoch {state['epoch']} (best IoU {state['best_iou']:.4f})", flush=True)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from road_seg_perception.core.model_io import ONNX_WEIGHTS_KEY, keras_weights_digest
+from road_seg_perception.core.fileio import atomic_save
+from road_seg_perception.core.model_io import ONNX_WEIGHTS_KEY, keras_weights_digest, load_keras_model
+from road_seg_perception.core.preprocessing import preprocess
 
 ONNX_TOLERANCE = 1e-4
 
@@ -70,9 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     """
     import argparse
 
-    from road_seg_perception.core.model_io import load_keras_model
-    from road_seg_perception.core.preprocessing import preprocess
-
     p = argparse.ArgumentParser(prog="road-seg-export", description="Export a .keras road model to ONNX.")
     p.add_argument("model")
     p.add_argument("output", nargs="?")
@@ -86,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     diff = export_onnx(model, out, [sample])
     print(f"wrote {out} (max abs diff to Keras {diff:.2e})")
     if a.keras_copy:
-        from road_seg_perception.core.fileio import atomic_save
 
         atomic_save(model, Path(a.keras_copy))  # loaded without compile: no optimizer state is saved
         print(f"wrote {a.keras_copy}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from road_seg_perception.core.fileio import atomic_save, atomic_write_text
-from road_seg_perception.core.metrics import Confusion, confusion
+from road_seg_perception.core.metrics import Confusion, SplitScore
 from road_seg_perception.core.postprocess import probability_to_mask
 from road_seg_perception.core.preprocessing import preprocess
 from road_seg_perception.training.data import Arrays
@@ -27,13 +27,10 @@ def predict_probs(model, images: list[np.ndarray], hw: tuple[int, int], batch: i
 
 def evaluate(model, data: Arrays, hw: tuple[int, int], threshold: float) -> tuple[Confusion, list[float]]:
     """Full-resolution confusion over a split (void ignored) and per-frame IoUs."""
-    total = Confusion()
-    per_frame = []
+    score = SplitScore()
     for prob, label in zip(predict_probs(model, data.images, hw), data.labels, strict=True):
-        c = confusion(probability_to_mask(prob, label.shape[:2], threshold), label)
-        total = total + c
-        per_frame.append(c.iou)
-    return total, per_frame
+        score.add(probability_to_mask(prob, label.shape[:2], threshold), label)
+    return score.total, score.frame_ious
 
 
 def build_callback(run_dir: Path, val: Arrays, cfg: dict, state: dict):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from road_seg_perception.core.layers import ExposureNorm
+from road_seg_perception.core.layers import custom_layers
 
 ENCODER_PREFIXES = ("enc", "bott")
 #: Moving-statistics momentum: 0.9 so that short CPU trainings get usable inference statistics.
@@ -79,7 +79,7 @@ def build_unet(cfg: UNetConfig = UNetConfig()) -> keras.Model:
     if cfg.input_norm == "instance":  # per-image, per-channel standardisation: global brightness/contrast invariance
         x = layers.LayerNormalization(axis=[1, 2], center=False, scale=False, epsilon=1e-3, name="enc0_input_norm")(x)
     elif cfg.input_norm == "exposure":  # log-domain standardisation: global gain and gamma invariance
-        x = ExposureNorm(name="enc0_exposure_norm")(x)
+        x = custom_layers()["ExposureNorm"](name="enc0_exposure_norm")(x)
     x = layers.Conv2D(f, 3, strides=cfg.stem_stride, padding="same", use_bias=False, name="enc0_stem_conv")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="enc0_stem_bn")(x)
     x = layers.ReLU(name="enc0_stem_relu")(x)

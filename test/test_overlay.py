@@ -1,4 +1,4 @@
-"""The per-frame hot path after its speed-ups (issue 6) gives exactly what the plain code gave."""
+"""`draw_overlay`, the per-frame overlay: its vectorised blend gives exactly what a per-pixel blend gives."""
 
 from __future__ import annotations
 

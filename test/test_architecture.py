@@ -1,0 +1,97 @@
+"""The layering rules of ``import_rules`` hold for the package, and each rule catches a tree that breaks it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from import_rules import check
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = "road_seg_perception"
+
+
+def test_package_follows_the_import_rules():
+    problems = check(REPO / PACKAGE, PACKAGE)
+    assert problems == [], "\n".join(problems)
+
+
+def make_tree(root: Path, files: dict[str, str]) -> Path:
+    """A synthetic package ``pkg`` with the five layer folders and the given module sources."""
+    pkg = root / "pkg"
+    for layer in ("", "core", "training", "bagio", "ros", "tools"):
+        (pkg / layer).mkdir(parents=True, exist_ok=True)
+        (pkg / layer / "__init__.py").write_text("")
+    for rel, src in files.items():
+        (pkg / rel).write_text(textwrap.dedent(src))
+    return pkg
+
+
+CLEAN = {
+    "core/a.py": "import numpy as np\nimport cv2\n\ndef f():\n    import onnxruntime\n",
+    "core/b.py": "from pkg.core.a import f\n",
+    "training/t.py": "import keras\nfrom pkg.core import a\n",
+    "training/u.py": "from pkg.core.b import f\n\ndef g():\n    from pkg.training.t import keras\n",
+    "bagio/bag.py": "import rosbags\n",
+    "ros/node.py": "import rclpy\nfrom pkg.core.a import f\nfrom pkg.bagio.bag import rosbags\n",
+    "tools/cli.py": "from pkg.training.u import g\nfrom pkg.ros.node import f\n",
+}
+
+
+def test_clean_synthetic_tree_passes(tmp_path):
+    assert check(make_tree(tmp_path, CLEAN), "pkg") == []
+
+
+@pytest.mark.parametrize("name, files, expected", [
+    ("core imports training", {"core/b.py": "from pkg.training.t import keras\n"},
+     "pkg/core/b.py:1: pkg.core.b (core) imports pkg.training.t (training)"),
+    ("core imports a third-party library", {"core/b.py": "import yaml\n"},
+     "pkg.core.b (core) imports yaml; core imports only the standard library"),
+    ("core imports onnxruntime at module level", {"core/b.py": "import onnxruntime\n"},
+     "pkg.core.b (core) imports onnxruntime at module level"),
+    ("bagio imports rclpy lazily", {"bagio/bag.py": "def f():\n    import rclpy\n"},
+     "pkg/bagio/bag.py:2: pkg.bagio.bag (bagio) imports rclpy, which bagio must never import"),
+    ("bagio imports core", {"bagio/bag.py": "from pkg.core.a import f\n"},
+     "pkg.bagio.bag (bagio) imports pkg.core.a (core)"),
+    ("ros imports training", {"ros/node.py": "from pkg.training.u import g\n"},
+     "pkg.ros.node (ros) imports pkg.training.u (training)"),
+    ("training imports rclpy", {"training/u.py": "import rclpy\n"},
+     "pkg.training.u (training) imports rclpy"),
+    ("core imports tools", {"core/b.py": "from pkg.tools import cli\n"},
+     "pkg.core.b (core) imports pkg.tools.cli (tools)"),
+    ("light internal import inside a function", {"training/u.py": "def g():\n    from pkg.core.b import f\n"},
+     "pkg/training/u.py:2: pkg.training.u imports pkg.core.b inside a function"),
+    ("relative import circle", {"core/a.py": "from . import b\n", "core/b.py": "from .a import x\n"},
+     "import circle: pkg.core.a -> pkg.core.b -> pkg.core.a"),
+    ("circle through a function-level import",
+     {"tools/cli.py": "from pkg.tools import x\n", "tools/x.py": "def f():\n    import pkg.tools.cli\n"},
+     "import circle: pkg.tools.cli -> pkg.tools.x -> pkg.tools.cli"),
+])
+def test_each_rule_catches_a_breaking_tree(tmp_path, name, files, expected):
+    problems = check(make_tree(tmp_path, {**CLEAN, **files}), "pkg")
+    assert any(expected in p for p in problems), f"{name}: {expected!r} not in {problems}"
+
+
+def test_loading_a_keras_model_for_inference_imports_no_training_module(tmp_path):
+    """A ``.keras`` with the package's custom layer loads through ``core.model_io`` alone."""
+    code = textwrap.dedent(f"""
+        import sys
+        import keras
+        import numpy as np
+        from road_seg_perception.core.layers import custom_layers
+        inp = keras.Input((8, 8, 3))
+        out = keras.layers.Conv2D(1, 1, activation="sigmoid")(custom_layers()["ExposureNorm"]()(inp))
+        keras.Model(inp, out).save({str(tmp_path / "m.keras")!r})
+        from road_seg_perception.core.model_io import load_keras_model
+        m = load_keras_model({str(tmp_path / "m.keras")!r})
+        assert m(np.ones((1, 8, 8, 3), "float32")).shape == (1, 8, 8, 1)
+        print(sorted(k for k in sys.modules if k.startswith("road_seg_perception.training")))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO,
+                       env={"PATH": "/usr/bin:/bin", "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
+                            "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
