@@ -53,7 +53,8 @@ def test_metrics_equal_hand_counted_confusion_on_camvid(camvid, camvid_bag, segm
     tp, fp, fn, tn = (sum(c[i] for c in expected) for i in range(4))
 
     report = tmp_path / "report"
-    r = E.evaluate_bag(camvid_bag, report, segmenter=segmenter, cfg=E.EvalConfig(progress=False))
+    r = E.evaluate_bag(camvid_bag, report, segmenter=segmenter,
+                       cfg=E.EvalConfig(progress=False, temporal_smoothing=False))  # per-frame masks, as counted
     m = json.loads((report / "metrics.json").read_text())
     assert m["aggregate"]["confusion"] == {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
     assert m["aggregate"]["iou"] == pytest.approx(tp / (tp + fp + fn))
@@ -83,7 +84,7 @@ def test_metrics_equal_hand_counted_confusion_on_camvid(camvid, camvid_bag, segm
     # report.html: self-contained, with the plots and the worst frames embedded
     html = (report / "report.html").read_text()
     images = re.findall(r"src='data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)'", html)
-    assert len(images) == 2 + len(r.worst) and len(r.worst) == min(6, N_CAMVID)
+    assert len(images) == 3 + len(r.worst) and len(r.worst) == min(6, N_CAMVID)  # IoU, flicker, PR plots
     assert "http://" not in html and "https://" not in html
     worst_idx = int(np.argmin(frame_ious))
     assert f"frame {worst_idx} " in html and f"{m['aggregate']['iou']:.4f}" in html
@@ -120,7 +121,7 @@ def test_ground_truth_equal_to_prediction_scores_one_and_every_n(segmenter, tmp_
     bag = tmp_path / "bag"
     B.write_frames(bag, frames, rate=10.0, start_ns=START_NS, storage="mcap")
     r = E.evaluate_bag(bag, tmp_path / "rep", segmenter=segmenter,
-                       cfg=E.EvalConfig(every_n=2, progress=False, video=False))
+                       cfg=E.EvalConfig(every_n=2, progress=False, video=False, temporal_smoothing=False))
     m = r.metrics
     assert m["frames"]["processed"] == 3 and m["frames"]["scored"] == 3
     assert [f.index for f in r.frames] == [0, 2, 4]

@@ -270,8 +270,8 @@ def test_overlay_and_probability_only_while_subscribed(harness):
     h = harness(reliable_input=True, params={"publish_probability": True}, outputs=("road_mask",))
     calls = []
     original = h.node.segmenter.segment
-    h.node.segmenter.segment = lambda rgb, with_probability=False: (calls.append(with_probability),
-                                                                    original(rgb, with_probability))[1]
+    h.node.segmenter.segment = lambda rgb, with_probability=False, **kw: (calls.append(with_probability),
+                                                                          original(rgb, with_probability, **kw))[1]
     h.pub.publish(image_msg(random_rgb(30, 40, 1), "rgb8", 1))
     h.mask_for(1)
     assert calls == [False]  # nobody listens to road_probability
@@ -297,9 +297,9 @@ class SlowSegmenter(RoadSegmenter):
 
     delay_s = 0.25
 
-    def segment(self, image_rgb, with_probability=False):
+    def segment(self, image_rgb, with_probability=False, smooth=None):
         time.sleep(self.delay_s)
-        return super().segment(image_rgb, with_probability)
+        return super().segment(image_rgb, with_probability, smooth)
 
 
 def test_overload_drops_stale_frames_and_keeps_latency_bounded(harness):

@@ -51,9 +51,9 @@ def test_no_work_log_phrases_in_tracked_files():
     ("model " + "/wo" + "rk/main/models/x.onnx", MACHINE_PATH, True),
     ("SITE=$HOME/.cache/x", MACHINE_PATH, False),
     ("see docs/" + "t" + "mp/x", MACHINE_PATH, False),
-    ("fixed in " + "issue 7", WORK_LOG, True),
+    ("fixed in " + "iss" + "ue 7", WORK_LOG, True),
     ("as measured this " + "session", WORK_LOG, True),
-    ("the tissue 7 sample", WORK_LOG, False),
+    ("the tiss" + "ue 7 sample", WORK_LOG, False),
 ])
 def test_patterns(line, pattern, found):
     assert bool(pattern.search(line)) is found

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,8 +143,13 @@ class RoadSegmenter:
         """Low-resolution road probability ``(h, w)`` float32 for one RGB uint8 image."""
         return self.backend.infer(preprocess(image_rgb, self.input_hw)[None])[0]
 
-    def segment(self, image_rgb: np.ndarray, with_probability: bool = False) -> SegmentationResult:
-        """Segment one RGB uint8 ``(H, W, 3)`` image; the mask has the same ``H, W``."""
+    def segment(self, image_rgb: np.ndarray, with_probability: bool = False,
+                smooth: Callable[[np.ndarray], np.ndarray] | None = None) -> SegmentationResult:
+        """Segment one RGB uint8 ``(H, W, 3)`` image; the mask has the same ``H, W``.
+
+        ``smooth`` (e.g. :class:`~road_seg_perception.core.temporal.ProbabilityEMA`'s ``update``) maps the
+        model's low-resolution probability to the one the mask is made from; its time counts as post.
+        """
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image_rgb.dtype} {image_rgb.shape}")
         t0 = time.perf_counter()
@@ -151,6 +157,8 @@ class RoadSegmenter:
         t1 = time.perf_counter()
         prob = self.backend.infer(x)[0]
         t2 = time.perf_counter()
+        if smooth is not None:
+            prob = smooth(prob)
         out_hw = image_rgb.shape[:2]
         p = self.post
         full = upsample_probability(prob, out_hw)

@@ -5,22 +5,26 @@ sampling and accounting are :mod:`road_seg_perception.sampling`, overlays are
 :mod:`road_seg_perception.overlay` and message conversion is :mod:`.conversions`.
 
 Topics (relative, remappable): ``image`` (Image) or ``image/compressed`` (CompressedImage) and
-``camera_info`` in; ``road_mask``, ``road_overlay``, ``road_probability``, ``road_camera_info``
-and ``/diagnostics`` out.
+``camera_info`` in; ``road_mask``, ``road_overlay``, ``road_probability``, ``road_camera_info``,
+``road_grid`` (``nav_msgs/OccupancyGrid``, :mod:`road_seg_perception.core.ground_grid`) and
+``/diagnostics`` out.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
@@ -44,10 +48,13 @@ from road_seg_perception.bagio.image_codec import (
 )
 from road_seg_perception.core.allocator import keep_large_buffers
 from road_seg_perception.core.backends import BACKENDS, DEVICES, SPINNING_MODES, precheck_model
+from road_seg_perception.core.ground_grid import CameraPose, GridConfigError, GridSpec, GroundGridCache, Intrinsics
 from road_seg_perception.core.model_io import ModelFileError
 from road_seg_perception.core.overlay import draw_overlay
 from road_seg_perception.core.sampling import FrameSampler, FrameScheduler, LatencyTracker, RateMeter, stale_status
 from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter, default_model_path
+from road_seg_perception.core.temporal import DEFAULT_ALPHA, DEFAULT_RESET_GAP_S, DEFAULT_SMOOTHING, ProbabilityEMA
+from road_seg_perception.ros.grid import TfPoseSource, intrinsics_from_camera_info, occupancy_grid_msg, tf_available
 from road_seg_perception.ros.intake import NoExecutorGroup, SubscriptionIntake, intake_available
 from road_seg_perception.ros.messages import numpy_to_image_msg
 from road_seg_perception.ros.model_loader import (
@@ -61,6 +68,7 @@ from road_seg_perception.ros.model_loader import (
 
 NODE_NAME = "road_seg_node"
 PROBABILITY_ENCODINGS = ("mono8", "32FC1")
+GRID_POSE_SOURCES = ("parameters", "tf")
 BAD_INPUT_LOG_PERIOD_S = 5.0
 #: How often the node checks whether the camera has gone stale (WARN is published as soon as it has).
 STALE_CHECK_PERIOD_S = 0.1
@@ -140,6 +148,36 @@ PARAMETERS: dict[str, ParamSpec] = {
                                   int_range=(1, _BIG)),
     "max_message_bytes": ParamSpec(DEFAULT_MAX_BYTES, "Drop messages whose data is larger than this many bytes",
                                    int_range=(1, _BIG)),
+    "temporal_smoothing": ParamSpec(DEFAULT_SMOOTHING, "Average the road probability over processed frames "
+                                                       "(exponential moving average) before thresholding: "
+                                                       "steadier masks, a little lag"),
+    "temporal_alpha": ParamSpec(DEFAULT_ALPHA, "Weight of the newest frame in the moving average (1 = no smoothing)",
+                                float_range=(0.0, 1.0), constraints="in (0, 1]"),
+    "temporal_reset_gap_s": ParamSpec(DEFAULT_RESET_GAP_S, "Restart the moving average when frames are further "
+                                                           "apart than this (header stamps), go back in time or "
+                                                           "change size", float_range=(0.001, 3600.0)),
+    "publish_grid": ParamSpec(False, "Publish road_grid (nav_msgs/OccupancyGrid: the road mask on the flat ground "
+                                     "plane; needs camera_info), computed only while someone subscribes",
+                              read_only=True),
+    "grid_frame": ParamSpec("base_footprint", "Frame of road_grid: ground plane z = 0, x forward, y left; the "
+                                              "camera pose parameters are in it"),
+    "grid_pose_source": ParamSpec("parameters", "Camera pose for road_grid: parameters (camera_*) or tf (grid_frame "
+                                                "<- the image's frame_id; needs tf2_ros)",
+                                  read_only=True, constraints="one of: " + ", ".join(GRID_POSE_SOURCES)),
+    "camera_height_m": ParamSpec(1.5, "Camera height above the ground (m)", float_range=(0.01, 100.0)),
+    "camera_x_m": ParamSpec(0.0, "Camera position along grid_frame x (m)", float_range=(-1000.0, 1000.0)),
+    "camera_y_m": ParamSpec(0.0, "Camera position along grid_frame y (m)", float_range=(-1000.0, 1000.0)),
+    "camera_roll_rad": ParamSpec(0.0, "Camera roll (rad; positive turns its right side down)",
+                                 float_range=(-math.pi, math.pi)),
+    "camera_pitch_rad": ParamSpec(0.0, "Camera pitch (rad; positive looks down)", float_range=(-math.pi, math.pi)),
+    "camera_yaw_rad": ParamSpec(0.0, "Camera yaw (rad; positive looks left)", float_range=(-math.pi, math.pi)),
+    "grid_resolution_m": ParamSpec(0.1, "road_grid cell size (m)", float_range=(0.001, 100.0)),
+    "grid_forward_m": ParamSpec(20.0, "road_grid extent along x, from grid_frame's origin forward (m)",
+                                float_range=(0.001, 10000.0)),
+    "grid_lateral_m": ParamSpec(10.0, "road_grid extent along y, centred on grid_frame's origin (m)",
+                                float_range=(0.001, 10000.0)),
+    "grid_max_range_m": ParamSpec(20.0, "Cells farther than this from the camera's foot point are unseen (-1)",
+                                  float_range=(0.001, 10000.0)),
 }
 
 
@@ -178,6 +216,22 @@ class NodeConfig:
     stale_timeout_s: float
     max_image_pixels: int
     max_message_bytes: int
+    temporal_smoothing: bool
+    temporal_alpha: float
+    temporal_reset_gap_s: float
+    publish_grid: bool
+    grid_frame: str
+    grid_pose_source: str
+    camera_height_m: float
+    camera_x_m: float
+    camera_y_m: float
+    camera_roll_rad: float
+    camera_pitch_rad: float
+    camera_yaw_rad: float
+    grid_resolution_m: float
+    grid_forward_m: float
+    grid_lateral_m: float
+    grid_max_range_m: float
 
     @classmethod
     def from_values(cls, v: dict[str, Any]) -> NodeConfig:
@@ -207,12 +261,34 @@ class NodeConfig:
         check(v["stale_timeout_s"] > 0.0, "stale_timeout_s", "must be > 0")
         check(v["max_image_pixels"] >= 1, "max_image_pixels", "must be >= 1")
         check(v["max_message_bytes"] >= 1, "max_message_bytes", "must be >= 1")
+        check(0.0 < v["temporal_alpha"] <= 1.0, "temporal_alpha", "must be in (0, 1]")
+        check(v["temporal_reset_gap_s"] > 0.0, "temporal_reset_gap_s", "must be > 0")
+        check(v["grid_pose_source"] in GRID_POSE_SOURCES, "grid_pose_source",
+              f"must be one of {', '.join(GRID_POSE_SOURCES)}")
+        check(bool(str(v["grid_frame"]).strip()), "grid_frame", "must name a frame")
+        check(v["camera_height_m"] > 0.0, "camera_height_m", "must be > 0")
+        for name in ("grid_resolution_m", "grid_forward_m", "grid_lateral_m", "grid_max_range_m"):
+            check(v[name] > 0.0, name, "must be > 0")
         fields = {k: v[k] for k in PARAMETERS}
         fields["overlay_color"] = tuple(int(c) for c in color)
-        return cls(**fields)
+        cfg = cls(**fields)
+        try:
+            cfg.grid_spec().validate()
+            cfg.camera_pose()
+        except GridConfigError as e:
+            raise ConfigError(f"road_grid parameters are invalid: {e}") from e
+        return cfg
 
     def post(self) -> PostConfig:
         return PostConfig(self.threshold, self.min_blob_area, self.fill_holes_area)
+
+    def grid_spec(self) -> GridSpec:
+        return GridSpec(self.grid_resolution_m, self.grid_forward_m, self.grid_lateral_m, self.grid_max_range_m)
+
+    def camera_pose(self) -> CameraPose:
+        """The camera pose from the camera_* parameters."""
+        return CameraPose.from_mount(self.camera_height_m, self.camera_roll_rad, self.camera_pitch_rad,
+                                     self.camera_yaw_rad, self.camera_x_m, self.camera_y_m)
 
 
 @dataclass
@@ -284,6 +360,13 @@ class RoadSegNode(Node):
         self._last_bad_reason = ""
         self._bad_at_last_diag = 0
         self._camera_info: CameraInfo | None = None
+        self._ema = ProbabilityEMA(self.config.temporal_alpha, self.config.temporal_reset_gap_s)
+        self._grids = GroundGridCache()
+        self._intrinsics: Intrinsics | None = None
+        self._grid_state = "off"
+        self._bad_camera_info = 0
+        self._camera_info_error = "no camera_info yet"
+        self._tf_pose: TfPoseSource | None = None
 
         # Reliable with a small history: a reliable reader that acknowledges a little late (rviz, a recorder)
         # still gets every mask; the history only holds samples for retransmission and adds no latency.
@@ -295,6 +378,16 @@ class RoadSegNode(Node):
         self.probability_pub = self.create_publisher(Image, "road_probability", out_qos,
                                                      qos_overriding_options=qos_opts())
         self.camera_info_pub = None
+        self.grid_pub = None
+        if self.config.publish_grid:
+            if self.config.grid_pose_source == "tf":
+                if not tf_available():
+                    raise ConfigError("parameter grid_pose_source='tf' needs tf2_ros, which cannot be imported "
+                                      "here; use 'parameters' (camera_* parameters)")
+                self._tf_pose = TfPoseSource(self)
+            self.grid_pub = self.create_publisher(OccupancyGrid, "road_grid", out_qos,
+                                                  qos_overriding_options=qos_opts())
+            self._grid_state = "waiting for camera_info"
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -313,10 +406,14 @@ class RoadSegNode(Node):
                  f"{_qos_text(self.image_sub.qos_profile)} (override with "
                  "qos_overrides.<topic>.subscription.reliability|history|depth), taken by "
                  + ("a thread of its own" if use_intake else "the executor"))
-        if self.config.publish_camera_info:
+        if self.config.publish_camera_info or self.grid_pub is not None:
             info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
             self.camera_info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
                                                             info_qos, qos_overriding_options=qos_opts())
+        if self.grid_pub is not None:
+            log.info(f"publishing {self.grid_pub.topic_name} in frame {self.config.grid_frame!r} from "
+                     f"{self.camera_info_sub.topic_name} and the camera pose from {self.config.grid_pose_source}")
+        if self.config.publish_camera_info:
             self.camera_info_pub = self.create_publisher(CameraInfo, "road_camera_info", out_qos,
                                                          qos_overriding_options=qos_opts())
             log.info(f"passing {self.camera_info_sub.topic_name} through to {self.camera_info_pub.topic_name}")
@@ -402,6 +499,9 @@ class RoadSegNode(Node):
         with self._model_lock:
             self.segmenter.post = new.post()
             self.config = new
+        self._ema.configure(new.temporal_alpha, new.temporal_reset_gap_s)
+        if not new.temporal_smoothing:
+            self._ema.reset()
         if (new.process_every_n, new.max_rate_hz) != (old.process_every_n, old.max_rate_hz):
             self.scheduler.sampler.configure(new.process_every_n, new.max_rate_hz)
 
@@ -495,6 +595,16 @@ class RoadSegNode(Node):
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
+        if self.grid_pub is None:
+            return
+        try:
+            self._intrinsics = intrinsics_from_camera_info(msg)
+        except GridConfigError as e:
+            self._intrinsics = None
+            self._bad_camera_info += 1
+            self._camera_info_error = f"camera_info unusable: {e}"
+            self.get_logger().warning(f"road_grid: dropped a bad CameraInfo message: {e}",
+                                      throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
 
     # ------------------------------------------------------------------ worker thread
 
@@ -530,8 +640,12 @@ class RoadSegNode(Node):
             return False
         want_overlay = cfg.publish_overlay and self.overlay_pub.get_subscription_count() > 0
         want_prob = cfg.publish_probability and self.probability_pub.get_subscription_count() > 0
-        result = segmenter.segment(rgb, with_probability=want_prob)
         header = msg.header
+        temporal = {}  # smooth= only when on: segment() wrappers without it keep working
+        if cfg.temporal_smoothing:
+            temporal["smooth"] = partial(self._ema.update, stamp_s=header.stamp.sec + header.stamp.nanosec * 1e-9,
+                                         key=rgb.shape)
+        result = segmenter.segment(rgb, with_probability=want_prob, **temporal)
         self.mask_pub.publish(numpy_to_image_msg(result.mask, "mono8", header))
         if want_overlay:
             overlay = draw_overlay(rgb, result.mask, cfg.overlay_color, cfg.overlay_alpha, boundary=True)
@@ -540,6 +654,8 @@ class RoadSegNode(Node):
         if want_prob and result.probability is not None:
             arr = probability_image(result.probability, cfg.probability_encoding)
             self.probability_pub.publish(numpy_to_image_msg(arr, cfg.probability_encoding, header))
+        if self.grid_pub is not None and self.grid_pub.get_subscription_count() > 0:
+            self._publish_grid(result.mask, header)
         info = self._camera_info
         if self.camera_info_pub is not None and info is not None:
             self.camera_info_pub.publish(CameraInfo(
@@ -550,6 +666,23 @@ class RoadSegNode(Node):
         self.latency.add(done - frame.received)
         self.processed_rate.tick(done)
         return True
+
+    def _publish_grid(self, mask: Any, header: Any) -> None:
+        """road_grid of one mask: the table is rebuilt only when camera_info, pose or grid parameters change."""
+        cfg, intrinsics = self.config, self._intrinsics
+        try:
+            if intrinsics is None:
+                raise GridConfigError(self._camera_info_error)
+            pose = (self._tf_pose.pose(cfg.grid_frame, header.frame_id) if self._tf_pose is not None
+                    else cfg.camera_pose())
+            spec = cfg.grid_spec()
+            grid = self._grids.project(mask, intrinsics, pose, spec)
+        except GridConfigError as e:
+            self._grid_state = f"not published: {e}"
+            self.get_logger().warning(f"road_grid not published: {e}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
+            return
+        self.grid_pub.publish(occupancy_grid_msg(grid, spec, header.stamp, cfg.grid_frame))
+        self._grid_state = "publishing"
 
     # ------------------------------------------------------------------ diagnostics
 
@@ -595,6 +728,10 @@ class RoadSegNode(Node):
             "model_input_size": str(info.get("input_size", "")),
             "input_topic": topic,
             "last_bad_reason": self._last_bad_reason,
+            "grid": self._grid_state,
+            "grid_tables_built": str(self._grids.builds),
+            "camera_info_bad": str(self._bad_camera_info),
+            "temporal_smoothing_resets": str(self._ema.resets),
         }
         return DiagnosticStatus(level=level, name=f"{self.get_name()}: road segmentation", message=message,
                                 hardware_id=str(info["device"]),

@@ -562,8 +562,12 @@ def _counts(values: dict[str, str] | None) -> dict[str, int] | None:
     return node_counts(values) if values else None
 
 
-def run_streams(s: BenchSettings, kind: str, frames: list[np.ndarray], log: Any = print) -> dict[str, Any]:
-    """Start ``road_seg_node`` (``kind="node"``) or the naive baseline as a process and run every stream phase."""
+def run_streams(s: BenchSettings, kind: str, frames: list[np.ndarray], log: Any = print,
+                client_factory: Any = None) -> dict[str, Any]:
+    """Start ``road_seg_node`` (``kind="node"``) or the naive baseline as a process and run every stream phase.
+
+    ``client_factory(domain_id, frames, encoding)`` makes the measuring side (default :class:`StreamClient`).
+    """
 
     domain = s.domain_id if s.domain_id is not None else private_domain_id()
     if kind == "node":
@@ -576,7 +580,7 @@ def run_streams(s: BenchSettings, kind: str, frames: list[np.ndarray], log: Any 
     s.log_dir.mkdir(parents=True, exist_ok=True)
     log_path = s.log_dir / f"{kind}.log"
     result: dict[str, Any] = {"command": cmd, "log": str(log_path), "domain_id": domain, "phases": {}}
-    client = StreamClient(domain, frames, s.encoding)
+    client = (client_factory or StreamClient)(domain, frames, s.encoding)
     proc = None
     with log_path.open("w") as log_file:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,14 @@ from road_seg_perception.core.metrics import (
     max_f,
     percentile,
 )
+from road_seg_perception.core.preprocessing import VOID
+from road_seg_perception.core.temporal import (
+    DEFAULT_ALPHA,
+    DEFAULT_RESET_GAP_S,
+    DEFAULT_SMOOTHING,
+    FlickerMeter,
+    ProbabilityEMA,
+)
 from road_seg_perception.training.datasets import IMAGE_EXTS, LabelSpec, read_label
 
 #: Thresholds over which the PR curve and MaxF are computed.
@@ -53,6 +62,9 @@ class EvalConfig:
     video: bool = True
     output_bag: bool = True
     progress: bool = True
+    temporal_smoothing: bool = DEFAULT_SMOOTHING  # the node's temporal_smoothing: EMA of the probability
+    temporal_alpha: float = DEFAULT_ALPHA
+    temporal_reset_gap_s: float = DEFAULT_RESET_GAP_S
 
 
 @dataclass
@@ -68,6 +80,7 @@ class FrameRow:
     confusion: Confusion | None
     timings_ms: dict[str, float]
     decode_ms: float
+    flicker: float | None = None  # share of valid pixels whose label changed since the previous processed frame
 
     @property
     def latency_ms(self) -> float:
@@ -86,11 +99,12 @@ class FrameRow:
             row[f"{k}_ms"] = f"{self.timings_ms[k]:.3f}"
         row["latency_ms"] = f"{self.latency_ms:.3f}"
         row["decode_ms"] = f"{self.decode_ms:.3f}"
+        row["flicker"] = "" if self.flicker is None else f"{self.flicker:.6f}"
         return row
 
 
 CSV_FIELDS = ["index", "stamp_ns", "time_s", "frame_id", "width", "height", "scored", "iou", "f1", "precision",
-              "recall", "tp", "fp", "fn", "tn", "pre_ms", "infer_ms", "post_ms", "latency_ms", "decode_ms"]
+              "recall", "tp", "fp", "fn", "tn", "pre_ms", "infer_ms", "post_ms", "latency_ms", "decode_ms", "flicker"]
 
 
 # --------------------------------------------------------------------------- ground truth sources
@@ -168,6 +182,10 @@ def open_bag(bag: Path, cfg: EvalConfig) -> tuple[BagScore, GroundTruth]:
     """Check the bag's topics and ground truth before any frame is read: an empty score and the ground truth."""
     if cfg.every_n < 1:
         raise BagError(f"--every-n must be >= 1, got {cfg.every_n}")
+    try:
+        ProbabilityEMA.validate(cfg.temporal_alpha, cfg.temporal_reset_gap_s)
+    except ValueError as e:
+        raise BagError(f"--temporal-alpha / --temporal-reset-gap: {e}") from e
     topics = read_bag_topics(bag)
     image_topic = cfg.image_topic or default_image_topic(topics)
     img_t = require_topic(bag, topics, image_topic, IMAGE_TYPES, "image", "--image-topic")
@@ -181,6 +199,8 @@ def open_bag(bag: Path, cfg: EvalConfig) -> tuple[BagScore, GroundTruth]:
 def score_frames(score: BagScore, gt: GroundTruth, segmenter, cfg: EvalConfig) -> Iterator[ScoredFrame]:
     """Segment and score the bag's frames one by one, filling ``score``; yields each frame for output writers."""
     t0_stamp: int | None = None
+    ema = ProbabilityEMA(cfg.temporal_alpha, cfg.temporal_reset_gap_s) if cfg.temporal_smoothing else None
+    flicker = FlickerMeter()
     for index, m in enumerate(iter_messages(score.bag, [score.image_topic])):
         if cfg.limit is not None and index >= cfg.limit:
             break
@@ -191,7 +211,8 @@ def score_frames(score: BagScore, gt: GroundTruth, segmenter, cfg: EvalConfig) -
         td = time.perf_counter()
         rgb = decode_image(m.msg, score.image_msgtype, max_image_pixels())
         decode_ms = (time.perf_counter() - td) * 1e3
-        res = segmenter.segment(rgb, with_probability=True)
+        temporal = {} if ema is None else {"smooth": partial(ema.update, stamp_s=stamp / 1e9, key=rgb.shape)}
+        res = segmenter.segment(rgb, with_probability=True, **temporal)
         label = gt.label(index, stamp)
         c = None
         if label is not None:
@@ -200,8 +221,9 @@ def score_frames(score: BagScore, gt: GroundTruth, segmenter, cfg: EvalConfig) -
                                f", image is {rgb.shape[1]}x{rgb.shape[0]}")
             c = score.split.add(res.mask, label)
             score.pr.add(res.probability, label)
+        valid = label != VOID if label is not None and label.shape == res.mask.shape else None
         row = FrameRow(index, stamp, (stamp - t0_stamp) / 1e9, m.msg.header.frame_id, rgb.shape[1], rgb.shape[0], c,
-                       dict(res.timings_ms), decode_ms)
+                       dict(res.timings_ms), decode_ms, flicker.update(res.mask, stamp / 1e9, valid))
         score.rows.append(row)
         yield ScoredFrame(m.timestamp_ns, row, rgb, res.mask, label)
 
@@ -242,7 +264,19 @@ def build_metrics(score: BagScore, segmenter, cfg: EvalConfig) -> dict[str, Any]
         "decode_ms": {"p50": percentile([r.decode_ms for r in rows], 50),
                       "p95": percentile([r.decode_ms for r in rows], 95)},
         "fps_offline": 1000.0 / float(np.mean(lat)),
+        "flicker": flicker_summary(rows),
+        "temporal_smoothing": {"enabled": cfg.temporal_smoothing, "alpha": cfg.temporal_alpha,
+                               "reset_gap_s": cfg.temporal_reset_gap_s},
     }
+
+
+def flicker_summary(rows: list[FrameRow]) -> dict[str, Any]:
+    """Mean and p95 of the per-frame flicker over consecutive processed frame pairs."""
+    values = [r.flicker for r in rows if r.flicker is not None]
+    return {"mean": float(np.mean(values)) if values else None, "p95": percentile(values, 95) if values else None,
+            "pairs": len(values),
+            "note": "share of pixels (void excluded where ground truth exists) whose road/not-road label changed "
+                    "since the previous processed frame of the same size"}
 
 
 def topic_duration_s(bag: Path, topic: str) -> float:

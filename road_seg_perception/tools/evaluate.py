@@ -2,6 +2,7 @@
 
     road-seg-eval BAG --report DIR [--image-topic T] [--gt-topic T | --gt-dir DIR [--mask-format F]]
                   [--model M] [--backend B] [--device D] [--every-n N] [--threshold T] [--limit N]
+                  [--[no-]temporal-smoothing] [--temporal-alpha A] [--temporal-reset-gap S]
 
 Each image of the bag goes through the same :class:`~road_seg_perception.core.segmenter.RoadSegmenter`
 the node uses. Ground truth comes from a mono8 topic (255 road, 0 not road, 128 void; the default
@@ -10,7 +11,8 @@ folder matched to the frames in name order. ``DIR`` receives:
 
 * ``metrics.json``: aggregate IoU/F1/precision/recall (confusion summed over every pixel of every
   scored frame, void excluded), mean per-frame IoU, MaxF with its threshold, the PR curve,
-  latency p50/p95 of pre-processing + inference + post-processing;
+  latency p50/p95 of pre-processing + inference + post-processing, flicker mean/p95 (share of
+  pixels whose label changed since the previous processed frame, void excluded);
 * ``frames.csv``: one row per processed frame;
 * ``report.html``: self-contained report (summary, IoU over time, PR curve, worst frames);
 * ``overlay.mp4`` (or ``overlay.gif`` where no mp4 encoder exists);
@@ -42,6 +44,7 @@ from road_seg_perception.core.imageio import add_max_pixels_argument, set_max_im
 from road_seg_perception.core.metrics import Confusion, confusion, label_from_gt_image
 from road_seg_perception.core.model_io import ModelFileError
 from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter, default_model_path
+from road_seg_perception.core.temporal import DEFAULT_ALPHA, DEFAULT_RESET_GAP_S, DEFAULT_SMOOTHING
 from road_seg_perception.tools.eval_outputs import (
     MASK_TOPIC,
     OVERLAY_TOPIC,
@@ -74,8 +77,10 @@ class EvalResult:
     def write_report(self, live: dict[str, Any] | None = None) -> Path:
         """(Re)write ``report.html``, optionally with a live-replay section."""
         scored = [f for f in self.frames if f.confusion is not None]
+        paired = [f for f in self.frames if f.flicker is not None]
         return write_report(self.report_dir / "report.html", self.metrics, [f.time_s for f in scored],
-                            [f.confusion.iou for f in scored], self.worst, live)
+                            [f.confusion.iou for f in scored], self.worst, live,
+                            ([f.time_s for f in paired], [f.flicker for f in paired]))
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -169,6 +174,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images of the bag")
     p.add_argument("--no-video", action="store_true", help="skip the overlay video")
     p.add_argument("--no-bag", action="store_true", help="skip the output bag")
+    p.add_argument("--temporal-smoothing", action=argparse.BooleanOptionalAction, default=DEFAULT_SMOOTHING,
+                   help="average the road probability over processed frames, as the node's temporal_smoothing "
+                        f"(default: {'on' if DEFAULT_SMOOTHING else 'off'}, as the node)")
+    p.add_argument("--temporal-alpha", type=float, default=DEFAULT_ALPHA, metavar="A",
+                   help=f"weight of the newest frame in that average, in (0, 1] (default: {DEFAULT_ALPHA})")
+    p.add_argument("--temporal-reset-gap", type=float, default=DEFAULT_RESET_GAP_S, metavar="S",
+                   help="restart the average after a gap of more than S seconds in the stamps "
+                        f"(default: {DEFAULT_RESET_GAP_S})")
     add_max_pixels_argument(p)
     return p.parse_args(argv)
 
@@ -179,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     set_max_image_pixels(args.max_image_pixels)  # bag frames and --gt-dir masks, checked before decoding
     cfg = EvalConfig(image_topic=args.image_topic, gt_topic=args.gt_topic,
                      gt_dir=Path(args.gt_dir) if args.gt_dir else None, mask_format=args.mask_format,
-                     every_n=args.every_n, limit=args.limit, video=not args.no_video, output_bag=not args.no_bag)
+                     every_n=args.every_n, limit=args.limit, video=not args.no_video, output_bag=not args.no_bag,
+                     temporal_smoothing=args.temporal_smoothing, temporal_alpha=args.temporal_alpha,
+                     temporal_reset_gap_s=args.temporal_reset_gap)
     post = PostConfig(args.threshold, args.min_blob_area, args.fill_holes_area)
     try:
         post.validate()
@@ -201,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
           f"F1 {m['aggregate']['f1']:.4f}, MaxF {m['maxf']['f']:.4f} @ {m['maxf']['threshold']:.2f}, "
           f"latency p50 {m['latency_ms']['p50']:.1f} ms p95 {m['latency_ms']['p95']:.1f} ms "
           f"over {m['frames']['scored']} frames")
+    fl = m["flicker"]
+    if fl["pairs"]:
+        print(f"flicker mean {100 * fl['mean']:.2f} % p95 {100 * fl['p95']:.2f} % of pixels over {fl['pairs']} "
+              "consecutive frame pairs, temporal smoothing "
+              + (f"on (alpha {cfg.temporal_alpha})" if cfg.temporal_smoothing else "off"))
     print(f"report: {r.report_dir / 'report.html'}")
     return 0
 

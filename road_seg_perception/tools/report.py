@@ -75,6 +75,25 @@ def iou_plot(times_s: list[float], ious: list[float], aggregate_iou: float, live
     return _figure_uri(fig)
 
 
+def flicker_plot(times_s: list[float], flicker: list[float], mean: float, p95: float) -> str:
+    """Per-frame flicker (share of pixels whose label changed since the previous frame) over bag time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    ax.plot(times_s, [100 * f for f in flicker], ".-", lw=1, ms=3, color="tab:orange", label="flicker per frame")
+    ax.axhline(100 * mean, color="k", ls="--", lw=1, label=f"mean {100 * mean:.2f} %")
+    ax.axhline(100 * p95, color="k", ls=":", lw=1, label=f"p95 {100 * p95:.2f} %")
+    ax.set_xlabel("bag time (s)")
+    ax.set_ylabel("pixels changed (%)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    return _figure_uri(fig)
+
+
 def pr_plot(curve: dict[str, list[float]], maxf: float, maxf_threshold: float, operating: dict[str, float]) -> str:
     """Precision-recall curve with the MaxF point and the operating threshold, as a PNG data URI."""
     import matplotlib
@@ -118,8 +137,9 @@ table.kv th{background:#f5f5f5;font-weight:600}img{max-width:100%}.note{color:#6
 
 
 def render_report(metrics: dict[str, Any], times_s: list[float], ious: list[float], worst: list[WorstFrame],
-                  live: dict[str, Any] | None = None) -> str:
-    """The report as one HTML string."""
+                  live: dict[str, Any] | None = None,
+                  flicker: tuple[list[float], list[float]] | None = None) -> str:
+    """The report as one HTML string; ``flicker`` is (times, per-frame flicker) for its plot."""
     agg = metrics["aggregate"]
     lat = metrics["latency_ms"]
     fr = metrics["frames"]
@@ -140,6 +160,13 @@ def render_report(metrics: dict[str, Any], times_s: list[float], ious: list[floa
         ("latency pre+infer+post p50 / p95", f"{lat['p50']:.1f} ms / {lat['p95']:.1f} ms"),
         ("throughput offline (1000 / mean latency)", f"{metrics['fps_offline']:.1f} frames/s"),
     ]
+    fl, ts = metrics.get("flicker") or {}, metrics.get("temporal_smoothing") or {}
+    if fl.get("pairs"):
+        rows.append(("flicker mean / p95 (pixels changed between consecutive frames)",
+                     f"{100 * fl['mean']:.2f} % / {100 * fl['p95']:.2f} % over {fl['pairs']} frame pairs"))
+    if ts:
+        rows.append(("temporal smoothing", f"on (alpha {ts['alpha']}, reset after {ts['reset_gap_s']} s)"
+                     if ts.get("enabled") else "off"))
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Road segmentation report</title>"
              f"<style>{CSS}</style></head><body>",
              "<h1>Road segmentation: replay evaluation report</h1>",
@@ -150,6 +177,9 @@ def render_report(metrics: dict[str, Any], times_s: list[float], ious: list[floa
             parts.append(f"<p class='note'>{html.escape(live['note'])}</p>")
     parts += ["<h2>IoU over time</h2>",
               f"<img alt='IoU over time' src='{iou_plot(times_s, ious, agg['iou'], (live or {}).get('series'))}'>",
+              *(["<h2>Flicker over time</h2>",
+                 f"<img alt='flicker over time' src='{flicker_plot(*flicker, fl['mean'], fl['p95'])}'>"]
+                if flicker and flicker[0] and fl.get("pairs") else []),
               "<h2>Precision-recall curve</h2>",
               f"<img alt='precision-recall curve' "
               f"src='{pr_plot(metrics['pr_curve'], metrics['maxf']['f'], metrics['maxf']['threshold'], metrics['operating_point'])}'>",  # noqa: E501
@@ -168,7 +198,8 @@ def render_report(metrics: dict[str, Any], times_s: list[float], ious: list[floa
 
 
 def write_report(path: Path, metrics: dict[str, Any], times_s: list[float], ious: list[float],
-                 worst: list[WorstFrame], live: dict[str, Any] | None = None) -> Path:
+                 worst: list[WorstFrame], live: dict[str, Any] | None = None,
+                 flicker: tuple[list[float], list[float]] | None = None) -> Path:
     """Render and write ``report.html``; returns its path."""
-    path.write_text(render_report(metrics, times_s, ious, worst, live), encoding="utf-8")
+    path.write_text(render_report(metrics, times_s, ious, worst, live, flicker), encoding="utf-8")
     return path
