@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test lint demo train bench soak clean
+.PHONY: setup test lint ros-build demo train bench soak clean
 
 setup:
 	@ROAD_SEG_VENV=$(VENV) scripts/setup_env.sh
@@ -12,8 +12,15 @@ setup:
 lint: setup
 	$(VENV)/bin/ruff check road_seg_perception test launch bench scripts setup.py
 
-test: lint
-	$(PY) -m pytest -m "not soak" test
+# The package built with colcon into build/colcon (gitignored), as `ros2 launch` and the launch tests use it:
+# a --symlink-install, so the installed package runs this checkout's code. `. build/colcon/install/local_setup.sh`
+# puts it on the ament index and PYTHONPATH.
+ros-build: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/colcon --log-base build/colcon/log build --paths . \
+		--build-base build/colcon/build --install-base build/colcon/install --symlink-install
+
+test: lint ros-build
+	ROAD_SEG_COLCON_BUILT=1 $(PY) -m pytest -m "not soak" test
 
 demo: setup
 	$(PY) -m road_seg_perception.tools.demo

@@ -10,7 +10,7 @@ package_name = "road_seg_perception"
 
 def requirements(name: str) -> list[str]:
     """The pinned requirement lines of a requirements file (comments dropped)."""
-    lines = (Path(__file__).parent / name).read_text().splitlines()
+    lines = (Path(__file__).resolve().parent / name).read_text().splitlines()  # colcon symlinks setup.py
     return [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
 
 
@@ -26,22 +26,24 @@ setup(
         ("share/" + package_name + "/models", glob("models/*")),
     ],
     install_requires=["setuptools"],
-    # pip install .[runtime] on a robot (no TensorFlow); .[runtime,train] to train and export models
-    extras_require={"runtime": requirements("requirements.txt"), "train": requirements("requirements-train.txt")},
+    # pip install .[runtime] on a robot (no TensorFlow); .[runtime,train] to train and export models;
+    # .[runtime,fleet] to evaluate many bags on Ray (road-seg-eval --workers)
+    extras_require={"runtime": requirements("requirements.txt"), "train": requirements("requirements-train.txt"),
+                    "fleet": requirements("requirements-fleet.txt")},
     zip_safe=True,
     maintainer="road_seg_perception developers",
     maintainer_email="dev@road-seg.local",
     description="Road (drivable-area) segmentation for ROS 2 with a U-Net, training and rosbag tooling.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "road_seg_node = road_seg_perception.ros.node:main",
+            "road_seg_lifecycle_node = road_seg_perception.ros.lifecycle_node:main",
             "road-seg-train = road_seg_perception.training.cli:main",
             "road-seg-predict = road_seg_perception.tools.predict:main",
             "road-seg-export = road_seg_perception.training.export:main",
             "road-seg-bag = road_seg_perception.tools.bag:main",
-            "road-seg-eval = road_seg_perception.tools.evaluate:main",
+            "road-seg-eval = road_seg_perception.tools.fleet:main",
             "road-seg-replay = road_seg_perception.ros.replay:main",
             "road-seg-bench = road_seg_perception.tools.bench:main",
         ],

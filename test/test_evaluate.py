@@ -64,7 +64,7 @@ def test_metrics_equal_hand_counted_confusion_on_camvid(camvid, camvid_bag, segm
     frame_ious = [c[0] / (c[0] + c[1] + c[2]) for c in expected]
     assert m["mean_frame_iou"] == pytest.approx(np.mean(frame_ious))
     assert m["frames"] == {"in_bag": N_CAMVID, "considered": N_CAMVID, "every_n": 1, "processed": N_CAMVID,
-                           "scored": N_CAMVID, "without_ground_truth": 0}
+                           "bad": 0, "skipped_every_n": 0, "scored": N_CAMVID, "without_ground_truth": 0}
     # MaxF is the best F over thresholds: at least the F1 at the operating threshold (0.5 is one of them)
     assert m["maxf"]["f"] >= m["aggregate"]["f1"] - 1e-9
     assert m["maxf"]["f"] == pytest.approx(max(m["pr_curve"]["f1"]))

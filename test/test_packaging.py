@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 import subprocess
 import sys
@@ -144,3 +145,60 @@ def test_rclpy_image_roundtrip():
         node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def _ament_packages() -> set[str]:
+    """Packages registered in the ament index of AMENT_PREFIX_PATH and of this Python's prefix."""
+    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p] + [sys.prefix]
+    found: set[str] = set()
+    for prefix in prefixes:
+        d = Path(prefix) / "share" / "ament_index" / "resource_index" / "packages"
+        if d.is_dir():
+            found |= {p.name for p in d.iterdir()}
+    return found
+
+
+def _imported_top_level(files) -> set[str]:
+    names: set[str] = set()
+    for f in files:
+        for n in ast.walk(ast.parse(Path(f).read_text())):
+            if isinstance(n, ast.Import):
+                names |= {a.name.split(".")[0] for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:
+                names.add(n.module.split(".")[0])
+    return names
+
+
+def _launch_file_packages() -> set[str]:
+    """``package="..."`` of the launch files' nodes, and ``ros2 <verb>`` commands (``ros2 bag`` is ros2bag)."""
+    used: set[str] = set()
+    for f in (REPO / "launch").glob("*.launch.py"):
+        for n in ast.walk(ast.parse(f.read_text())):
+            if isinstance(n, ast.keyword) and n.arg == "package" and isinstance(n.value, ast.Constant):
+                used.add(n.value.value)
+            if isinstance(n, ast.List) and len(n.elts) >= 2 and all(isinstance(e, ast.Constant) for e in n.elts[:2]) \
+                    and n.elts[0].value == "ros2":
+                used.add("ros2" + n.elts[1].value)
+    return used - {"road_seg_perception"}
+
+
+def test_package_xml_declares_every_ros_package_used():
+    """Every ROS package the code imports or the launch files start is an exec_depend (tests' ones a
+    test_depend); ``ros2 launch`` (ros2launch) is how the package is started."""
+    root = ET.parse(REPO / "package.xml").getroot()
+    exec_deps = {e.text for e in root.findall("exec_depend")}
+    test_deps = {e.text for e in root.findall("test_depend")}
+    index = _ament_packages() - {"road_seg_perception"}
+    assert {"rclpy", "sensor_msgs", "launch"} <= index, "the ament index of this environment was not found"
+    code = [*REPO.glob("road_seg_perception/**/*.py"), *REPO.glob("launch/*.py")]
+    used = {m for m in _imported_top_level(code) if m in index} | _launch_file_packages() | {"ros2launch"}
+    assert {"rclpy", "rcl_interfaces", "lifecycle_msgs", "launch_ros", "rviz2", "ros2bag"} <= used
+    assert used <= exec_deps, f"missing exec_depend: {sorted(used - exec_deps)}"
+    tests = {m for m in _imported_top_level(REPO.glob("test/*.py")) if m in index}
+    assert tests <= exec_deps | test_deps, f"missing test_depend: {sorted(tests - exec_deps - test_deps)}"
+
+
+def test_setup_py_installs_both_nodes_and_no_tests_require():
+    kw = _setup_kwargs()
+    assert "tests_require" not in kw
+    assert {"road_seg_node", "road_seg_lifecycle_node", "road-seg-replay"} <= set(console_scripts())

@@ -8,6 +8,8 @@ written here deserialise with ``rclpy.serialization.deserialize_message``.
 
 from __future__ import annotations
 
+import math
+import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -38,6 +40,12 @@ METADATA_VERSION = 8
 
 #: Exit status for bad input (missing folder, missing topic, unreadable bag).
 EXIT_USAGE = 2
+#: Highest rate whose frames still get distinct nanosecond stamps.
+MAX_RATE_HZ = 1e9
+#: ``builtin_interfaces/Time.sec`` is an int32: the last second a stamp can hold.
+MAX_STAMP_S = 2**31 - 1
+#: What ``metadata.yaml``'s ``custom_data`` holds in every bag this package writes.
+CREATED_BY = "road_seg_perception"
 
 
 class BagError(ValueError):
@@ -133,17 +141,18 @@ def deserialize(data: bytes, msgtype: str) -> Any:
 class BagWriter:
     """A thin rosbags ``Writer`` wrapper: topics by name, typestore definitions, clean close."""
 
-    def __init__(self, path: Path | str, storage: str = "sqlite3", overwrite: bool = False):
+    def __init__(self, path: Path | str, storage: str = "sqlite3", overwrite: bool = False,
+                 inputs: Iterable[Path | str] = ()):
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         if storage not in STORAGES:
             raise BagError(f"storage must be one of {STORAGES}, got {storage!r}")
         self.path = Path(path)
-        prepare_output(self.path, overwrite)
+        prepare_output(self.path, overwrite, inputs)
         plugin = StoragePlugin.SQLITE3 if storage == "sqlite3" else StoragePlugin.MCAP
         self._writer = Writer(self.path, version=METADATA_VERSION, storage_plugin=plugin)
         # a non-empty map: rosbag2 reads custom_data as a map, and some versions refuse a null there
-        self._writer.set_custom_data("created_by", "road_seg_perception")
+        self._writer.set_custom_data("created_by", CREATED_BY)
         self._writer.open()
         self._conns: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
@@ -192,18 +201,85 @@ class BagWriter:
         self.close()
 
 
-def prepare_output(path: Path, overwrite: bool) -> None:
-    """Refuse an existing output unless ``overwrite``; then remove it only if it is a bag or empty folder."""
-    if not path.exists():
+def written_by_us(path: Path) -> bool:
+    """True if ``path`` is a rosbag2 folder this package wrote: its ``metadata.yaml`` says so and it holds
+    nothing but that file, the storage files the metadata lists and sqlite3's side files (no folders, no links)."""
+    import yaml
+
+    if path.is_symlink() or not path.is_dir():
+        return False
+    meta_path = path / "metadata.yaml"
+    if meta_path.is_symlink() or not meta_path.is_file():
+        return False
+    try:
+        info = yaml.safe_load(meta_path.read_text(encoding="utf-8"))["rosbag2_bagfile_information"]
+        created_by = (info.get("custom_data") or {}).get("created_by")
+        files = {str(f) for f in info["relative_file_paths"]}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return False
+    if created_by != CREATED_BY or not files or any("/" in f or f.startswith(".") for f in files):
+        return False
+    allowed = {"metadata.yaml"} | files | {f + side for f in files for side in ("-journal", "-wal", "-shm")}
+    for entry in path.iterdir():
+        if entry.name not in allowed or entry.is_symlink() or not entry.is_file():
+            return False
+    return all((path / f).is_file() for f in files)
+
+
+def prepare_output(path: Path, overwrite: bool, inputs: Iterable[Path | str] = ()) -> None:
+    """Refuse an existing output unless ``overwrite``; then remove it only if it is a bag this package wrote
+    (:func:`written_by_us`) or an empty folder. ``inputs`` are paths the output must not be, hold or lie in."""
+    for src in inputs:
+        check_not_overlapping(src, path)
+    if not path.exists() and not path.is_symlink():
         path.parent.mkdir(parents=True, exist_ok=True)
         return
     if not overwrite:
         raise BagError(f"output {path} exists already (pass --overwrite to replace it)")
-    if path.is_dir() and ((path / "metadata.yaml").is_file() or not any(path.iterdir())
-                          or all(p.suffix in (".db3", ".mcap", ".yaml", ".db3-journal") for p in path.iterdir())):
+    if path.is_symlink():
+        raise BagError(f"refusing to overwrite {path}: it is a symbolic link")
+    if path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+        return
+    if written_by_us(path):
         shutil.rmtree(path)
         return
-    raise BagError(f"refusing to overwrite {path}: it is not a rosbag2 folder")
+    raise BagError(f"refusing to overwrite {path}: it is not a rosbag2 bag written by road_seg_perception "
+                   "(only metadata.yaml and the storage files it lists may be in it); remove it yourself")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_not_overlapping(src: Path | str, out: Path | str) -> None:
+    """:class:`BagError` if writing or replacing ``out`` could touch ``src``: the same path (after resolving
+    links), the same file, ``src`` inside ``out`` or ``out`` inside ``src``."""
+    s, o = Path(src), Path(out)
+    rs, ro = s.resolve(), o.resolve()
+    if rs == ro or _same_file(s, o):
+        raise BagError(f"output {o} is the input {s}; refusing to overwrite an input")
+    if ro in rs.parents:
+        raise BagError(f"output {o} holds the input {s}; refusing to overwrite an input")
+    if rs in ro.parents and rs.is_dir():
+        raise BagError(f"output {o} lies inside the input {s}; choose an output outside it")
+
+
+def check_stamps(rate: float, start_ns: int, n_frames: int | None = None) -> None:
+    """:class:`BagError` unless ``rate`` gives distinct nanosecond stamps and every stamp fits a ROS ``Time``."""
+    if not (isinstance(rate, int | float) and math.isfinite(rate) and 0 < rate <= MAX_RATE_HZ):
+        raise BagError(f"--rate must be a finite rate in (0, {MAX_RATE_HZ:.0e}] Hz (frames need distinct "
+                       f"nanosecond stamps), got {rate}")
+    if not 0 <= start_ns <= MAX_STAMP_S * 1_000_000_000:
+        raise BagError(f"--start must be in [0, {MAX_STAMP_S}] s (a ROS Time stamp), got {start_ns / 1e9:g} s")
+    if n_frames is not None and n_frames > 1:
+        last = start_ns + round((n_frames - 1) * 1e9 / rate)
+        if last > MAX_STAMP_S * 1_000_000_000:
+            raise BagError(f"{n_frames} frames at {rate:g} Hz from {start_ns / 1e9:g} s end past the last "
+                           f"ROS Time stamp ({MAX_STAMP_S} s); use an earlier --start or a higher --rate")
 
 
 @dataclass
@@ -227,18 +303,20 @@ class BagSummary:
 def write_frames(out: Path | str, frames: Iterable[Frame], rate: float = 15.0, compressed: bool = False,
                  storage: str = "sqlite3", frame_id: str = "camera", start_ns: int | None = None,
                  jpeg_quality: int = 95, overwrite: bool = False, progress: bool = False,
-                 total: int | None = None) -> BagSummary:
+                 total: int | None = None, inputs: Iterable[Path | str] = ()) -> BagSummary:
     """Write frames as a camera stream at ``rate`` Hz; every frame's messages share one stamp.
 
-    The bag's receive timestamps equal the header stamps. ``start_ns`` defaults to now (whole seconds).
+    The bag's receive timestamps equal the header stamps, which are distinct and increasing (a
+    rate above :data:`MAX_RATE_HZ` is refused). ``start_ns`` defaults to now (whole seconds).
     """
-    if not rate > 0:
-        raise BagError(f"rate must be > 0 Hz, got {rate}")
-    start = int(time.time()) * 1_000_000_000 if start_ns is None else int(start_ns)
+    start = int(time.time()) * 1_000_000_000 if start_ns is None else start_ns
+    if not isinstance(start, int):
+        raise BagError(f"--start must be a whole number of nanoseconds, got {start!r}")
+    check_stamps(rate, start, total)
     image_topic = COMPRESSED_TOPIC if compressed else IMAGE_TOPIC
     stamps: list[int] = []
     it: Iterable[Frame] = frames
-    w = BagWriter(out, storage, overwrite)
+    w = BagWriter(out, storage, overwrite, inputs)
     if progress:
         from tqdm import tqdm
 
@@ -250,6 +328,9 @@ def write_frames(out: Path | str, frames: Iterable[Frame], rate: float = 15.0, c
             if f.rgb.ndim != 3 or f.rgb.shape[2] != 3 or f.rgb.dtype != np.uint8:
                 raise BagError(f"frame {i}: expected an RGB uint8 image, got {f.rgb.dtype} {f.rgb.shape}")
             t = start + round(i * 1e9 / rate)
+            if stamps and t <= stamps[-1] or t > MAX_STAMP_S * 1_000_000_000:
+                raise BagError(f"frame {i}: stamp {t} ns is not after {stamps[-1] if stamps else start} ns or "
+                               "past the last ROS Time stamp; lower --rate or --start")
             h, w_ = f.rgb.shape[:2]
             w.write(CAMERA_INFO_TOPIC, t, camera_info_msg(w_, h, t, frame_id))
             img = compressed_msg(f.rgb, t, frame_id, jpeg_quality) if compressed else image_msg(f.rgb, "rgb8", t,

@@ -250,12 +250,34 @@ def compressed_header(msg: Any, max_bytes: int = DEFAULT_MAX_BYTES,
     return kind, height, width
 
 
+def decode_jpeg_strict(buf: np.ndarray | bytes) -> np.ndarray:
+    """Decode a JPEG to RGB uint8, refusing what libjpeg only warns about (corrupt or truncated data).
+
+    OpenCV and Pillow decode a JPEG cut short (even with an end marker appended) or with damaged
+    entropy-coded data without a word, filling the rest with grey; libjpeg-turbo, called through
+    ``simplejpeg`` with ``strict=True``, turns those warnings into errors.
+    """
+    import simplejpeg
+
+    try:
+        return simplejpeg.decode_jpeg(buf, colorspace="RGB", strict=True)
+    except ValueError as e:
+        raise ImageConversionError(f"corrupt jpeg: {e}") from e
+
+
 def compressed_to_rgb(msg: Any, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a jpeg or png ``CompressedImage`` to an RGB uint8 ``(H, W, 3)`` array.
 
-    The size in the header is checked against ``max_pixels`` before anything is decoded.
+    The size in the header is checked against ``max_pixels`` before anything is decoded; a JPEG
+    that libjpeg finds corrupt (even one it could decode with a warning) is refused.
     """
     kind, height, width = compressed_header(msg, max_bytes, max_pixels)
+    if kind == "jpeg":
+        rgb = decode_jpeg_strict(_data_bytes(msg.data))
+        if rgb.shape[:2] != (height, width):
+            raise ImageConversionError(
+                f"corrupt jpeg: header says {width}x{height}, decoded {rgb.shape[1]}x{rgb.shape[0]}")
+        return rgb
     try:
         bgr = cv2.imdecode(_data_bytes(msg.data), cv2.IMREAD_COLOR)
     except cv2.error as e:

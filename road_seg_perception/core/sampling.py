@@ -145,6 +145,14 @@ class FrameScheduler:
         """Count a received frame that failed validation."""
         self._add(received=1, bad=1)
 
+    def skip(self) -> None:
+        """Count a received frame that is not processed (e.g. a managed node that is inactive)."""
+        self._add(received=1, skipped=1)
+
+    def discard(self) -> None:
+        """A taken frame the worker will not process after all: counted as skipped."""
+        self._add(pending=-1, skipped=1)
+
     def offer(self, frame: Any, now: float | None = None) -> str:
         """Count a received valid frame; queue it if sampling accepts it.
 

@@ -3,7 +3,7 @@
 The node runs the cheap file checks (``core.backends.precheck_model``) in its parameter callback
 and hands the load itself to a :class:`ModelLoader` thread, so ``/diagnostics`` and the parameter
 services stay live while a model loads. At start-up :func:`load_until_shutdown` waits for the
-first load while watching the rclpy context, so SIGINT/SIGTERM end a start-up load at once.
+first load while watching for a stop signal, so SIGINT/SIGTERM end a start-up load at once.
 """
 
 from __future__ import annotations
@@ -153,11 +153,12 @@ class ModelLoader:
                     self._cv.notify_all()
 
 
-def load_until_shutdown(load: Callable[[], Any], context: Any, name: str = "road_seg_model_loader") -> Any:
+def load_until_shutdown(load: Callable[[], Any], stopping: Callable[[], bool],
+                        name: str = "road_seg_model_loader") -> Any:
     """Run ``load()`` on a daemon thread and return its result, re-raising its error.
 
-    While it runs, the rclpy ``context`` is watched: when it shuts down (SIGINT or SIGTERM) this
-    raises ``ExternalShutdownException`` at once and the load is abandoned.
+    While it runs, ``stopping()`` is polled (a stop signal, a context shut down): when it turns
+    true this raises ``ExternalShutdownException`` at once and the load is abandoned.
     """
     box: dict[str, Any] = {}
     finished = threading.Event()
@@ -174,7 +175,7 @@ def load_until_shutdown(load: Callable[[], Any], context: Any, name: str = "road
     _count_load(1)
     threading.Thread(target=run, name=name, daemon=True).start()
     while not finished.wait(POLL_S):
-        if not context.ok():
+        if stopping():
             raise ExternalShutdownException("shut down while the model was loading")
     if "error" in box:
         raise box["error"]

@@ -4,6 +4,10 @@ ROS plumbing only. Segmentation is :class:`~road_seg_perception.segmenter.RoadSe
 sampling and accounting are :mod:`road_seg_perception.sampling`, overlays are
 :mod:`road_seg_perception.overlay` and message conversion is :mod:`.conversions`.
 
+The processing is :class:`RoadSegmentation`, used by this plain node and by the managed
+``road_seg_lifecycle_node`` (:mod:`.lifecycle_node`); running either as a process (signals, clean
+shutdown) is :mod:`.node_process`.
+
 Topics (relative, remappable): ``image`` (Image) or ``image/compressed`` (CompressedImage) and
 ``camera_info`` in; ``road_mask``, ``road_overlay``, ``road_probability``, ``road_camera_info``,
 ``road_grid`` (``nav_msgs/OccupancyGrid``, :mod:`road_seg_perception.core.ground_grid`) and
@@ -22,16 +26,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from road_seg_perception.bagio.image_codec import (
@@ -46,7 +49,6 @@ from road_seg_perception.bagio.image_codec import (
     rgb_to_encoding,
     validate_image_msg,
 )
-from road_seg_perception.core.allocator import keep_large_buffers
 from road_seg_perception.core.backends import BACKENDS, DEVICES, SPINNING_MODES, precheck_model
 from road_seg_perception.core.ground_grid import CameraPose, GridConfigError, GridSpec, GroundGridCache, Intrinsics
 from road_seg_perception.core.model_io import ModelFileError
@@ -60,11 +62,11 @@ from road_seg_perception.ros.messages import numpy_to_image_msg
 from road_seg_perception.ros.model_loader import (
     LoadRequest,
     ModelLoader,
-    exit_now_if_loading,
     load_until_shutdown,
     model_files_identity,
     unknown_overrides,
 )
+from road_seg_perception.ros.node_process import run_node, stop_requested
 
 NODE_NAME = "road_seg_node"
 PROBABILITY_ENCODINGS = ("mono8", "32FC1")
@@ -305,51 +307,77 @@ def _qos_text(qos: QoSProfile) -> str:
     return f"reliability={qos.reliability.name.lower()}, history={qos.history.name.lower()}, depth={qos.depth}"
 
 
-class RoadSegNode(Node):
-    """Subscribe to camera images, segment the road on a worker thread, publish masks and diagnostics.
+class RoadSegmentation:
+    """The node's processing, shared by :class:`RoadSegNode` and the managed
+    :class:`~road_seg_perception.ros.lifecycle_node.RoadSegLifecycleNode` (a mixin over ``rclpy.node.Node``).
 
+    Subscribe to camera images, segment the road on a worker thread, publish masks and diagnostics.
     Frames are taken by an intake thread (:mod:`.intake`, parameter ``intake_thread``) or, with it off,
     by the executor; either hands them to the worker through the scheduler's latest-frame slot.
 
-    ``segmenter_factory`` (default :class:`RoadSegmenter`) is called with ``model_path, backend,
-    device, post, allow_unsafe, threads, spinning`` keywords; tests pass a wrapper to make inference slow.
-    ``diagnostics_period_s`` is the ``/diagnostics`` period. Other keywords go to ``rclpy.node.Node``
-    (``parameter_overrides``, ``namespace``, ``context``, ``cli_args``...).
-    Raises :class:`ConfigError` or :class:`ModelFileError` when it cannot start.
+    Phases, as a managed node's transitions use them: :meth:`_init_segmentation` declares the parameters
+    (node construction); :meth:`configure_processing` validates them, loads the model and creates the
+    publishers, subscriptions, timers and worker; :meth:`activate_processing` /
+    :meth:`deactivate_processing` start and stop segmenting (frames received while inactive are counted
+    as skipped and produce no output); :meth:`cleanup_processing` stops the threads, destroys what
+    configure made and frees the model.
     """
 
-    def __init__(self, node_name: str = NODE_NAME, *, segmenter_factory: SegmenterFactory | None = None,
-                 diagnostics_period_s: float = 1.0, **node_kwargs: Any):
-        super().__init__(node_name, **node_kwargs)
+    def _init_segmentation(self, segmenter_factory: SegmenterFactory | None, diagnostics_period_s: float) -> None:
         self._factory = segmenter_factory or RoadSegmenter
+        self._diagnostics_period_s = diagnostics_period_s
         self._stop = threading.Event()
+        self._active = threading.Event()
+        self._busy = threading.Lock()  # held by the worker while it processes (and publishes) a frame
         self._worker: threading.Thread | None = None
         self._intake: SubscriptionIntake | None = None
-        try:
-            self._setup(diagnostics_period_s)
-        except BaseException:
-            self._shutdown_worker()
-            super().destroy_node()
-            raise
+        self._configured_entities: list[Any] = []
+        self.config: NodeConfig | None = None
+        self.segmenter: Any = None
+        self.scheduler: FrameScheduler | None = None
+        for name, spec in PARAMETERS.items():
+            self.declare_parameter(name, spec.default, spec.descriptor())
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _parameter_values(self) -> dict[str, Any]:
+        return {n: self.get_parameter(n).value for n in PARAMETERS}
+
+    @property
+    def configured(self) -> bool:
+        return self.segmenter is not None
+
+    @property
+    def active(self) -> bool:
+        return self._active.is_set()
 
     # ------------------------------------------------------------------ set-up
 
-    def _setup(self, diagnostics_period_s: float) -> None:
+    def configure_processing(self) -> None:
+        """Validate the parameters, load the model, create publishers, subscriptions, timers and the worker.
+
+        Raises :class:`ConfigError` or :class:`ModelFileError` (everything made so far is cleaned up).
+        """
+        try:
+            self._configure()
+        except BaseException:
+            self.cleanup_processing()
+            raise
+
+    def _configure(self) -> None:
         log = self.get_logger()
-        for name, spec in PARAMETERS.items():
-            self.declare_parameter(name, spec.default, spec.descriptor())
-        self.config = NodeConfig.from_values({n: self.get_parameter(n).value for n in PARAMETERS})
+        config = NodeConfig.from_values(self._parameter_values())
         self._model_lock = threading.Lock()  # swaps the segmenter and sets its post-processing as one step
         self._retired: list[Any] = []  # replaced segmenters, closed by the worker between frames
         self._model_status = "ready"
         self._reverting = False
-        precheck_model(self._model_file(self.config), self.config.backend, self.config.device,
-                       self.config.allow_unsafe_model)
+        precheck_model(self._model_file(config), config.backend, config.device, config.allow_unsafe_model)
         self.segmenter, self._serving_identity = load_until_shutdown(
-            lambda: self._load_segmenter(self.config), self.context)
-        self._serving = self.config
+            lambda: self._load_segmenter(config), lambda: not self.context.ok() or stop_requested())
+        self.config = self._serving = config
         self._log_model(self.segmenter, self.config.device)
         self._model_loader = ModelLoader(self._load_segmenter, self._on_model_loaded)
+        diagnostics_period_s = self._diagnostics_period_s
+        self._stop.clear()
 
         self.scheduler = FrameScheduler(FrameSampler(self.config.process_every_n, self.config.max_rate_hz))
         self.latency = LatencyTracker(window=300)
@@ -378,6 +406,7 @@ class RoadSegNode(Node):
         self.probability_pub = self.create_publisher(Image, "road_probability", out_qos,
                                                      qos_overriding_options=qos_opts())
         self.camera_info_pub = None
+        self.camera_info_sub = None
         self.grid_pub = None
         if self.config.publish_grid:
             if self.config.grid_pose_source == "tf":
@@ -420,16 +449,49 @@ class RoadSegNode(Node):
         log.info(f"publishing {self.mask_pub.topic_name}, {self.overlay_pub.topic_name}, "
                  f"{self.probability_pub.topic_name} with QoS {_qos_text(self.mask_pub.qos_profile)}")
 
-        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.diagnostics_timer = self.create_timer(diagnostics_period_s, self._publish_diagnostics)
         # A camera that stops is reported within STALE_CHECK_PERIOD_S of stale_timeout_s, not at the next tick.
         self._was_stale = False
         self.stale_timer = self.create_timer(STALE_CHECK_PERIOD_S, self._check_stale)
+        self._configured_entities = [e for e in (
+            self.mask_pub, self.overlay_pub, self.probability_pub, self.diagnostics_pub, self.camera_info_pub,
+            self.grid_pub, self.image_sub, self.camera_info_sub, self.diagnostics_timer, self.stale_timer)
+            if e is not None]
         self._worker = threading.Thread(target=self._worker_loop, name="road_seg_worker", daemon=True)
         self._worker.start()
         declared = set(self._parameters)  # after the subscriptions declared their qos_overrides parameters
         for line in unknown_overrides(self._parameter_overrides, declared):
             log.warning(line)
+
+    def activate_processing(self) -> None:
+        """Start segmenting the frames that arrive (and publishing the results)."""
+        self._active.set()
+
+    def deactivate_processing(self) -> None:
+        """Stop segmenting; returns once a frame in progress is done, so no output follows."""
+        self._active.clear()
+        with self._busy:
+            pass
+
+    def cleanup_processing(self) -> None:
+        """Stop the threads, destroy what :meth:`configure_processing` made and free the model."""
+        self._active.clear()
+        self._shutdown_worker()
+        self._intake = None
+        self._worker = None
+        destroy = {Timer: self.destroy_timer, Subscription: self.destroy_subscription}
+        for entity in self._configured_entities:
+            destroy.get(type(entity), self.destroy_publisher)(entity)
+        self._configured_entities = []
+        tf_pose = getattr(self, "_tf_pose", None)
+        if tf_pose is not None:
+            tf_pose.listener.unregister()  # its /tf subscriptions
+            self._tf_pose = None
+        self.grid_pub = None
+        self.camera_info_sub = None
+        self.camera_info_pub = None
+        self.segmenter = None
+        self.config = None
 
     @staticmethod
     def _model_file(cfg: NodeConfig) -> str:
@@ -466,10 +528,12 @@ class RoadSegNode(Node):
             return SetParametersResult(successful=True)
         old = self.config
         try:
-            new = NodeConfig.from_values({**old.__dict__, **changes})
+            new = NodeConfig.from_values({**(old.__dict__ if old else self._parameter_values()), **changes})
         except ConfigError as e:
             self.get_logger().warning(f"refused parameter change: {e}")
             return SetParametersResult(successful=False, reason=str(e))
+        if old is None:  # not configured (managed node): checked now, used when it is configured
+            return SetParametersResult(successful=True)
         log = self.get_logger()
         load = _model_key(new) != _model_key(old) and not self._reverting
         if not load and "model_path" in changes and not self._model_loader.busy():
@@ -569,6 +633,9 @@ class RoadSegNode(Node):
 
     def _on_image(self, msg: Image) -> None:
         now = self._received()
+        if not self._active.is_set():
+            self.scheduler.skip()
+            return
         cfg = self.config
         try:
             encoding = validate_image_msg(msg, cfg.max_image_pixels, cfg.max_message_bytes)[0]
@@ -580,6 +647,9 @@ class RoadSegNode(Node):
 
     def _on_compressed(self, msg: CompressedImage) -> None:
         now = self._received()
+        if not self._active.is_set():
+            self.scheduler.skip()
+            return
         cfg = self.config
         try:
             compressed_header(msg, cfg.max_message_bytes, cfg.max_image_pixels)
@@ -615,17 +685,21 @@ class RoadSegNode(Node):
             frame = self.scheduler.take(timeout=0.1)
             if frame is None:
                 continue
-            ok = False
-            try:
-                ok = self._process(frame)
-            except Exception as e:  # one failing frame must not stop the node
-                if self._stop.is_set() or not self.context.ok():
-                    break
-                self._last_bad_reason = f"processing failed: {type(e).__name__}: {e}"
-                self.get_logger().error(f"frame processing failed: {traceback.format_exc()}",
-                                        throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
-            finally:
-                self.scheduler.finish(ok)
+            with self._busy:
+                if not self._active.is_set():  # deactivated while the frame waited
+                    self.scheduler.discard()
+                    continue
+                ok = False
+                try:
+                    ok = self._process(frame)
+                except Exception as e:  # one failing frame must not stop the node
+                    if self._stop.is_set() or not self.context.ok():
+                        break
+                    self._last_bad_reason = f"processing failed: {type(e).__name__}: {e}"
+                    self.get_logger().error(f"frame processing failed: {traceback.format_exc()}",
+                                            throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
+                finally:
+                    self.scheduler.finish(ok)
 
     def _process(self, frame: _Frame) -> bool:
         cfg, segmenter = self.config, self.segmenter
@@ -697,7 +771,9 @@ class RoadSegNode(Node):
         new_bad = counts.bad - self._bad_at_last_diag
         self._bad_at_last_diag = counts.bad
         topic = self.image_sub.topic_name
-        if stale:
+        if not self._active.is_set():
+            level, message = DiagnosticStatus.OK, f"inactive: frames on {topic} are skipped"
+        elif stale:
             level, message = DiagnosticStatus.WARN, f"no image on {topic} for {since:.1f} s"
         elif new_bad and processed_hz == 0.0:
             level, message = DiagnosticStatus.WARN, f"only bad images on {topic}: {self._last_bad_reason}"
@@ -732,6 +808,7 @@ class RoadSegNode(Node):
             "grid_tables_built": str(self._grids.builds),
             "camera_info_bad": str(self._bad_camera_info),
             "temporal_smoothing_resets": str(self._ema.resets),
+            "active": str(self._active.is_set()).lower(),
         }
         return DiagnosticStatus(level=level, name=f"{self.get_name()}: road segmentation", message=message,
                                 hardware_id=str(info["device"]),
@@ -758,49 +835,42 @@ class RoadSegNode(Node):
             self._model_loader.stop(timeout=0.5)  # a daemon thread: a load still running is abandoned
         if self._intake is not None:
             self._intake.stop(timeout)
-        if hasattr(self, "scheduler"):
+        if self.scheduler is not None:
             self.scheduler.close()
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout)
 
+
+class RoadSegNode(RoadSegmentation, Node):
+    """``road_seg_node``: configured and active from construction until :meth:`destroy_node`.
+
+    ``segmenter_factory`` (default :class:`RoadSegmenter`) is called with ``model_path, backend,
+    device, post, allow_unsafe, threads, spinning`` keywords; tests pass a wrapper to make inference slow.
+    ``diagnostics_period_s`` is the ``/diagnostics`` period. Other keywords go to ``rclpy.node.Node``
+    (``parameter_overrides``, ``namespace``, ``context``, ``cli_args``...).
+    Raises :class:`ConfigError` or :class:`ModelFileError` when it cannot start.
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, *, segmenter_factory: SegmenterFactory | None = None,
+                 diagnostics_period_s: float = 1.0, **node_kwargs: Any):
+        Node.__init__(self, node_name, **node_kwargs)
+        try:
+            self._init_segmentation(segmenter_factory, diagnostics_period_s)
+            self.configure_processing()
+            self.activate_processing()
+        except BaseException:
+            Node.destroy_node(self)
+            raise
+
     def destroy_node(self) -> None:
         """Stop and join the worker, then destroy the node."""
-        self._shutdown_worker()
+        self.cleanup_processing()
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until Ctrl-C or SIGTERM; exit 1 when it cannot start (bad model or parameter)."""
-    tuned = keep_large_buffers()  # before any image buffer is allocated
-    rclpy.init(args=args)  # rclpy's signal handlers turn SIGINT and SIGTERM into a context shutdown
-    log = rclpy.logging.get_logger(NODE_NAME)
-    node: RoadSegNode | None = None
-    code = 0
-    try:
-        try:
-            node = RoadSegNode()
-        except (ModelFileError, ConfigError) as e:
-            log.fatal(f"cannot start: {e}")
-            return 1
-        except ExternalShutdownException:
-            log.info("shut down while starting")
-            return 0
-        except Exception as e:  # a parameter rclpy refused at declaration, or anything unexpected
-            log.fatal(f"cannot start: {type(e).__name__}: {e}")
-            if not isinstance(e, ParameterException):
-                log.fatal(traceback.format_exc())
-            return 1
-        if tuned:
-            log.debug("large buffers kept in the heap (mallopt); set ROAD_SEG_NO_MALLOC_TUNING=1 to turn off")
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        log.info("shutting down")
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-        exit_now_if_loading(code)  # a signal during a model load: do not wait for the load's thread
-    return code
+    return run_node(RoadSegNode, NODE_NAME, args, expected_errors=(ModelFileError, ConfigError))
 
 
 if __name__ == "__main__":

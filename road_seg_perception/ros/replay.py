@@ -8,7 +8,11 @@ Works without ros2cli or rosbag2_py: bags are read and written with ``rosbags``.
 published as the recorded CDR bytes (no re-serialisation), at their recorded timing scaled by
 ``--rate`` (0 = as fast as possible), each topic with the QoS its bag metadata offers.
 ``--record`` writes the given topics (default ``/road_mask /road_overlay /diagnostics``) to a new
-bag; SIGINT and SIGTERM stop replay and recording and close the bag cleanly, so it stays readable.
+bag (never the replayed one); playing starts once the recorder's subscriptions have matched their
+publishers, and recording goes on after the last message until the recorded topics are quiet
+(``--record-quiet``, at most ``--record-grace``), so neither the first nor the last outputs are
+lost. A bag with no messages on the replayed topics is refused. SIGINT and SIGTERM stop replay
+and recording and close the bag cleanly, so it stays readable.
 
 Library use (tests, the demo): :class:`Replayer` publishes, :class:`Recorder` records,
 :class:`StampWaiter` lets a replay wait for each frame's output (lock-step).
@@ -31,6 +35,7 @@ from typing import Any
 
 from road_seg_perception.bagio.bag import EXIT_USAGE, BagError, BagWriter, format_topics, read_bag_topics, typestore
 from road_seg_perception.core.allocator import keep_large_buffers
+from road_seg_perception.core.cli_errors import EXIT_RUNTIME, fail
 
 DEFAULT_RECORD_TOPICS = ("/road_mask", "/road_overlay", "/diagnostics")
 
@@ -123,6 +128,10 @@ class Replayer:
         if missing:
             raise BagError(f"bag {self.bag} has no topic {', '.join(map(repr, missing))}. Topics in the bag:\n"
                            + format_topics(bag_topics))
+        n_messages = sum(bag_topics[t].count for t in wanted)
+        if n_messages == 0:
+            what = f"on {', '.join(wanted)}" if wanted else "(it has no topics)"
+            raise BagError(f"bag {self.bag} has no messages {what}; nothing to replay")
         self.topics = wanted
         self.publishers: dict[str, Any] = {}
         self.msgtypes: dict[str, str] = {}
@@ -183,6 +192,8 @@ class Replayer:
                         on_publish(conn.topic, ts, raw, time.time_ns())
                 else:
                     self.stats.passes += 1
+                    if first is None:  # nothing to publish (a bag whose metadata lied): never spin on it
+                        break
             if not self.loop:
                 break
         self.stats.stopped_early = stop.is_set()
@@ -207,7 +218,7 @@ class Recorder:
     def __init__(self, node, out: Path | str, topics: Iterable[str] = DEFAULT_RECORD_TOPICS,
                  storage: str = "sqlite3", overwrite: bool = False, depth: int = 100,
                  discovery_period_s: float = 0.2, flush_period_s: float = 1.0,
-                 on_message: Callable[[str, bytes, int], None] | None = None):
+                 on_message: Callable[[str, bytes, int], None] | None = None, inputs: Iterable[Path | str] = ()):
         self.node = node
         self.topics = [_absolute(t) for t in topics]
         if not self.topics:
@@ -224,7 +235,10 @@ class Recorder:
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._write_loop, args=(storage, overwrite), name="recorder",
+        self.last_message_monotonic = time.monotonic()
+        self.last_by_topic: dict[str, float] = {}
+        self._thread = threading.Thread(target=self._write_loop, args=(storage, overwrite, list(inputs)),
+                                        name="recorder",
                                         daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -233,10 +247,10 @@ class Recorder:
         self._timer = node.create_timer(discovery_period_s, self.discover)
         self.discover()
 
-    def _write_loop(self, storage: str, overwrite: bool) -> None:
+    def _write_loop(self, storage: str, overwrite: bool, inputs: list) -> None:
 
         try:
-            writer = BagWriter(self.path, storage, overwrite)
+            writer = BagWriter(self.path, storage, overwrite, inputs)
         except BaseException as e:  # reported by the constructor
             self._error = e
             self._ready.set()
@@ -295,6 +309,26 @@ class Recorder:
     def subscribed(self) -> list[str]:
         return list(self._subs)
 
+    def unmatched(self, topics: Iterable[str] | None = None) -> list[str]:
+        """Topics (default: all recorded ones) not yet subscribed or whose subscription sees no publisher."""
+        wanted = self.topics if topics is None else [_absolute(t) for t in topics]
+        return [t for t in wanted if t not in self.skipped
+                and (t not in self._subs or self._subs[t].get_publisher_count() == 0)]
+
+    def wait_matched(self, topics: Iterable[str] | None = None, timeout_s: float = 30.0,
+                     stop: threading.Event | None = None, settle_s: float = 0.5) -> list[str]:
+        """Wait until each topic's subscription has matched a publisher (the executor must be spinning).
+
+        Then waits ``settle_s`` more, as the publishers see the new subscription a moment after it
+        sees them. Returns the topics still unmatched at ``timeout_s`` (empty list: all matched).
+        """
+        end = time.monotonic() + timeout_s
+        while (left := self.unmatched(topics)) and time.monotonic() < end and not (stop and stop.is_set()):
+            time.sleep(0.05)
+        if not left:
+            time.sleep(settle_s)
+        return left
+
     def _on_data(self, topic: str, data: bytes) -> None:
         now = self.node.get_clock().now().nanoseconds
         with self._lock:
@@ -302,6 +336,7 @@ class Recorder:
                 return
             self._queue.put(("msg", topic, now, data))
             self.counts[topic] += 1
+            self.last_message_monotonic = self.last_by_topic[topic] = time.monotonic()
         if self.on_message is not None:
             self.on_message(topic, data, now)
 
@@ -387,10 +422,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--record", metavar="OUT_BAG", help="record topics to this new bag")
     p.add_argument("--record-topics", nargs="+", metavar="T", default=list(DEFAULT_RECORD_TOPICS),
                    help=f"topics to record (default: {' '.join(DEFAULT_RECORD_TOPICS)})")
-    p.add_argument("--record-grace", type=float, default=2.0, metavar="S",
-                   help="keep recording S seconds after the replay ends (default: 2)")
+    p.add_argument("--record-grace", type=float, default=10.0, metavar="S",
+                   help="after the replay ends, record until no message came for --record-quiet seconds, "
+                        "at most S seconds (default: 10)")
+    p.add_argument("--record-quiet", type=float, default=1.0, metavar="S",
+                   help="the recording is drained once no message came for S seconds (default: 1)")
     p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3", help="storage of --record")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --record bag")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --record bag (only a bag this package wrote, never the input)")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     return p.parse_args(argv)
 
 
@@ -424,10 +464,10 @@ def main(argv: list[str] | None = None) -> int:
                 if _absolute(t) not in replayer.publishers:
                     raise ValueError(f"{t} is not among the replayed topics ({', '.join(replayer.publishers)})")
             if args.record:
-                recorder = Recorder(node, args.record, args.record_topics, args.storage, args.overwrite)
+                recorder = Recorder(node, args.record, args.record_topics, args.storage, args.overwrite,
+                                    inputs=[args.bag])
         except (BagError, ValueError, RuntimeError) as e:
-            print(f"road-seg-replay: error: {e}", file=sys.stderr)
-            return EXIT_USAGE
+            return fail("road-seg-replay", e, EXIT_USAGE, args.debug)
         executor.add_node(node)
         log = node.get_logger()
         for t, pub in replayer.publishers.items():
@@ -448,21 +488,46 @@ def main(argv: list[str] | None = None) -> int:
         def work() -> None:
             if args.wait_for and not replayer.wait_for_subscribers(args.wait_for, args.wait_timeout, stop):
                 log.warning(f"no subscriber on {args.wait_for} after {args.wait_timeout} s; replaying anyway")
+            if recorder is not None:  # a message published before the recorder matched would be lost
+                left = recorder.wait_matched(timeout_s=args.wait_timeout, stop=stop)
+                if left:
+                    log.warning(f"recording: no publisher matched {', '.join(left)} after {args.wait_timeout} s; "
+                                "replaying anyway (their first messages may be missing)")
+                # topics already flowing before the replay (e.g. /diagnostics) say nothing about its drain
+                result["periodic"] = {t for t, n in recorder.counts.items() if n > 0}
             result["stats"] = replayer.run(stop, args.duration, on_publish)
 
-        thread = threading.Thread(target=work, name="replay", daemon=True)
+        def guarded_work() -> None:
+            try:
+                work()
+            except Exception as e:  # reported by the main thread as one line (exit 1)
+                result["error"] = e
+
+        thread = threading.Thread(target=guarded_work, name="replay", daemon=True)
         thread.start()
-        grace_end = None
+        grace_end: float | None = None
+        replay_end = 0.0
         while not stop.is_set():
             executor.spin_once(timeout_sec=0.05)
             if not thread.is_alive():
                 if recorder is None:
                     break
-                grace_end = grace_end or time.monotonic() + args.record_grace
-                if time.monotonic() >= grace_end:
+                # drain: outputs of the last frames are still on their way
+                if grace_end is None:
+                    replay_end, grace_end = time.monotonic(), time.monotonic() + args.record_grace
+                periodic = result.get("periodic", set())
+                last = max([recorder.last_by_topic.get(t, 0.0) for t in recorder.topics if t not in periodic]
+                           + [replay_end])
+                quiet = time.monotonic() - last >= args.record_quiet
+                if quiet or time.monotonic() >= grace_end:
+                    if not quiet:
+                        log.warning(f"recording: messages still arriving {args.record_grace} s after the replay "
+                                    "ended; stopping (raise --record-grace)")
                     break
         stop.set()
         thread.join(timeout=5.0)
+        if "error" in result:
+            return fail("road-seg-replay", result["error"], EXIT_RUNTIME, args.debug)
         stats: ReplayStats | None = result.get("stats")
         if stats is not None:
             log.info(f"published {sum(stats.published.values())} messages in {stats.wall_s:.1f} s "

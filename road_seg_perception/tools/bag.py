@@ -20,6 +20,7 @@ with ``rclpy.serialization.deserialize_message``.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from road_seg_perception.bagio.bag import (
     format_topics,
     write_frames,
 )
+from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, fail
 from road_seg_perception.core.imageio import add_max_pixels_argument
 from road_seg_perception.core.metrics import gt_image_from_label
 from road_seg_perception.training.datasets import (
@@ -85,8 +87,9 @@ def make_bag(images: Path | str, out: Path | str, masks: Path | str | None = Non
                                f"{rgb.shape[1]}x{rgb.shape[0]}")
             yield Frame(rgb, gt)
 
+    inputs = [images] + ([Path(masks)] if masks is not None else [])
     return write_frames(out, frames(), rate, compressed, storage, frame_id, start_ns, overwrite=overwrite,
-                        progress=progress, total=len(pairs))
+                        progress=progress, total=len(pairs), inputs=inputs)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -106,10 +109,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument("--limit", type=int, metavar="N", help="only the first N frames")
     m.add_argument("--start", type=float, metavar="SEC",
                    help="stamp of the first frame in seconds since the epoch (default: now)")
-    m.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+    m.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output bag (only a bag this tool wrote, or an empty folder)")
     add_max_pixels_argument(m)
     i = sub.add_parser("info", help="print a bag's topics, types and counts")
     i.add_argument("bag", metavar="BAG")
+    for sp in (m, i):
+        sp.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     return p.parse_args(argv)
 
 
@@ -129,13 +135,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "info":
             print_info(args.bag)
             return 0
+        if args.start is not None and not math.isfinite(args.start):
+            raise BagError(f"--start must be a finite number of seconds, got {args.start}")
         start_ns = None if args.start is None else round(args.start * 1e9)
         s = make_bag(args.images, args.out, args.masks, args.mask_format, args.rate, args.compressed, args.storage,
                      args.frame_id, args.limit, start_ns, args.overwrite, progress=True,
                      max_pixels=args.max_image_pixels)
     except BagError as e:
-        print(f"road-seg-bag: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("road-seg-bag", e, EXIT_USAGE, args.debug)
+    except KeyboardInterrupt:
+        print("road-seg-bag: interrupted; the partial output bag was removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # anything else is a runtime failure: one line, the traceback only with --debug
+        return fail("road-seg-bag", e, EXIT_RUNTIME, args.debug)
     print(f"wrote {s.path}: {s.frames} frames at {args.rate:g} Hz, "
           + ", ".join(f"{t} x{n}" for t, n in s.topics.items()))
     return 0

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from road_seg_perception.bagio.bag import EXIT_USAGE, BagError
+from road_seg_perception.core.fileio import atomic_write_text
 from road_seg_perception.core.metrics import Confusion
 from road_seg_perception.core.segmenter import default_model_path
 from road_seg_perception.tools.bag import make_bag
@@ -61,6 +62,7 @@ def live_summary(run, offline: EvalResult, bag: Path) -> dict[str, Any]:
         "mean per-frame IoU": float(np.mean([c.iou for c in confs.values()])) if confs else float("nan"),
         "frames published": len(run.published),
         "masks recorded": len(run.outputs),
+        "accounting": run.accounting_problem() or "exact: one recorded mask per processed frame",
         "node frames received / processed / skipped / dropped / bad": " / ".join(
             str(counts.get(k, "?")) for k in ("received", "processed", "skipped", "dropped_stale", "bad")),
         "mask rate (masks/s)": run.output_fps(),
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
             run = run_live(bag_path, live_bag, model, rate=args.rate, lockstep=args.lockstep)
             live = live_summary(run, offline, bag_path)
-            (report_dir / "live_metrics.json").write_text(json.dumps(live, indent=2) + "\n", encoding="utf-8")
+            live_error = run.accounting_problem()
+            atomic_write_text(report_dir / "live_metrics.json", json.dumps(live, indent=2) + "\n")
             confs = score_masks(run.masks(), bag_path)
             t0 = min(offline.frame_ious()) if offline.frame_ious() else 0
             series = sorted((s, c.iou) for s, c in confs.items())
@@ -139,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                                           "Frames the node dropped (it keeps only the newest) are not scored."})
         except Exception as e:  # the offline report stands on its own; say why live failed
             live_error = f"{type(e).__name__}: {e}"
+        except KeyboardInterrupt:
+            print("demo: interrupted", file=sys.stderr)
+            return 130
     print("[4/4] done")
     print(f"\nreport: {(report_dir / 'report.html').resolve()}")
     print(f"offline ({m['frames']['scored']} frames): road IoU {m['aggregate']['iou']:.4f} (aggregate), mean per-frame "

@@ -17,6 +17,7 @@ from road_seg_perception.bagio.bag import (
     IMAGE_TYPE,
     IMAGE_TYPES,
     BagError,
+    BagMessage,
     decode_image,
     default_image_topic,
     iter_messages,
@@ -25,6 +26,7 @@ from road_seg_perception.bagio.bag import (
     require_topic,
     stamp_ns_of,
 )
+from road_seg_perception.bagio.image_codec import ImageConversionError
 from road_seg_perception.core.imageio import max_image_pixels
 from road_seg_perception.core.metrics import (
     Confusion,
@@ -46,6 +48,8 @@ from road_seg_perception.training.datasets import IMAGE_EXTS, LabelSpec, read_la
 
 #: Thresholds over which the PR curve and MaxF are computed.
 PR_THRESHOLDS = np.round(np.linspace(0.01, 0.99, 99), 4)
+#: At most this many bad frames are listed by index in ``metrics.json`` (all are counted).
+MAX_LISTED_BAD = 100
 
 
 @dataclass
@@ -113,8 +117,10 @@ CSV_FIELDS = ["index", "stamp_ns", "time_s", "frame_id", "width", "height", "sco
 class GroundTruth:
     """Ground-truth labels (0/1/VOID) per frame: from a bag topic by stamp, or a mask folder by order."""
 
-    def __init__(self, bag: Path, topics: dict, cfg: EvalConfig, n_images: int):
+    def __init__(self, bag: Path, topics: dict, cfg: EvalConfig, n_images: int, image_topic: str):
         self.by_stamp: dict[int, bytes] = {}
+        self.by_index: list[bytes] | None = None
+        self.duplicate_stamps = 0
         self.files: list[Path] = []
         if cfg.gt_dir is not None:
             d = Path(cfg.gt_dir)
@@ -129,16 +135,32 @@ class GroundTruth:
             self.source = f"folder {d} ({cfg.mask_format}, matched in name order)"
             return
         require_topic(bag, topics, cfg.gt_topic, (IMAGE_TYPE,), "ground-truth", "--gt-topic or --gt-dir")
+        in_order: list[tuple[int, bytes]] = []
         for m in iter_messages(bag, [cfg.gt_topic]):
             # PNG keeps long bags' ground truth small in memory; lossless
             ok, buf = cv2.imencode(".png", mono8_array(m.msg))
-            self.by_stamp[stamp_ns_of(m.msg)] = buf.tobytes()
-        self.source = f"topic {cfg.gt_topic} (matched by header stamp)"
+            in_order.append((stamp_ns_of(m.msg), buf.tobytes()))
+        gt_stamps = [s for s, _ in in_order]
+        image_stamps = [stamp_ns_of(m.msg) for m in iter_messages(bag, [image_topic])]
+        self.duplicate_stamps = (len(image_stamps) - len(set(image_stamps))) + (len(gt_stamps) - len(set(gt_stamps)))
+        if not self.duplicate_stamps:
+            self.by_stamp = dict(in_order)
+            self.source = f"topic {cfg.gt_topic} (matched by header stamp)"
+            return
+        # Stamps cannot tell these frames apart: pair by message order when that is unambiguous, else refuse.
+        if len(gt_stamps) != len(image_stamps) or gt_stamps != image_stamps:
+            raise BagError(f"bag {bag} has duplicate header stamps ({len(image_stamps) - len(set(image_stamps))} on "
+                           f"{image_topic}, {len(gt_stamps) - len(set(gt_stamps))} on {cfg.gt_topic}) and its "
+                           "ground truth cannot be paired with the images by message order either (the two "
+                           "topics' stamp sequences differ); rebuild the bag with distinct stamps")
+        self.by_index = [png for _, png in in_order]
+        self.source = (f"topic {cfg.gt_topic} (matched by message order: the bag has {self.duplicate_stamps} "
+                       "duplicate header stamps)")
 
     def label(self, index: int, stamp_ns: int) -> np.ndarray | None:
         if self.files:
             return read_label(self.files[index], self.spec)
-        png = self.by_stamp.get(stamp_ns)
+        png = self.by_index[index] if self.by_index is not None else self.by_stamp.get(stamp_ns)
         if png is None:
             return None
         return label_from_gt_image(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED))
@@ -170,6 +192,8 @@ class BagScore:
     considered: int
     rate_hz: float
     rows: list[FrameRow] = field(default_factory=list)
+    bad: list[dict[str, Any]] = field(default_factory=list)  # frames that could not be decoded
+    skipped: int = 0  # left out by every_n
     split: SplitScore = field(default_factory=SplitScore)
     pr: PRAccumulator = field(default_factory=PRAccumulator)
 
@@ -182,6 +206,8 @@ def open_bag(bag: Path, cfg: EvalConfig) -> tuple[BagScore, GroundTruth]:
     """Check the bag's topics and ground truth before any frame is read: an empty score and the ground truth."""
     if cfg.every_n < 1:
         raise BagError(f"--every-n must be >= 1, got {cfg.every_n}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise BagError(f"--limit must be >= 1, got {cfg.limit}")
     try:
         ProbabilityEMA.validate(cfg.temporal_alpha, cfg.temporal_reset_gap_s)
     except ValueError as e:
@@ -189,8 +215,10 @@ def open_bag(bag: Path, cfg: EvalConfig) -> tuple[BagScore, GroundTruth]:
     topics = read_bag_topics(bag)
     image_topic = cfg.image_topic or default_image_topic(topics)
     img_t = require_topic(bag, topics, image_topic, IMAGE_TYPES, "image", "--image-topic")
+    if img_t.count == 0:
+        raise BagError(f"bag {bag} has no messages on the image topic {image_topic!r}; nothing to evaluate")
     n_images = img_t.count if cfg.limit is None else min(img_t.count, cfg.limit)
-    gt = GroundTruth(bag, topics, cfg, img_t.count)
+    gt = GroundTruth(bag, topics, cfg, img_t.count, image_topic)
     duration_s = topic_duration_s(bag, image_topic) if img_t.count > 1 else 0.0
     rate_hz = (img_t.count - 1) / duration_s if duration_s > 0 else 10.0
     return BagScore(bag, image_topic, img_t.msgtype, gt.source, img_t.count, n_images, rate_hz), gt
@@ -205,11 +233,14 @@ def score_frames(score: BagScore, gt: GroundTruth, segmenter, cfg: EvalConfig) -
         if cfg.limit is not None and index >= cfg.limit:
             break
         if index % cfg.every_n:
+            score.skipped += 1
             continue
         stamp = stamp_ns_of(m.msg)
         t0_stamp = stamp if t0_stamp is None else t0_stamp
         td = time.perf_counter()
-        rgb = decode_image(m.msg, score.image_msgtype, max_image_pixels())
+        rgb = _decode_or_count_bad(m, score, index, stamp)
+        if rgb is None:
+            continue
         decode_ms = (time.perf_counter() - td) * 1e3
         temporal = {} if ema is None else {"smooth": partial(ema.update, stamp_s=stamp / 1e9, key=rgb.shape)}
         res = segmenter.segment(rgb, with_probability=True, **temporal)
@@ -228,11 +259,22 @@ def score_frames(score: BagScore, gt: GroundTruth, segmenter, cfg: EvalConfig) -
         yield ScoredFrame(m.timestamp_ns, row, rgb, res.mask, label)
 
 
+def _decode_or_count_bad(m: BagMessage, score: BagScore, index: int, stamp: int) -> np.ndarray | None:
+    """The frame's RGB image, or ``None`` after counting it as bad (as the node does with a malformed image)."""
+    try:
+        return decode_image(m.msg, score.image_msgtype, max_image_pixels())
+    except (ImageConversionError, BagError) as e:
+        score.bad.append({"index": index, "stamp_ns": stamp, "reason": str(e)})
+        return None
+
+
 def build_metrics(score: BagScore, segmenter, cfg: EvalConfig) -> dict[str, Any]:
     """``metrics.json``'s content (without the output paths); raises :class:`BagError` if no frame was scored."""
     rows, scored = score.rows, score.scored
     if not scored:
-        raise BagError(f"no frame of {score.bag} has ground truth ({score.gt_source}); nothing to score")
+        why = f", {len(score.bad)} could not be decoded" if score.bad else ""
+        raise BagError(f"no frame of {score.bag} could be scored ({len(rows)} processed{why}; ground truth: "
+                       f"{score.gt_source})")
     curve = score.pr.curve(PR_THRESHOLDS)
     best_f, best_t = max_f(curve)
     lat = [r.latency_ms for r in rows]
@@ -246,8 +288,11 @@ def build_metrics(score: BagScore, segmenter, cfg: EvalConfig) -> dict[str, Any]
         "model": segmenter.info,
         "post": {"threshold": thr, "min_blob_area": int(segmenter.post.min_blob_area),
                  "fill_holes_area": int(segmenter.post.fill_holes_area)},
+        # exact accounting: considered == processed + bad + skipped_every_n
         "frames": {"in_bag": score.frames_in_bag, "considered": score.considered, "every_n": cfg.every_n,
-                   "processed": len(rows), "scored": len(scored), "without_ground_truth": len(rows) - len(scored)},
+                   "processed": len(rows), "bad": len(score.bad), "skipped_every_n": score.skipped,
+                   "scored": len(scored), "without_ground_truth": len(rows) - len(scored)},
+        "bad_frames": score.bad[:MAX_LISTED_BAD],
         "aggregate": {**total.scores(), "confusion": total.to_dict()},
         "mean_frame_iou": score.split.mean_frame_iou,
         "mean_frame_f1": float(np.mean([r.confusion.f1 for r in scored])),

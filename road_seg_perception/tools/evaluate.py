@@ -18,6 +18,13 @@ folder matched to the frames in name order. ``DIR`` receives:
 * ``overlay.mp4`` (or ``overlay.gif`` where no mp4 encoder exists);
 * ``output_bag/``: ``/road_mask`` (mono8) and ``/road_overlay`` (rgb8) with the inputs' headers.
 
+Outputs are written into a fresh hidden folder inside ``DIR`` and moved into place only when the
+evaluation completed: a failed or interrupted run leaves the previous outputs as they were, and a
+complete run replaces every one of them (stale ones from an earlier run, such as a
+``live_metrics.json``, are removed). Files in ``DIR`` are replaced by rename, so a symbolic link
+there is replaced, never written through. The input bag and ground-truth folder may not be, hold
+or lie inside any of these outputs.
+
 A missing or misnamed topic exits with status 2 and lists the topics the bag has.
 """
 
@@ -25,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,10 +45,13 @@ from road_seg_perception.bagio.bag import (
     EXIT_USAGE,
     GT_TOPIC,
     BagError,
+    check_not_overlapping,
     iter_messages,
     mono8_array,
     stamp_ns_of,
+    written_by_us,
 )
+from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, fail
 from road_seg_perception.core.imageio import add_max_pixels_argument, set_max_image_pixels
 from road_seg_perception.core.metrics import Confusion, confusion, label_from_gt_image
 from road_seg_perception.core.model_io import ModelFileError
@@ -58,6 +70,11 @@ from road_seg_perception.tools.report import WorstFrame, write_report
 from road_seg_perception.training.datasets import DatasetError
 
 __all__ = ["MASK_TOPIC", "OVERLAY_TOPIC", "EvalConfig", "EvalResult", "evaluate_bag", "score_masks", "main"]
+
+#: Everything road-seg-eval (and the demo, ``live_metrics.json``) writes into a report folder; a complete
+#: run replaces all of them, and nothing else in the folder is touched.
+OUTPUT_NAMES = ("metrics.json", "frames.csv", "report.html", "overlay.mp4", "overlay.gif", "output_bag",
+                "live_metrics.json")
 
 
 @dataclass
@@ -96,13 +113,25 @@ def evaluate_bag(bag: Path | str, report_dir: Path | str, segmenter=None, cfg: E
     """
     cfg = cfg or EvalConfig()
     bag = Path(bag)
+    out = Path(report_dir)
+    check_report_dir(out, [bag] + ([Path(cfg.gt_dir)] if cfg.gt_dir is not None else []))
     score, gt = open_bag(bag, cfg)
     if segmenter is None:
-
         segmenter = RoadSegmenter(model, backend=backend, device=device, post=post)
-    out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
-    streams = OutputStreams(out, score.rate_hz / cfg.every_n, _storage_of(bag), cfg.video, cfg.output_bag)
+    stage = Path(tempfile.mkdtemp(prefix=".eval-partial-", dir=out))
+    try:
+        metrics, worst, masks = _evaluate_into(stage, out, score, gt, segmenter, cfg, keep_masks)
+        EvalResult(metrics, score.rows, worst, stage).write_report()
+        _move_into_place(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return EvalResult(metrics, score.rows, worst, out, masks)
+
+
+def _evaluate_into(stage: Path, out: Path, score, gt, segmenter, cfg: EvalConfig, keep_masks: bool):
+    """Score every frame and write metrics, CSV, video and output bag into ``stage`` (paths named as in ``out``)."""
+    streams = OutputStreams(stage, score.rate_hz / cfg.every_n, _storage_of(score.bag), cfg.video, cfg.output_bag)
     worst = WorstFrames(cfg.worst_k)
     masks: dict[int, np.ndarray] = {}
     bar = None
@@ -129,13 +158,46 @@ def evaluate_bag(bag: Path | str, report_dir: Path | str, segmenter=None, cfg: E
     metrics = build_metrics(score, segmenter, cfg)
     metrics["outputs"] = {"metrics": str(out / "metrics.json"), "frames_csv": str(out / "frames.csv"),
                           "report": str(out / "report.html"),
-                          "video": str(streams.video_path) if streams.video_path else None,
+                          "video": str(out / streams.video_path.name) if streams.video_path else None,
                           "bag": str(out / "output_bag") if cfg.output_bag else None}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    write_frames_csv(out / "frames.csv", score.rows)
-    result = EvalResult(metrics, score.rows, worst.sorted(), out, masks)
-    result.write_report()
-    return result
+    (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_frames_csv(stage / "frames.csv", score.rows)
+    return metrics, worst.sorted(), masks
+
+
+def check_report_dir(out: Path, inputs: list[Path]) -> None:
+    """:class:`BagError` unless ``out`` can take the outputs: a folder (or nothing yet) whose output paths
+    overlap no input, whose ``output_bag`` (if any) is a bag this package wrote or an empty folder, and
+    whose other output names are no folders."""
+    if out.exists() and not out.is_dir():
+        raise BagError(f"report folder {out} exists and is not a folder")
+    for src in inputs:
+        if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
+            raise BagError(f"report folder {out} lies inside the input {src}; choose a folder outside it")
+        for name in OUTPUT_NAMES:
+            check_not_overlapping(src, out / name)
+    old_bag = out / "output_bag"
+    if old_bag.exists() or old_bag.is_symlink():
+        if old_bag.is_symlink() or not (written_by_us(old_bag) or (old_bag.is_dir() and not any(old_bag.iterdir()))):
+            raise BagError(f"refusing to replace {old_bag}: it is not a rosbag2 bag written by road_seg_perception")
+    for name in OUTPUT_NAMES:
+        p = out / name
+        if name != "output_bag" and p.is_dir() and not p.is_symlink():
+            raise BagError(f"refusing to replace {p}: it is a folder, not a file this tool wrote")
+
+
+def _move_into_place(stage: Path, out: Path) -> None:
+    """Replace every output in ``out`` by the staged one (or remove it if this run made none)."""
+    for name in OUTPUT_NAMES:
+        new, old = stage / name, out / name
+        if name == "output_bag" and old.is_dir() and not old.is_symlink():  # checked by check_report_dir
+            trash = Path(tempfile.mkdtemp(prefix=".eval-old-", dir=out))
+            old.rename(trash / name)
+            shutil.rmtree(trash)
+        if new.exists():
+            new.replace(old)  # a file or link at ``old`` is replaced, never followed
+        elif old.is_symlink() or old.exists():
+            old.unlink()
 
 
 def _storage_of(bag: Path) -> str:
@@ -143,10 +205,17 @@ def _storage_of(bag: Path) -> str:
 
 
 def score_masks(masks: dict[int, np.ndarray], gt_bag: Path | str, gt_topic: str = GT_TOPIC) -> dict[int, Confusion]:
-    """Confusion of each mask (by header stamp) against the ground truth in ``gt_bag``; unmatched stamps skipped."""
+    """Confusion of each mask (by header stamp) against the ground truth in ``gt_bag``; unmatched stamps skipped.
+
+    Ground truth with duplicate stamps is refused: masks matched by stamp could not be paired."""
     out: dict[int, Confusion] = {}
+    seen: set[int] = set()
     for m in iter_messages(gt_bag, [gt_topic]):
         s = stamp_ns_of(m.msg)
+        if s in seen:
+            raise BagError(f"ground truth {gt_topic} in {gt_bag} has a duplicate header stamp {s}; masks matched by "
+                           "stamp cannot be paired with it")
+        seen.add(s)
         if s in masks:
             out[s] = confusion(masks[s], label_from_gt_image(mono8_array(m.msg)))
     return out
@@ -174,6 +243,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images of the bag")
     p.add_argument("--no-video", action="store_true", help="skip the overlay video")
     p.add_argument("--no-bag", action="store_true", help="skip the output bag")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     p.add_argument("--temporal-smoothing", action=argparse.BooleanOptionalAction, default=DEFAULT_SMOOTHING,
                    help="average the road probability over processed frames, as the node's temporal_smoothing "
                         f"(default: {'on' if DEFAULT_SMOOTHING else 'off'}, as the node)")
@@ -199,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         post.validate()
     except ValueError as e:
-        print(f"road-seg-eval: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("road-seg-eval", e, EXIT_USAGE, args.debug)
     try:
         if args.model is None:
 
@@ -209,13 +278,18 @@ def main(argv: list[str] | None = None) -> int:
         r = evaluate_bag(args.bag, args.report, cfg=cfg, model=args.model, backend=args.backend,
                          device=args.device, post=post)
     except (BagError, DatasetError, ModelFileError) as e:
-        print(f"road-seg-eval: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("road-seg-eval", e, EXIT_USAGE, args.debug)
+    except KeyboardInterrupt:
+        print(f"road-seg-eval: interrupted; {args.report} holds its previous outputs, if any", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a runtime failure: one line, the traceback only with --debug
+        return fail("road-seg-eval", e, EXIT_RUNTIME, args.debug)
     m = r.metrics
     print(f"road IoU (aggregate) {m['aggregate']['iou']:.4f}, mean per-frame IoU {m['mean_frame_iou']:.4f}, "
           f"F1 {m['aggregate']['f1']:.4f}, MaxF {m['maxf']['f']:.4f} @ {m['maxf']['threshold']:.2f}, "
           f"latency p50 {m['latency_ms']['p50']:.1f} ms p95 {m['latency_ms']['p95']:.1f} ms "
-          f"over {m['frames']['scored']} frames")
+          f"over {m['frames']['scored']} frames" + (f" ({m['frames']['bad']} bad frames not scored)"
+                                                   if m["frames"]["bad"] else ""))
     fl = m["flicker"]
     if fl["pairs"]:
         print(f"flicker mean {100 * fl['mean']:.2f} % p95 {100 * fl['p95']:.2f} % of pixels over {fl['pairs']} "

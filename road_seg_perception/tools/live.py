@@ -80,6 +80,19 @@ class LiveRun:
     node_returncode: int | None
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def accounting_problem(self) -> str | None:
+        """Why the recording does not hold exactly one mask per frame the node processed (None if it does)."""
+        if self.node_counts is None:
+            return "no /diagnostics with the node's frame counters was recorded"
+        processed = self.node_counts.get("processed")
+        stamps = [o.stamp_ns for o in self.outputs]
+        if len(set(stamps)) != len(stamps):
+            return f"the recording holds {len(stamps) - len(set(stamps))} duplicate mask(s)"
+        if processed != len(self.outputs):
+            return (f"the node processed {processed} frame(s) but the recording holds {len(self.outputs)} mask(s)"
+                    f" (published {len(self.published)})")
+        return None
+
     def masks(self) -> dict[int, np.ndarray]:
         return {o.stamp_ns: o.mask for o in self.outputs}
 
@@ -199,7 +212,7 @@ def run_live(bag: Path | str, out_bag: Path | str, model: Path | str, rate: floa
     try:
         replayer = Replayer(node, bag, topics=[image_topic], rate=rate)
         recorder = Recorder(node, out_bag, [MASK_TOPIC, OVERLAY_TOPIC, DIAGNOSTICS_TOPIC], storage,
-                            overwrite=True, on_message=on_message)
+                            overwrite=True, on_message=on_message, inputs=[bag])
         waiter = StampWaiter(node, MASK_TOPIC, reliable=True) if lockstep else None
         spinner.start()
         proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
@@ -212,14 +225,16 @@ def run_live(bag: Path | str, out_bag: Path | str, model: Path | str, rate: floa
             if proc.poll() is not None:
                 raise LiveReplayError(f"road_seg_node exited with status {proc.returncode} during start-up:\n"
                                       + _tail(log_path))
-            if (replayer.publishers[image_topic].get_subscription_count() > 0
-                    and {MASK_TOPIC, OVERLAY_TOPIC, DIAGNOSTICS_TOPIC} <= set(recorder.subscribed)):
+            if replayer.publishers[image_topic].get_subscription_count() > 0 and not recorder.unmatched():
                 break
             time.sleep(0.1)
         else:
             raise LiveReplayError(f"road_seg_node not ready after {startup_timeout_s} s (command: {' '.join(cmd)})"
                                   ":\n" + _tail(log_path))
-        time.sleep(1.0)  # let both ends of every topic match before the first frame
+        # the recorder sees the node's publishers; give the node a moment to see the recorder too, so the
+        # first mask and overlay are neither lost nor skipped (overlays are drawn only with a subscriber)
+        recorder.wait_matched(timeout_s=5.0)
+        time.sleep(0.5)
 
         def on_publish(topic: str, _ts: int, data: bytes, wall_ns: int) -> None:
             if proc.poll() is not None:
@@ -233,14 +248,16 @@ def run_live(bag: Path | str, out_bag: Path | str, model: Path | str, rate: floa
         stats = replayer.run(on_publish=on_publish)
         n_images = stats.published[image_topic]
 
-        # settle: wait for the node to report every frame received and none pending
+        # drain: wait for the node to report every frame received and none pending, and for the
+        # recording to hold one mask per frame the node reports processed
         end = time.monotonic() + settle_timeout_s
         with diag_cond:
             while time.monotonic() < end:
                 v = last_diag.get("values")
                 if v is not None:
                     c = node_counts(v)
-                    if c.get("received", -1) >= n_images and c.get("pending", 1) == 0:
+                    if (c.get("received", -1) >= n_images and c.get("pending", 1) == 0
+                            and recorder.counts[MASK_TOPIC] >= c.get("processed", 0)):
                         break
                 diag_cond.wait(0.2)
         time.sleep(0.3)

@@ -16,6 +16,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from road_seg_perception.core.fileio import atomic_write_text
+
 
 @dataclass
 class WorstFrame:
@@ -150,7 +152,8 @@ def render_report(metrics: dict[str, Any], times_s: list[float], ious: list[floa
         ("model", f"{metrics['model']['model']} ({metrics['model']['backend']}, {metrics['model']['device']}, "
                   f"input {metrics['model']['input_size']})"),
         ("frames", f"{fr['in_bag']} in bag, {fr['processed']} processed (every {fr['every_n']}), "
-                   f"{fr['scored']} scored, {fr['without_ground_truth']} without ground truth"),
+                   f"{fr['scored']} scored, {fr['without_ground_truth']} without ground truth, "
+                   f"{fr.get('bad', 0)} bad (undecodable, not scored)"),
         ("road IoU (aggregate: summed over all pixels, void excluded)", _f(agg["iou"])),
         ("mean per-frame IoU", _f(metrics["mean_frame_iou"])),
         ("F1 / precision / recall (aggregate)", f"{_f(agg['f1'])} / {_f(agg['precision'])} / {_f(agg['recall'])}"),
@@ -200,6 +203,6 @@ def render_report(metrics: dict[str, Any], times_s: list[float], ious: list[floa
 def write_report(path: Path, metrics: dict[str, Any], times_s: list[float], ious: list[float],
                  worst: list[WorstFrame], live: dict[str, Any] | None = None,
                  flicker: tuple[list[float], list[float]] | None = None) -> Path:
-    """Render and write ``report.html``; returns its path."""
-    path.write_text(render_report(metrics, times_s, ious, worst, live, flicker), encoding="utf-8")
+    """Render and write ``report.html`` (atomically: a link at ``path`` is replaced, not followed); returns its path."""
+    atomic_write_text(path, render_report(metrics, times_s, ious, worst, live, flicker))
     return path

@@ -6,23 +6,31 @@
 
 The run directory holds ``model.keras`` (best by validation IoU), ``model.onnx``,
 ``metrics.json``, ``curves.png``, ``samples.png``, ``config.yaml`` and ``versions.json``;
-``last.keras`` and ``state.json`` make the run resumable after every completed epoch.
+``last.keras`` and ``state.json`` make the run resumable after every completed epoch. A new run
+never writes into a folder that holds anything; ``--resume`` checks that the checkpoint is the
+model the folder's config builds.
+
+Errors are one line naming the bad input: exit status 2 for a bad setting, file or folder, 1 for
+a failure while training, 130 after Ctrl-C (the last completed epoch stays saved; the message says
+how to resume). ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import yaml
 
+from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
 from road_seg_perception.core.fileio import atomic_write_text
 from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.training.artifacts import finish, versions
 from road_seg_perception.training.augment import AugmentConfig
-from road_seg_perception.training.config import load_config
+from road_seg_perception.training.config import DEFAULTS, load_config, parse_set
 from road_seg_perception.training.data import make_sequence, read_split
 from road_seg_perception.training.datasets import (
     DatasetError,
@@ -35,7 +43,86 @@ from road_seg_perception.training.loop import (
     transfer_weights,
     unet_config,
     weights_file_model,
+    writer_run_dir,
 )
+from road_seg_perception.training.run_dir import (
+    RunFolder,
+    check_checkpoint_matches,
+    claim_new,
+    open_for_resume,
+)
+
+#: Settings that count things and must be at least 1.
+AT_LEAST_ONE = ("train.batch_size", "train.epochs")
+
+
+class SettingsError(ValueError):
+    """A configuration value of the wrong type or range; the message names the key."""
+
+
+def _type_name(v) -> str:
+    return "a list" if isinstance(v, list) else {bool: "true or false", int: "an integer", float: "a number",
+                                                  str: "a string", dict: "a mapping"}.get(type(v), type(v).__name__)
+
+
+def _fits(value, default) -> bool:
+    if default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, list):
+        return isinstance(value, list) and (not default or all(_fits(v, default[0]) for v in value))
+    return isinstance(value, type(default))
+
+
+def check_settings(cfg: dict, defaults: dict = DEFAULTS, prefix: str = "") -> None:
+    """:class:`SettingsError` naming the first key whose value has another type than its default's
+    (an int where a list is expected, text where a number is), or a count below 1."""
+    for key, default in defaults.items():
+        name = f"{prefix}{key}"
+        if key not in cfg:
+            continue
+        value = cfg[key]
+        if isinstance(default, dict):
+            if isinstance(value, dict):
+                check_settings(value, default, name + ".")
+            continue
+        if not _fits(value, default):
+            want = _type_name(default)
+            if isinstance(default, list) and default:
+                want += f" of {_type_name(default[0]).split(' ', 1)[-1]}s"
+            raise SettingsError(f"config key {name} must be {want} (like {default!r}), got {value!r}")
+        if name in AT_LEAST_ONE and value < 1:
+            raise SettingsError(f"config key {name} must be >= 1, got {value!r}")
+
+
+def load_settings(path: Path | str | None, overrides: list[str]) -> dict:
+    """:func:`load_config` whose YAML errors name the file or the ``--set`` item, then :func:`check_settings`."""
+    for item in overrides:
+        try:
+            parse_set(item)
+        except yaml.YAMLError as e:
+            raise SettingsError(f"--set {item!r}: not valid YAML ({_yaml_problem(e)})") from e
+    try:
+        cfg = load_config(path, overrides)
+    except yaml.YAMLError as e:
+        raise SettingsError(f"config file {path}: not valid YAML ({_yaml_problem(e)})") from e
+    except UnicodeDecodeError as e:
+        raise SettingsError(f"config file {path}: not UTF-8 text ({e.reason})") from e
+    except IsADirectoryError as e:
+        raise SettingsError(f"config file {path} is a folder") from e
+    check_settings(cfg)
+    return cfg
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + str(getattr(e, "problem", None) or e).strip()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,22 +137,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with --init-from: 'encoder' trains only the decoder (feature extraction)")
     p.add_argument("--encoder-weights", metavar="FILE",
                    help="initialise only the encoder from a local .keras or .weights.h5 file")
-    p.add_argument("--distribute", choices=["none", "mirrored"], default="none",
-                   help="'mirrored': tf.distribute.MirroredStrategy over all local GPUs")
+    p.add_argument("--distribute", choices=["none", "mirrored", "multiworker"], default="none",
+                   help="'mirrored': tf.distribute.MirroredStrategy over all local GPUs; 'multiworker': "
+                        "MultiWorkerMirroredStrategy over the workers in TF_CONFIG (the chief writes the run "
+                        "folder; train.batch_size is the global batch)")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return p.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, folder: list[RunFolder] | None = None) -> dict:
+    """Train (or resume) as ``args`` say; the run folder, once claimed, is appended to ``folder``."""
     import keras
 
     if args.resume:
         run_dir = Path(args.resume)
-        if not (run_dir / "state.json").is_file() or not (run_dir / "last.keras").is_file():
-            raise SystemExit(f"--resume {run_dir}: no state.json/last.keras there; nothing to resume")
-        cfg = load_config(run_dir / "config.yaml", args.set)
+        rf = open_for_resume(run_dir)
+        cfg = load_settings(run_dir / "config.yaml", args.set)
         state = json.loads((run_dir / "state.json").read_text())
     else:
-        cfg = load_config(args.config, args.set)
+        cfg = load_settings(args.config, args.set)
         run_dir = Path(args.run_dir or Path(cfg["output"]["runs_dir"]) / cfg["output"]["name"])
         state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "wait": 0, "history": []}
     # Settings are checked before any data is read or any run directory is made.
@@ -73,7 +163,18 @@ def run(args: argparse.Namespace) -> dict:
                            "gamma": tuple(cfg["augment"]["gamma"])})
     aug.validate()
     unet_config(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if args.distribute == "multiworker" and args.resume:
+        raise SystemExit("--resume with --distribute multiworker is not supported; resume on one worker")
+    kept_dir, run_dir = run_dir, writer_run_dir(run_dir, args.distribute)
+    if args.resume:  # before any data is read: the checkpoint must be the model this config builds
+        from road_seg_perception.training.model import build_unet
+
+        check_checkpoint_matches(run_dir, load_keras_model(run_dir / "last.keras"), build_unet(unet_config(cfg)))
+        keras.backend.clear_session()
+    else:
+        rf = claim_new(run_dir)
+    if folder is not None:
+        folder.append(rf)
     seed = int(cfg["train"]["seed"])
     keras.utils.set_random_seed(seed)
     train, val, info = read_split(cfg)
@@ -116,8 +217,10 @@ def run(args: argparse.Namespace) -> dict:
             model.fit(seq, epochs=epochs, initial_epoch=state["epoch"], callbacks=[cb],
                       verbose=1 if sys.stdout.isatty() else 2)
     metrics = finish(run_dir, cfg, val, info, state)
+    if run_dir != kept_dir:  # a non-chief worker: its copy of the run is not kept
+        shutil.rmtree(run_dir, ignore_errors=True)
     v = metrics["val"]
-    print(f"done: {run_dir}/model.keras  best epoch {metrics['best_epoch']}  val IoU {v['iou']:.4f}  "
+    print(f"done: {kept_dir}/model.keras  best epoch {metrics['best_epoch']}  val IoU {v['iou']:.4f}  "
           f"F1 {v['f1']:.4f}  P {v['precision']:.4f}  R {v['recall']:.4f}", flush=True)
     return metrics
 
@@ -125,19 +228,42 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.config and not args.resume:
-        print("road-seg-train: give --config FILE or --resume RUN_DIR", file=sys.stderr)
-        return 2
+        print("road-seg-train: error: give --config FILE or --resume RUN_DIR", file=sys.stderr)
+        return EXIT_USAGE
     if args.freeze == "encoder" and not (args.init_from or args.encoder_weights or args.resume):
         print("road-seg-train: error: --freeze encoder needs --init-from MODEL or --encoder-weights FILE "
               "(freezing a randomly initialised encoder trains nothing useful)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    folder: list[RunFolder] = []
     try:
-        run(args)
+        run(args, folder)
+    except KeyboardInterrupt:
+        return _interrupted(folder)
     except (DatasetError, FileNotFoundError, KeyError, ValueError) as e:
-        print(f"road-seg-train: error: {e}", file=sys.stderr)
-        return 2
+        _abandon(folder)
+        return fail("road-seg-train", e, EXIT_USAGE, args.debug)
+    except Exception as e:  # a failure while training: one line, the traceback only with --debug
+        _abandon(folder)
+        return fail("road-seg-train", e, EXIT_RUNTIME, args.debug)
     return 0
 
+
+def _abandon(folder: list[RunFolder]) -> None:
+    if folder and folder[0].abandon():
+        print(f"road-seg-train: removed {folder[0].path}: no epoch was completed", file=sys.stderr)
+
+
+def _interrupted(folder: list[RunFolder]) -> int:
+    """Ctrl-C: every completed epoch is already saved (atomically); say how to go on, exit 130."""
+    if folder and folder[0].has_epoch:
+        rf = folder[0]
+        epoch = json.loads((rf.path / "state.json").read_text()).get("epoch", "?")
+        print(f"road-seg-train: interrupted; epoch {epoch} is saved in {rf.path} (last.keras, state.json); "
+              f"continue with: road-seg-train --resume {rf.path}", file=sys.stderr)
+    else:
+        _abandon(folder)
+        print("road-seg-train: interrupted before the first epoch completed; nothing to resume", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

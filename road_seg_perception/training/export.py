@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from road_seg_perception.core.fileio import atomic_save
-from road_seg_perception.core.model_io import ONNX_WEIGHTS_KEY, keras_weights_digest, load_keras_model
+from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
+from road_seg_perception.core.fileio import atomic_save, exclusive_temp
+from road_seg_perception.core.model_io import ONNX_WEIGHTS_KEY, ModelFileError, keras_weights_digest, load_keras_model
 from road_seg_perception.core.preprocessing import preprocess
 
 ONNX_TOLERANCE = 1e-4
@@ -50,18 +52,23 @@ def export_onnx(model, path: str | Path, samples: list[np.ndarray], tolerance: f
     import onnxruntime as ort
 
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"ONNX output {path} is a folder; give a file path such as {path / 'model.onnx'}")
     x = np.stack(samples).astype(np.float32)
     ref = np.asarray(model(x, training=False))
-    tmp = path.with_name(f".{path.stem}.tmp.onnx")
-    model.export(str(tmp), format="onnx", verbose=False)
-    stamp_weights_digest(tmp, model_weights_digest(model))
-    sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    diff = float(np.max(np.abs(got - ref)))
-    if diff > tolerance:
+    tmp = exclusive_temp(path, ".tmp.onnx")
+    try:
+        model.export(str(tmp), format="onnx", verbose=False)
+        stamp_weights_digest(tmp, model_weights_digest(model))
+        sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        diff = float(np.max(np.abs(got - ref)))
+        if diff > tolerance:
+            raise RuntimeError(f"ONNX export {path} differs from Keras by {diff:.2e} (> {tolerance:.0e})")
+        os.replace(tmp, path)  # a link at ``path`` is replaced, not followed
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"ONNX export {path} differs from Keras by {diff:.2e} (> {tolerance:.0e})")
-    os.replace(tmp, path)
+        raise
     return diff
 
 
@@ -76,19 +83,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p.add_argument("output", nargs="?")
     p.add_argument("--keras-copy", metavar="OUT.keras", help="also save an inference-only .keras copy")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     a = p.parse_args(argv)
-    model = load_keras_model(a.model)
-    hw = tuple(model.input_shape[1:3])
-    rng = np.random.default_rng(0)
-    sample = preprocess(rng.integers(0, 256, (*hw, 3), dtype=np.uint8), hw)
     out = a.output or str(Path(a.model).with_suffix(".onnx"))
-    diff = export_onnx(model, out, [sample])
-    print(f"wrote {out} (max abs diff to Keras {diff:.2e})")
-    if a.keras_copy:
-
-        atomic_save(model, Path(a.keras_copy))  # loaded without compile: no optimizer state is saved
-        print(f"wrote {a.keras_copy}")
+    try:
+        check_outputs(Path(a.model), Path(out), Path(a.keras_copy) if a.keras_copy else None)
+        model = load_keras_model(a.model)
+    except (ModelFileError, ValueError, OSError) as e:
+        return fail("road-seg-export", e, EXIT_USAGE, a.debug)
+    try:
+        hw = tuple(model.input_shape[1:3])
+        rng = np.random.default_rng(0)
+        sample = preprocess(rng.integers(0, 256, (*hw, 3), dtype=np.uint8), hw)
+        diff = export_onnx(model, out, [sample])
+        print(f"wrote {out} (max abs diff to Keras {diff:.2e})")
+        if a.keras_copy:
+            atomic_save(model, Path(a.keras_copy))  # loaded without compile: no optimizer state is saved
+            print(f"wrote {a.keras_copy}")
+    except KeyboardInterrupt:
+        print("road-seg-export: interrupted; nothing was replaced", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a runtime failure: one line, the traceback only with --debug
+        return fail("road-seg-export", e, EXIT_RUNTIME, a.debug)
     return 0
+
+
+def check_outputs(model: Path, onnx_out: Path, keras_copy: Path | None) -> None:
+    """``ValueError`` naming the path if an output is a folder, lies in no folder, or is the input model."""
+    for out, what in ((onnx_out, "ONNX output"), (keras_copy, "--keras-copy")):
+        if out is None:
+            continue
+        if out.is_dir():
+            raise ValueError(f"{what} {out} is a folder; give a file path")
+        if not out.parent.is_dir():
+            raise ValueError(f"{what} {out}: folder {out.parent} does not exist")
+        if out.resolve() == model.resolve() or (out.exists() and os.path.samefile(out, model)):
+            raise ValueError(f"{what} {out} is the input model; refusing to overwrite it")
+    if keras_copy is not None and keras_copy.suffix != ".keras":
+        raise ValueError(f"--keras-copy {keras_copy} must end in .keras")
 
 
 if __name__ == "__main__":

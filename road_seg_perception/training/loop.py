@@ -20,7 +20,9 @@ def predict_probs(model, images: list[np.ndarray], hw: tuple[int, int], batch: i
     out: list[np.ndarray] = []
     for i in range(0, len(images), batch):
         x = np.stack([preprocess(im, hw) for im in images[i:i + batch]])
-        p = np.asarray(model.predict_on_batch(x))
+        # [:len(x)]: under MultiWorkerMirroredStrategy every worker predicts the whole batch and Keras
+        # concatenates the workers' copies
+        p = np.asarray(model.predict_on_batch(x))[: len(x)]
         out.extend(p[..., 0].astype(np.float32))
     return out
 
@@ -140,6 +142,7 @@ def fit_schedule_to_epochs(optimizer, total_steps: int) -> None:
 
 
 def strategy_scope(kind: str):
+    """The scope to build and fit the model in: ``none``, ``mirrored`` (local GPUs) or ``multiworker`` (TF_CONFIG)."""
     import contextlib
 
     if kind == "none":
@@ -147,12 +150,66 @@ def strategy_scope(kind: str):
     import keras
 
     if keras.backend.backend() != "tensorflow":
-        raise SystemExit("--distribute mirrored needs KERAS_BACKEND=tensorflow")
+        raise SystemExit(f"--distribute {kind} needs KERAS_BACKEND=tensorflow")
     import tensorflow as tf
 
+    if kind == "multiworker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()  # reads the cluster and this task from TF_CONFIG
+        _reduce_nests_per_value(strategy)
+        chief, index = worker_role()
+        print(f"MultiWorkerMirroredStrategy over {strategy.num_replicas_in_sync} replica(s); this is worker "
+              f"{index}{' (chief)' if chief else ''}", flush=True)
+        return strategy.scope()
     strategy = tf.distribute.MirroredStrategy()
     print(f"MirroredStrategy over {strategy.num_replicas_in_sync} replica(s)", flush=True)
     return strategy.scope()
+
+
+def _reduce_nests_per_value(strategy) -> None:
+    """Let ``strategy.reduce`` take what Keras 3's ``fit`` hands it under MultiWorkerMirroredStrategy.
+
+    Keras reduces the first ``(x, y)`` batch as one nest and the scalar loss with ``axis=0``;
+    the collective strategy takes one value at a time and needs ``axis=None`` for scalars.
+    """
+    import tensorflow as tf
+
+    plain = strategy.reduce
+
+    def reduce(reduce_op, value, axis=None):
+        def one(v):
+            rank = strategy.experimental_local_results(v)[0].shape.rank
+            return plain(reduce_op, v, axis=axis if rank else None)
+
+        return tf.nest.map_structure(one, value)
+
+    strategy.reduce = reduce
+
+
+def worker_role() -> tuple[bool, int]:
+    """``(is_chief, index)`` of this process from ``TF_CONFIG`` (no TF_CONFIG: a lone chief).
+
+    The chief is the ``chief`` task, or worker 0 when the cluster has no ``chief`` entry, as
+    TensorFlow's multi-worker guide defines it.
+    """
+    import os
+
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = tf_config.get("task", {})
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in tf_config.get("cluster", {}))
+    return chief, index
+
+
+def writer_run_dir(run_dir: Path, kind: str) -> Path:
+    """Where this process writes its run folder: ``run_dir``, or a scratch folder on a non-chief worker.
+
+    Every worker saves (saving may take part in collective ops), but only the chief's files are kept.
+    """
+    if kind != "multiworker" or worker_role()[0]:
+        return run_dir
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=f"road_seg_worker{worker_role()[1]}_"))
 
 
 def weights_file_model(cfg: dict, path: str):

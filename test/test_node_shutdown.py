@@ -1,0 +1,180 @@
+"""The node process ends cleanly on SIGTERM and SIGINT, every time, also while its parameter services are busy.
+
+Each run starts ``road_seg_node`` (and ``road_seg_lifecycle_node``), waits until it publishes, keeps its
+parameter services under load from this process, then signals it: exit 0, a "shutting down" line and
+no error (``RCLError``, rosout "context is invalid", a traceback) on the way out.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import rclpy
+from rcl_interfaces.srv import GetParameters, ListParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+
+REPO = Path(__file__).resolve().parent.parent
+DOMAIN_ID = 1 + (os.getpid() + 167) % 200
+SHUTDOWN_ERRORS = ("Failed to publish log message to rosout", "Traceback", "terminate called", "RCLError",
+                   "KeyboardInterrupt", "Exception")
+RUNS = 30
+PARALLEL = 5
+
+
+class ParameterLoad:
+    """Calls ``list_parameters`` and ``get_parameters`` of the given nodes back to back, from one thread."""
+
+    def __init__(self):
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node("parameter_load", context=self.ctx)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self.targets: dict[str, tuple] = {}
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def add(self, fqn: str) -> None:
+        with self.lock:
+            self.targets[fqn] = (self.node.create_client(ListParameters, f"{fqn}/list_parameters"),
+                                 self.node.create_client(GetParameters, f"{fqn}/get_parameters"))
+
+    def ready(self, fqn: str) -> bool:
+        with self.lock:
+            clients = self.targets.get(fqn)
+        return clients is not None and all(c.service_is_ready() for c in clients)
+
+    def remove(self, fqn: str) -> None:
+        with self.lock:
+            self.targets.pop(fqn, None)  # clients are left to the node: destroying one mid-spin is racy
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            with self.lock:
+                clients = list(self.targets.values())
+            for lst, get in clients:
+                if lst.service_is_ready():
+                    lst.call_async(ListParameters.Request())
+                    get.call_async(GetParameters.Request(names=["threshold", "model_path", "backend"]))
+                    self.calls += 2
+            self.executor.spin_once(timeout_sec=0.005)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.ctx)
+
+
+def signal_run(module: str, model: Path, sig: int, load: ParameterLoad) -> tuple[int | str, str]:
+    ns = "/s" + uuid.uuid4().hex[:8]
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
+    ros_args = ["-r", f"__ns:={ns}", "-p", f"model_path:={model}"]
+    proc = subprocess.Popen([sys.executable, "-m", module, "--ros-args", *ros_args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    fqn = f"{ns}/road_seg_node"
+    load.add(fqn)
+    try:
+        end = time.monotonic() + 120
+        while not load.ready(fqn) and proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.05)
+        if not load.ready(fqn):
+            proc.kill()
+            proc.wait()
+            return "never ready", "".join(lines)
+        time.sleep(0.3)  # the parameter services are being called now
+        proc.send_signal(sig)
+        try:
+            code: int | str = proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code = "hung after the signal"
+    finally:
+        load.remove(fqn)
+    reader.join(10)
+    return code, "".join(lines)
+
+
+@pytest.fixture(scope="module")
+def load():
+    pl = ParameterLoad()
+    yield pl
+    pl.close()
+
+
+@pytest.mark.parametrize("module", ["road_seg_perception.ros.node", "road_seg_perception.ros.lifecycle_node"])
+def test_sigterm_and_sigint_always_exit_0(load, tiny_model, module):
+    """30 runs (SIGTERM and SIGINT alternately, 5 at a time) of the plain node; fewer of the managed one."""
+    runs = RUNS if module.endswith(".node") else 6
+    sigs = [signal.SIGTERM if k % 2 == 0 else signal.SIGINT for k in range(runs)]
+    calls_before = load.calls
+    with concurrent.futures.ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        results = list(pool.map(lambda s: signal_run(module, tiny_model["onnx"], s, load), sigs))
+    failures = [(code, out[-1500:]) for code, out in results
+                if code != 0 or "shutting down" not in out or any(e in out for e in SHUTDOWN_ERRORS)]
+    assert not failures, f"{len(failures)} of {runs} runs failed; first: {failures[0]}"
+    assert load.calls > calls_before, "the parameter services were never called"
+
+
+def test_second_sigint_during_clean_up_is_harmless(tiny_model, load):
+    """Ctrl-C in a terminal under ros2 launch: two SIGINTs, the second during the clean-up."""
+    results = []
+    for _ in range(3):
+        code, out = signal_run_twice(tiny_model["onnx"], load)
+        results.append((code, out))
+    failures = [(c, o[-1500:]) for c, o in results if c != 0 or any(e in o for e in SHUTDOWN_ERRORS)]
+    assert not failures, failures[0]
+
+
+def signal_run_twice(model: Path, load: ParameterLoad) -> tuple[int | str, str]:
+    ns = "/d" + uuid.uuid4().hex[:8]
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
+    proc = subprocess.Popen([sys.executable, "-m", "road_seg_perception.ros.node", "--ros-args", "-r",
+                             f"__ns:={ns}", "-p", f"model_path:={model}"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    ready = threading.Event()
+    shutting = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if "publishing " in line:
+                ready.set()
+            if "shutting down" in line:
+                shutting.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not ready.wait(120):
+        proc.kill()
+        proc.wait()
+        return "never ready", "".join(lines)
+    proc.send_signal(signal.SIGINT)
+    shutting.wait(10)
+    proc.send_signal(signal.SIGINT)  # lands while the node is being destroyed
+    try:
+        code: int | str = proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = "hung"
+    time.sleep(0.1)
+    return code, "".join(lines)
