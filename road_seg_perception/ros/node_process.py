@@ -67,7 +67,7 @@ def run_node(make_node: Callable[[], Any], logger_name: str, args: list[str] | N
             log.fatal(f"cannot start: {e}")
             return 1
         except ExternalShutdownException:  # a stop signal during a model load in the constructor
-            log.info("shut down while starting")
+            log.info("shutting down: a stop signal came during start-up")
             return 0
         except Exception as e:  # a parameter rclpy refused at declaration, or anything unexpected
             log.fatal(f"cannot start: {type(e).__name__}: {e}")
