@@ -1,7 +1,7 @@
 """Model-file handling and resource limits: the file named is the file run, load-time output checks,
 archive and image size limits, loads off the executor thread, reloads, memory over swaps, unknown parameters.
 
-``docs/reliability_models.md`` lists the guarantees these tests hold.
+``docs/reliability.md`` (model files) lists the guarantees these tests hold.
 """
 
 from __future__ import annotations
