@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from road_seg_perception.core.imageio import ImageReadError, read_rgb
+from road_seg_perception.core.imageio import ImageReadError, read_image_file, read_rgb
 from road_seg_perception.core.preprocessing import VOID
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -145,28 +145,32 @@ def _summarise(problems: list[str], max_listed: int, where: str) -> str:
     return f"{len(problems)} dataset problem(s) in {where}:\n  {head}{more}"
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Read an image file as RGB uint8; raise :class:`DatasetError` naming the file if unreadable."""
+def read_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as RGB uint8; raise :class:`DatasetError` naming the file if unreadable or larger
+    than ``max_pixels`` (default: the process-wide ``--max-image-pixels`` limit, checked from the header)."""
     try:
-        return read_rgb(path)
+        return read_rgb(path, max_pixels)
     except ImageReadError as e:
         raise DatasetError(str(e)) from e
 
 
-def read_label(path: Path, spec: LabelSpec) -> np.ndarray:
-    """Read a mask file as a uint8 label: 1 road, 0 not road, :data:`VOID` ignored."""
+def _read_mask(path: Path, flags: int, max_pixels: int | None) -> np.ndarray:
+    try:
+        return read_image_file(path, flags, max_pixels)  # checks the header's size against --max-image-pixels first
+    except ImageReadError as e:
+        raise DatasetError(f"cannot read mask {path} ({e})") from e
+
+
+def read_label(path: Path, spec: LabelSpec, max_pixels: int | None = None) -> np.ndarray:
+    """Read a mask file as a uint8 label: 1 road, 0 not road, :data:`VOID` ignored (limit as :func:`read_image`)."""
     if spec.format == "kitti":
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DatasetError(f"cannot read mask {path}")
+        bgr = _read_mask(path, cv2.IMREAD_COLOR, max_pixels)
         road = np.all(bgr == KITTI_ROAD_BGR, axis=2)
         void = np.all(bgr == 0, axis=2)
         label = road.astype(np.uint8)
         label[void] = VOID
         return label
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise DatasetError(f"cannot read mask {path}")
+    raw = _read_mask(path, cv2.IMREAD_UNCHANGED, max_pixels)
     if raw.ndim == 3:
         raw = raw[..., 0]
     if spec.format in ("camvid", "idd"):
