@@ -29,7 +29,7 @@ train: setup
 	$(PY) -m road_seg_perception.training.cli --config config/train_road.yaml
 
 bench: setup
-	$(PY) -m road_seg_perception.tools.bench
+	$(PY) bench/run_bench.py
 
 soak: setup
 	$(PY) -m pytest -m soak test -s

@@ -17,7 +17,7 @@ def requirements(name: str) -> list[str]:
 setup(
     name=package_name,
     version="0.1.0",
-    packages=find_packages(exclude=["test", "test.*"]),
+    packages=find_packages(exclude=["test", "test.*", "bench", "bench.*"]),  # bench/: checkout only
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
@@ -46,7 +46,6 @@ setup(
             "road-seg-bag = road_seg_perception.tools.bag:main",
             "road-seg-eval = road_seg_perception.tools.fleet:main",
             "road-seg-replay = road_seg_perception.ros.replay:main",
-            "road-seg-bench = road_seg_perception.tools.bench:main",
         ],
     },
 )

@@ -7,7 +7,7 @@
 (``GroundGridCache.project``, what the node calls) and the ``nav_msgs/OccupancyGrid`` message build,
 plus one temporal-smoothing update at the shipped model's output size; a bar chart of the per-frame
 costs goes to ``--figure``.
-``live``: ``road_seg_node`` flooded with CamVid frames at ``--flood-hz`` (as ``road-seg-bench``'s flood
+``live``: ``road_seg_node`` flooded with CamVid frames at ``--flood-hz`` (as ``bench/run_bench.py``'s flood
 phase) with ``publish_grid`` on, ``camera_info`` published with every frame and ``road_grid``
 subscribed, and the same run without the grid, alternated ``--repeat`` times; masks/s and grids/s of each.
 """
@@ -25,9 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from road_seg_perception.core.ground_grid import CameraPose, GridSpec, GroundGridCache, Intrinsics
-from road_seg_perception.core.temporal import ProbabilityEMA
-from road_seg_perception.tools.bench import BenchSettings, StreamClient, load_frames, run_streams
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout: ``bench`` and the package
+
+from bench.client import StreamClient  # noqa: E402
+from bench.frames import load_frames  # noqa: E402
+from bench.settings import BenchSettings  # noqa: E402
+from bench.streams import run_streams  # noqa: E402
+from road_seg_perception.core.ground_grid import CameraPose, GridSpec, GroundGridCache, Intrinsics  # noqa: E402
+from road_seg_perception.core.temporal import ProbabilityEMA  # noqa: E402
 
 #: Intrinsics that fit CamVid's 480x360 frames (as tools/grid_picture uses) and the mount there.
 K_480 = (450.0, 0.0, 239.5, 0.0, 450.0, 179.5, 0.0, 0.0, 1.0)

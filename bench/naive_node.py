@@ -1,6 +1,6 @@
 """BASELINE ONLY - the road segmentation node a tutorial would write. Do not deploy it.
 
-It exists so ``road-seg-bench`` can show what ``road_seg_node`` gains. Everything happens inside the
+It exists so ``bench/run_bench.py`` can show what ``road_seg_node`` gains. Everything happens inside the
 subscription callback on the executor thread: convert the message, ``model.predict`` on the Keras
 model, threshold, resize back and publish. The subscription uses the default QoS (reliable,
 KEEP_LAST depth 10), so when frames arrive faster than they are processed they queue and the

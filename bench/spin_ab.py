@@ -18,9 +18,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.frames import load_frames  # noqa: E402
 from road_seg_perception.core.segmenter import RoadSegmenter, default_model_path  # noqa: E402
 from road_seg_perception.core.timing import time_segmenter  # noqa: E402
-from road_seg_perception.tools.bench import load_frames  # noqa: E402
 
 SETTINGS = {"off (product)": {"spinning": "off"}, "run": {"spinning": "run"},
             "1 thread": {"threads": 1, "spinning": "off"}}

@@ -8,7 +8,7 @@ frame), an echo process answers each with a 480x360 mono8 image carrying the sam
 node sends back), and the round trip is timed from just before ``publish`` to the answer's callback.
 Each size is measured with glibc's default allocator thresholds (``ROAD_SEG_NO_MALLOC_TUNING=1``)
 and with ``road_seg_perception.allocator.keep_large_buffers()`` in both processes, which the node,
-``road-seg-replay`` and ``road-seg-bench`` apply. Speed is reported, never asserted.
+``road-seg-replay`` and ``bench/run_bench.py`` apply. Speed is reported, never asserted.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The benchmark tools: ``road-seg-bench``, the naive baseline node, the GPU script on the CPU.
+"""The benchmark tools: ``bench/run_bench.py``, the naive baseline node, the GPU script on the CPU.
 
 Nothing here asserts a speed: the checks are that every section is measured, that the numbers are
 sane (positive, ordered, counts that add up) and that the outputs are right (mask size, header).
@@ -29,8 +29,11 @@ from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from bench.pyspy import finish_py_spy, py_spy_path, start_py_spy, summarize_stacks  # noqa: E402
+from bench.run_bench import main as bench_main  # noqa: E402
+from bench.settings import BARE_BACKENDS, BenchSettings  # noqa: E402
+from bench.targets import targets  # noqa: E402
 from road_seg_perception.ros.messages import numpy_to_image_msg  # noqa: E402
-from road_seg_perception.tools import bench as B  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -38,12 +41,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def quick_run(tiny_model, tmp_path_factory):
-    """One ``road-seg-bench --quick`` run on the tiny model, every section: (exit code, JSON, markdown, stdout)."""
+    """One ``bench/run_bench.py --quick`` run on the tiny model, every section: (exit code, JSON, markdown, stdout)."""
     out = tmp_path_factory.mktemp("bench")
     args = ["--quick", "--model", str(tiny_model["onnx"]), "--json", str(out / "bench.json"),
             "--markdown", str(out / "bench.md"), "--phase-s", "1.2", "--flood-hz", "50",
             "--profile", str(out / "profile.txt")]
-    code = B.main(args)
+    code = bench_main(args)
     return code, json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text(), out
 
 
@@ -54,7 +57,7 @@ def test_bench_quick_measures_every_section(quick_run):
     assert res["meta"]["quick"] is True
     # bare: every backend at both sizes, positive stage times that add up to about the total
     got = {(r["backend"], r["size"]) for r in res["bare"]}
-    assert got == {(b, s) for b in B.BARE_BACKENDS for s in ("480x360", "1280x720")}
+    assert got == {(b, s) for b in BARE_BACKENDS for s in ("480x360", "1280x720")}
     for r in res["bare"]:
         assert r["pre_ms"] > 0 and r["infer_ms"] > 0 and r["post_ms"] > 0
         assert r["total_ms"] >= 0.5 * (r["pre_ms"] + r["infer_ms"] + r["post_ms"])
@@ -124,20 +127,20 @@ def _fake_result(node_p50: float, node_p95: float, node_fps: float, naive_fps: f
 
 
 def test_targets_pass_and_fail_on_the_ratios():
-    s = B.BenchSettings(model=Path("m.onnx"))
-    good = {t["name"]: t for t in B.targets(_fake_result(22.0, 38.0, 40.0, 5.0, 20.0), s)}
+    s = BenchSettings(model=Path("m.onnx"))
+    good = {t["name"]: t for t in targets(_fake_result(22.0, 38.0, 40.0, 5.0, 20.0), s)}
     assert [t["status"] for t in good.values()] == ["PASS"] * 4
     assert list(good.values())[0]["value"] == pytest.approx(1.1)
     assert list(good.values())[2]["value"] == pytest.approx(8.0)
     res = _fake_result(22.0, 38.0, 40.0, 5.0, 20.0)
     res["bare"][0]["paced_total_ms"] = {"15hz": 25.0, "30hz": 19.0}
     res["node"]["phases"]["flood"]["latency_p95_ms"] = 45.0
-    p95_note = B.targets(res, s)[1]["note"]
+    p95_note = targets(res, s)[1]["note"]
     assert "at 30 Hz: 2.00x" in p95_note and "flooded (over capacity): 2.25x" in p95_note
     assert "naive: 125.0x" in p95_note
-    bad = B.targets(_fake_result(30.0, 50.0, 12.0, 5.0, 20.0), s)
+    bad = targets(_fake_result(30.0, 50.0, 12.0, 5.0, 20.0), s)
     assert [t["status"] for t in bad] == ["FAIL"] * 4
-    missing = B.targets({"bare": []}, s)
+    missing = targets({"bare": []}, s)
     assert [t["status"] for t in missing] == ["n/a"] * 4
 
 
@@ -260,9 +263,9 @@ def test_node_with_another_thread_setting_is_compared_with_that_bare_row():
     res = _fake_result(22.0, 38.0, 40.0, 5.0, 20.0)
     res["bare"].append({"backend": "onnxruntime-spinning", "size": "480x360", "total_ms": 11.0,
                         "paced_total_ms": {"15hz": 20.0}})
-    plain = B.targets(res, B.BenchSettings(model=Path("m.onnx")))[0]
+    plain = targets(res, BenchSettings(model=Path("m.onnx")))[0]
     assert plain["value"] == pytest.approx(22.0 / 20.0) and "onnxruntime total" in plain["name"]
-    spinning = B.targets(res, B.BenchSettings(model=Path("m.onnx"), node_params={"inference_spinning": "always"}))[0]
+    spinning = targets(res, BenchSettings(model=Path("m.onnx"), node_params={"inference_spinning": "always"}))[0]
     assert spinning["value"] == pytest.approx(2.0) and "onnxruntime-spinning" in spinning["name"]
     assert "1.10x" in spinning["note"]  # against that row's total at 15 Hz
 
@@ -295,25 +298,25 @@ def test_take_cost_bench_times_each_way_of_taking_a_frame(tmp_path):
 
 def test_py_spy_profile_of_a_running_process(tmp_path):
     """--node-profile's sampler: py-spy attached to a live process writes its stacks (collapsed text)."""
-    if B.py_spy_path() is None:
+    if py_spy_path() is None:
         pytest.skip("py-spy is not installed (requirements-dev.txt)")
     busy = subprocess.Popen([sys.executable, "-c", "import time\ndef spin_here():\n    end = time.time() + 20\n"
                              "    while time.time() < end:\n        pass\nspin_here()\n"])
     try:
         time.sleep(0.5)
         out = tmp_path / "stacks.txt"
-        spy = B.start_py_spy(busy.pid, out, 1.0, log=lambda _m: None)
-        assert B.finish_py_spy(spy, out, log=lambda _m: None) == str(out)
+        spy = start_py_spy(busy.pid, out, 1.0, log=lambda _m: None)
+        assert finish_py_spy(spy, out, log=lambda _m: None) == str(out)
         stacks = out.read_text().splitlines()
         assert stacks and any("spin_here" in line for line in stacks)
         assert all(line.rsplit(" ", 1)[1].isdigit() for line in stacks)  # "frame;frame;... count"
-        summary = B.summarize_stacks(out)
+        summary = summarize_stacks(out)
         assert summary[0].startswith(f"{sum(int(x.rsplit(' ', 1)[1]) for x in stacks)} samples")
         in_spin = sum(float(line.split("%")[0]) for line in summary[1:] if "spin_here" in line)
         assert in_spin > 90, summary  # the busy loop, whichever of its lines was sampled
     finally:
         busy.kill()
         busy.wait()
-    missing = B.finish_py_spy(B.start_py_spy(busy.pid, tmp_path / "gone.txt", 1.0, log=lambda _m: None),
+    missing = finish_py_spy(start_py_spy(busy.pid, tmp_path / "gone.txt", 1.0, log=lambda _m: None),
                               tmp_path / "gone.txt", log=lambda _m: None)
     assert missing is None  # the process has exited: reported, no file

@@ -73,7 +73,7 @@ def test_accounting_problem_names_every_mismatch():
 def test_replay_cli_records_every_mask_of_a_running_node(tiny_model, tmp_path):
     """``road-seg-replay --record`` against the node in its own process, as fast as lock-step allows: the
     recording holds the first mask (recorder matched before playing) and the last (drained after)."""
-    from road_seg_perception.tools.live import _stop, node_command, subprocess_env
+    from road_seg_perception.tools.live import node_command, stop_process, subprocess_env
 
     bag = _bag(tmp_path / "bag", n=20, hw=(32, 64))
     env = subprocess_env(1 + (os.getpid() + 83) % 100)
@@ -92,4 +92,4 @@ def test_replay_cli_records_every_mask_of_a_running_node(tiny_model, tmp_path):
             recorded = [f.stamp_ns for f in B.read_frames(out, image_topic="/road_mask", gt_topic=None)]
             assert recorded == [f.stamp_ns for f in B.read_frames(bag)], f"run {i}: {len(recorded)} masks\n{r.stderr}"
     finally:
-        assert _stop(node) == 0
+        assert stop_process(node) == 0

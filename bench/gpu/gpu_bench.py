@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.model.is_file():
         print(f"gpu_bench: model {a.model} not found (pass --model)", file=sys.stderr)
         return 2
-    from road_seg_perception.tools.bench import load_frames
+    from bench.frames import load_frames
 
     frames, source = load_frames(FRAME_WH, 8)
     engines: list[dict[str, Any]] = []

@@ -176,7 +176,7 @@ def _keras_gpus(backend: str) -> list[str]:
 def resolve_model_files(path: Path) -> tuple[Path | None, Path | None]:
     """``(onnx, keras)`` files for a model path: the file itself plus a same-stem sibling.
 
-    For tools that compare both backends of one model on purpose (``road-seg-bench``); loading
+    For tools that compare both backends of one model on purpose (``bench/run_bench.py``); loading
     goes through :func:`open_backend`, which runs the file it is given.
     """
     if path.suffix == ".onnx":

@@ -224,13 +224,13 @@ def run_live(bag: Path | str, out_bag: Path | str, model: Path | str, rate: floa
                 raise LiveReplayError("the executor thread of the replay node died (see the traceback above)")
             if proc.poll() is not None:
                 raise LiveReplayError(f"road_seg_node exited with status {proc.returncode} during start-up:\n"
-                                      + _tail(log_path))
+                                      + log_tail(log_path))
             if replayer.publishers[image_topic].get_subscription_count() > 0 and not recorder.unmatched():
                 break
             time.sleep(0.1)
         else:
             raise LiveReplayError(f"road_seg_node not ready after {startup_timeout_s} s (command: {' '.join(cmd)})"
-                                  ":\n" + _tail(log_path))
+                                  ":\n" + log_tail(log_path))
         # the recorder sees the node's publishers; give the node a moment to see the recorder too, so the
         # first mask and overlay are neither lost nor skipped (overlays are drawn only with a subscriber)
         recorder.wait_matched(timeout_s=5.0)
@@ -239,7 +239,7 @@ def run_live(bag: Path | str, out_bag: Path | str, model: Path | str, rate: floa
         def on_publish(topic: str, _ts: int, data: bytes, wall_ns: int) -> None:
             if proc.poll() is not None:
                 raise LiveReplayError(f"road_seg_node exited with status {proc.returncode} during the replay:\n"
-                                      + _tail(log_path))
+                                      + log_tail(log_path))
             msg_stamp = header_stamp_ns(data, replayer.msgtypes[topic])
             published[msg_stamp] = ("", wall_ns)
             if waiter is not None:
@@ -270,7 +270,7 @@ def run_live(bag: Path | str, out_bag: Path | str, model: Path | str, rate: floa
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
-        returncode = _stop(proc)
+        returncode = stop_process(proc)
         log_file.close()
     wall_s = time.monotonic() - t_start
 
@@ -302,14 +302,14 @@ def run_live(bag: Path | str, out_bag: Path | str, model: Path | str, rate: floa
                    {"rate": rate, "lockstep": lockstep, "domain_id": domain, "command": cmd})
 
 
-def _tail(path: Path, n: int = 30) -> str:
+def log_tail(path: Path, n: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:
         return "(no log)"
 
 
-def _stop(proc: subprocess.Popen | None, timeout_s: float = 10.0) -> int | None:
+def stop_process(proc: subprocess.Popen | None, timeout_s: float = 10.0) -> int | None:
     """SIGINT the node (clean rclpy shutdown), then SIGKILL if it does not exit."""
     if proc is None:
         return None
