@@ -26,7 +26,7 @@ demo: setup
 	$(PY) -m road_seg_perception.tools.demo
 
 train: setup
-	$(PY) -m road_seg_perception.training.cli --config config/train_camvid.yaml
+	$(PY) -m road_seg_perception.training.cli --config config/train_road.yaml
 
 bench: setup
 	$(PY) -m road_seg_perception.tools.bench

@@ -32,7 +32,7 @@ MAY_IMPORT = {
 }
 CORE_THIRD_PARTY = {"numpy", "cv2"}
 #: Keras runs on TensorFlow, JAX or torch: the backends may ask those for devices, inside functions.
-CORE_LAZY_ONLY = {"onnxruntime", "keras", "tensorflow", "jax", "torch"}
+CORE_LAZY_ONLY = {"onnxruntime", "keras", "tensorflow", "jax", "torch", "h5py"}  # h5py: .keras weights hash
 HEAVY = {"keras", "tensorflow", "rclpy", "onnxruntime", "matplotlib", "tf2onnx", "onnx"}
 NEVER = {"bagio": {"rclpy"}, "training": {"rclpy"}}
 

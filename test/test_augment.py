@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from road_seg_perception.core.preprocessing import VOID
-from road_seg_perception.training.augment import AugmentConfig, augment
+from road_seg_perception.training.augment import AugmentConfig, augment, augment_with_soft, photometric
 
 H, W, CELL = 96, 128, 16
 
@@ -174,3 +174,58 @@ def test_noise_perturbs_pixels_with_bounded_spread():
     diff = out_img.astype(np.int16) - 128
     assert 0 < diff.std() <= 8.0 * 1.1
     assert abs(diff.mean()) < 1.0
+
+
+# ----------------------------------------------------------------------------- robustness augmentations
+
+def _photo_only(**kw) -> AugmentConfig:
+    return AugmentConfig(hflip=0.0, scale=(1.0, 1.0), rotate_deg=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
+                         hue_deg=0.0, **kw)
+
+
+def test_white_balance_scales_channels_independently():
+    image = np.full((16, 16, 3), 100, np.uint8)
+    out = photometric(image, np.random.default_rng(3), _photo_only(white_balance=0.2))
+    means = out.reshape(-1, 3).mean(axis=0)
+    assert np.all((means >= 80) & (means <= 120)) and np.ptp(means) > 1  # channels moved by different gains
+
+
+def test_blur_smooths_and_jpeg_adds_artefacts():
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    blurred = photometric(image, np.random.default_rng(0), _photo_only(blur=1.0, blur_sigma=(1.0, 1.0)))
+    assert blurred.std() < image.std() * 0.7
+    jpeg = photometric(image, np.random.default_rng(0), _photo_only(jpeg=1.0, jpeg_quality=(20, 20)))
+    assert jpeg.shape == image.shape and jpeg.dtype == np.uint8 and np.abs(jpeg.astype(int) - image).mean() > 5
+
+
+def test_vertical_shift_moves_image_and_label_together():
+    label = np.zeros((40, 20), np.uint8)
+    label[20:] = 1
+    image = np.where(label[..., None] == 1, 200, 50).astype(np.uint8).repeat(3, axis=2)
+    cfg = AugmentConfig(hflip=0.0, scale=(1.0, 1.0), rotate_deg=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
+                        hue_deg=0.0, vshift=0.25)
+    img2, lab2 = augment(image, label, np.random.default_rng(5), cfg)
+    rows = np.flatnonzero((lab2 == 1).all(axis=1))
+    assert rows[0] != 20  # the horizon moved
+    valid = lab2 != 255
+    assert np.all((img2[..., 0][valid] > 125) == (lab2[valid] == 1))
+
+
+def test_soft_map_follows_the_label_geometry():
+    rng = np.random.default_rng(6)
+    label = (rng.random((24, 32)) > 0.5).astype(np.uint8)
+    image = np.repeat(label[..., None] * 200, 3, axis=2).astype(np.uint8)
+    soft = label.astype(np.float32)
+    _, lab2, soft2 = augment_with_soft(image, label, soft, np.random.default_rng(7),
+                                       AugmentConfig(scale=(0.7, 1.2), rotate_deg=0.0))
+    inside = (lab2 != 255) & (soft2 >= 0)
+    assert np.mean(np.abs(soft2[inside] - lab2[inside]) < 0.5) > 0.9  # bilinear vs nearest differ only at edges
+    assert np.all(soft2[lab2 == 255] <= 0.5)  # outside the frame: no soft label (-1, blended at the border)
+
+
+@pytest.mark.parametrize("field,value", [("blur", 1.5), ("jpeg", -0.1), ("white_balance", -1.0), ("vshift", -0.1),
+                                         ("jpeg_quality", (0, 50)), ("blur_sigma", (0.0, 1.0))])
+def test_bad_robustness_settings_name_the_field(field, value):
+    with pytest.raises(ValueError, match=f"augment.{field}"):
+        AugmentConfig(**{field: value}).validate()

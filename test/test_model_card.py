@@ -1,37 +1,55 @@
-"""The model card renders every measured split, and its reproduce commands name each held-out run."""
+"""The model card renders every validation split with its prior and teacher, the cross-dataset rows and candidates."""
 
 from __future__ import annotations
 
 import json
 
-import yaml
+import numpy as np
 
 from road_seg_perception.tools import model_card as MC
 
-SPLIT = {"iou": 0.9, "mean_frame_iou": 0.89, "f1": 0.95, "precision": 0.96, "recall": 0.94, "frames": 10}
+S = {"iou": 0.9, "mean_frame_iou": 0.89, "f1": 0.95, "precision": 0.96, "recall": 0.94, "frames": 10}
 
 
-def card(holdouts: list[dict]) -> dict:
-    return {"val": SPLIT, "holdout": holdouts, "holdout_note": "Dusk is hard.", "input_hw": [192, 256],
-            "threshold": 0.5, "parameters": 1000, "macs": 2e6, "levels": 4,
-            "train": {"train_frames": 5, "train_drives": ["A", "B"], "epochs_run": 3, "best_epoch": 2},
-            "cpu": "x86_64", "threads": 2, "runs": 5, "latency": [{"path": "onnxruntime", "total": 7.0}],
-            "tradeoff": "t", "note": "", "commands": ["cmd"]}
+def card() -> dict:
+    split = {"model": S, "prior": {**S, "iou": 0.6}, "teacher": {**S, "iou": 0.97}}
+    return {"splits": {"camvid_val": split, "camvid_0001TP": {**split, "model": {**S, "iou": 0.91}},
+                       "idd_val": {"model": S, "prior": {**S, "iou": 0.7}}},
+            "input_hw": [192, 256], "threshold": 0.5, "parameters": 1000, "macs": 2e6, "architecture": "arch",
+            "recipe": "recipe", "datasets": {"camvid": {"format": "camvid", "positive_ids": [3], "train_frames": 5,
+                                                        "train_drives": 2, "weight": 3.0,
+                                                        "splits": {"camvid_0001TP": {"frames": 62, "drives": ["x"]}}}},
+            "epochs_run": 3, "best_epoch": 2, "cpu": "x86_64", "threads": 2, "runs": 5,
+            "latency": [{"path": "onnxruntime", "total": 7.0}], "tradeoff": "t", "targets": "Targets: met.",
+            "note": "", "cross": [{"run": "r_no_camvid", "trained_on": ["idd"], "split": "camvid_val", **S,
+                                   "iou": 0.88}],
+            "candidates": [{"name": "shipped", "total_ms": 8.0, "fps": 125.0,
+                            "splits": {"camvid_val": 0.9, "camvid_0001TP": 0.91, "idd_val": 0.9}}],
+            "commands": ["cmd"]}
 
 
-def test_render_has_a_row_per_held_out_drive():
-    md = MC.render(card([{**SPLIT, "iou": 0.93, "drive": "0006R0", "frames": 101, "epochs_run": 16},
-                         {**SPLIT, "iou": 0.76, "drive": "0001TP", "frames": 62, "epochs_run": 16}]))
-    assert "| held-out drive 0006R0 (a model trained without it, same settings, best of 16 epochs) | 101 | " \
-           "**0.9300** |" in md
-    assert "| held-out drive 0001TP" in md and "**0.7600**" in md
-    assert "Dusk is hard." in md
-    assert md.count("| held-out drive") == 2
+def test_render_has_a_row_per_split_with_prior_and_teacher():
+    md = MC.render(card())
+    assert "| CamVid val (drive 0016E5) | 10 | **0.9000** | 0.9600 | 0.9400 | 0.8900 | 0.6000 | 0.9700 |" in md
+    assert "| CamVid drive 0001TP (dusk, held out) | 10 | **0.9100** |" in md
+    assert "| IDD-Lite validation sequences | 10 | **0.9000** | 0.9600 | 0.9400 | 0.8900 | 0.7000 | - |" in md
+    assert "| `r_no_camvid` | idd | CamVid val (drive 0016E5) | **0.8800** |" in md
+    assert "| shipped | 0.9000 | 0.9100 | 0.9000 | 8.0 | 125.0 |" in md
+    assert "Targets: met." in md and "trained on 5 frames of 2 drive(s), drawn x3.0" in md
+    json.dumps(card())  # the card stays JSON-serialisable
 
 
-def test_drive_of_reads_the_run_config(tmp_path):
-    run = tmp_path / "road_unet_holdout_X"
-    run.mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"holdout_drive": "0006R0"}}))
-    assert MC._drive_of(str(run)) == "0006R0"
-    json.dumps(card([]))  # the card stays JSON-serialisable
+def test_prior_is_the_bottom_of_the_frame():
+    m = MC.prior_mask(np.zeros((100, 40, 3), np.uint8))
+    assert m.dtype == np.uint8 and set(np.unique(m)) == {0, 255}
+    assert (m[:, 0] == 255).sum() == 38 and np.all(m[-38:] == 255) and np.all(m[:62] == 0)
+
+
+def test_score_masks_pools_pixels_over_frames():
+    label = np.zeros((10, 10), np.uint8)
+    label[5:] = 1
+    label[0, 0] = 255
+    pairs = [(np.zeros((10, 10, 3), np.uint8), label)] * 2
+    r = MC.score_masks(lambda im: np.where(np.arange(10)[:, None] >= 4, 255, 0).repeat(10, 1).astype(np.uint8),
+                       pairs, "t")
+    assert r["frames"] == 2 and r["iou"] == round(50 / 60, 4) and r["recall"] == 1.0

@@ -262,6 +262,7 @@ def test_inference_thread_settings_reach_onnx_runtime_and_reload_the_model(harne
     results = h.node.set_parameters([Parameter("inference_spinning", value="always"),
                                      Parameter("inference_threads", value=2)])
     assert all(r.successful for r in results), results
+    assert h.node.wait_for_model(30)  # the load runs on the loader thread
     assert h.node.segmenter is not old  # a new session with the new settings
     assert session_settings() == (2, "1", "")
     rgb = random_rgb(36, 48, 12)
@@ -292,6 +293,7 @@ def test_model_swap_refused_on_bad_file_and_accepted_on_good(harness, reference,
     copy = tmp_path / "swapped.onnx"
     shutil.copy(tiny_model["onnx"], copy)
     assert h.node.set_parameters([Parameter("model_path", value=str(copy))])[0].successful
+    assert h.node.wait_for_model(30)
     assert h.node.segmenter is not old_segmenter and h.node.segmenter.info["model"] == str(copy)
     h.pub.publish(image_msg(rgb, "rgb8", 2))
     np.testing.assert_array_equal(as_array(h.mask_for(2)), reference_mask(reference, rgb))

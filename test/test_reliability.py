@@ -212,6 +212,7 @@ def test_node_refuses_unsafe_keras_unless_allowed(ctx, harness, tiny_model, tmp_
     assert "allow_unsafe_model" in result.reason
     assert h.node.segmenter is safe and h.node.get_parameter("model_path").value == str(tiny_model["onnx"])
     assert h.node.set_parameters_atomically([*params, Parameter("allow_unsafe_model", value=True)]).successful
+    assert h.node.wait_for_model(60)
     assert h.node.segmenter is not safe and h.node.segmenter.info["model"] == str(lam)
     h.pub.publish(image_msg(rgb, "rgb8", 2))
     np.testing.assert_array_equal(as_array(h.mask_for(2)), expected)

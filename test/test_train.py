@@ -132,7 +132,7 @@ def test_smoke_one_epoch(camvid_tiny, tmp_path, capsys):
         im = cv2.imread(str(run_dir / png))
         assert im is not None and im.ndim == 3 and min(im.shape[:2]) > 50, png
     out = capsys.readouterr().out
-    assert "train: 8 frames" in out and "epoch 1: loss" in out and "done:" in out
+    assert "dataset camvid: train 8 frames" in out and "epoch 1: loss" in out and "done:" in out
 
 
 class _Interrupted(Exception):

@@ -21,7 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from road_seg_perception.bagio.image_codec import compressed_to_rgb, image_to_rgb
+from road_seg_perception.bagio.image_codec import DEFAULT_MAX_PIXELS, compressed_to_rgb, image_to_rgb
 
 IMAGE_TOPIC = "/camera/image_raw"
 COMPRESSED_TOPIC = "/camera/image_raw/compressed"
@@ -455,10 +455,14 @@ def mono8_array(msg: Any) -> np.ndarray:
     return data[: h * step].reshape(h, step)[:, :w]
 
 
-def decode_image(msg: Any, msgtype: str) -> np.ndarray:
-    """RGB uint8 array of an ``Image`` or ``CompressedImage`` message (via the ROS conversions)."""
+def decode_image(msg: Any, msgtype: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """RGB uint8 array of an ``Image`` or ``CompressedImage`` message (via the ROS conversions).
 
-    return compressed_to_rgb(msg) if msgtype == COMPRESSED_TYPE else image_to_rgb(msg)
+    ``max_pixels`` is checked from the header (or the message's size fields) before decoding.
+    """
+    if msgtype == COMPRESSED_TYPE:
+        return compressed_to_rgb(msg, max_pixels=max_pixels)
+    return image_to_rgb(msg, max_pixels=max_pixels)
 
 
 @dataclass

@@ -1,7 +1,12 @@
 """Inference backends behind one small interface: ONNX Runtime and Keras (TF, JAX or torch).
 
 A backend takes an ``(N, H, W, 3)`` float32 batch and returns ``(N, H, W)`` float32 road
-probabilities. ``open_backend`` picks one and reports the backend and device it chose.
+probabilities. ``open_backend`` picks one and reports the backend, the device and the file it loaded.
+
+The file named is the file that runs, with one documented exception: backend ``auto`` given
+``X.keras`` runs ``X.onnx`` from the same folder when, and only when, that ONNX file's metadata
+holds the weights hash of ``X.keras`` (written by ``road-seg-export``); otherwise ``X.keras``
+itself runs. Backend ``onnxruntime`` needs an ``.onnx`` file and ``keras`` a ``.keras`` file.
 """
 
 from __future__ import annotations
@@ -13,7 +18,15 @@ from typing import Protocol
 
 import numpy as np
 
-from road_seg_perception.core.model_io import ModelFileError, load_keras_model
+from road_seg_perception.core.model_io import (
+    ONNX_WEIGHTS_KEY,
+    ModelFileError,
+    check_keras_file,
+    check_model_path,
+    check_onnx_structure,
+    keras_weights_digest,
+    load_keras_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +39,11 @@ class Backend(Protocol):
     name: str
     device: str
     input_hw: tuple[int, int]
+    path: Path  # the file actually loaded
 
     def infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
 
 
 class OnnxBackend:
@@ -49,13 +65,11 @@ class OnnxBackend:
     name = "onnxruntime"
 
     def __init__(self, path: Path, device: str = "auto", threads: int = 0, spinning: str = "off"):
-        import onnxruntime as ort
-
         if spinning not in SPINNING_MODES:
             raise ValueError(f"spinning must be one of {SPINNING_MODES}, got {spinning!r}")
+        self.path = check_model_path(Path(path))
+        import onnxruntime as ort
 
-        if not path.is_file():
-            raise ModelFileError(f"model file {path} does not exist")
         available = ort.get_available_providers()
         providers = []
         if device in ("auto", "gpu"):
@@ -78,12 +92,19 @@ class OnnxBackend:
         inp = self.session.get_inputs()[0]
         self._input = inp.name
         shape = inp.shape
-        if len(shape) != 4 or not all(isinstance(s, int) for s in shape[1:3]) or shape[3] != 3:
+        if len(shape) != 4 or shape[3] != 3:
             raise ModelFileError(f"model file {path} has input shape {shape}; expected (N, H, W, 3)")
+        if not all(isinstance(s, int) and s > 0 for s in shape[1:3]):  # ONNX Runtime shows a negative size as None
+            raise ModelFileError(f"model file {path} has input size {shape[1]}x{shape[2]} (height x width); "
+                                 "both must be fixed positive numbers")
         self.input_hw = (int(shape[1]), int(shape[2]))
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: batch})[0][..., 0]
+
+    def close(self) -> None:
+        self.__dict__.pop("session", None)
 
 
 class KerasBackend:
@@ -92,10 +113,16 @@ class KerasBackend:
     name = "keras"
 
     def __init__(self, path: Path, device: str = "auto", allow_unsafe: bool = False, compiled: bool = True):
+        self.path = Path(path)
+        self.model = load_keras_model(path, allow_unsafe=allow_unsafe)  # checks the file before importing keras
         import keras
 
-        self.model = load_keras_model(path, allow_unsafe=allow_unsafe)
-        self.input_hw = tuple(int(s) for s in self.model.input_shape[1:3])
+        shape = tuple(self.model.input_shape)
+        if len(shape) != 4 or not all(isinstance(s, int) and s > 0 for s in shape[1:3]) or shape[3] != 3:
+            self.close()
+            raise ModelFileError(f"model file {path} has input shape {shape}; expected (N, H, W, 3) with "
+                                 "positive H and W")
+        self.input_hw = (int(shape[1]), int(shape[2]))
         self.keras_backend = keras.backend.backend()
         gpus = _keras_gpus(self.keras_backend)
         if device == "gpu" and not gpus:
@@ -118,6 +145,14 @@ class KerasBackend:
             out = self.model.predict_on_batch(batch)
         return np.asarray(out)[..., 0]
 
+    def close(self) -> None:
+        """Drop the model and its compiled function and clear Keras' global state, so swaps do not leak."""
+        import keras
+
+        self._fn = None
+        self.__dict__.pop("model", None)
+        keras.backend.clear_session()  # also runs the garbage collector
+
 
 def _keras_gpus(backend: str) -> list[str]:
     try:
@@ -139,7 +174,11 @@ def _keras_gpus(backend: str) -> list[str]:
 
 
 def resolve_model_files(path: Path) -> tuple[Path | None, Path | None]:
-    """``(onnx, keras)`` files for a model path: the file itself plus a same-stem sibling."""
+    """``(onnx, keras)`` files for a model path: the file itself plus a same-stem sibling.
+
+    For tools that compare both backends of one model on purpose (``road-seg-bench``); loading
+    goes through :func:`open_backend`, which runs the file it is given.
+    """
     if path.suffix == ".onnx":
         k = path.with_suffix(".keras")
         return path, (k if k.is_file() else None)
@@ -149,35 +188,81 @@ def resolve_model_files(path: Path) -> tuple[Path | None, Path | None]:
     raise ModelFileError(f"model file {path} must end in .onnx or .keras")
 
 
-def open_backend(model_path: str | Path, backend: str = "auto", device: str = "auto",
-                 allow_unsafe: bool = False, threads: int = 0, spinning: str = "off") -> Backend:
-    """Open ``model_path`` with the requested backend; ``auto`` prefers ONNX Runtime (fastest here).
+def verified_onnx_sibling(keras_path: Path, device: str = "auto", threads: int = 0,
+                          spinning: str = "off") -> tuple[OnnxBackend | None, str]:
+    """Open ``X.onnx`` beside ``X.keras`` if its metadata holds the Keras file's weights hash.
 
-    ``threads`` (0 = ``min(4, cores)``) and ``spinning`` set ONNX Runtime's CPU thread pool.
+    Returns ``(backend, "")`` or ``(None, why the sibling was not used)``. Call only after the
+    ``.keras`` file passed :func:`check_keras_file`.
+    """
+    onnx_path = keras_path.with_suffix(".onnx")
+    if not onnx_path.exists():
+        return None, f"no {onnx_path.name} beside it"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None, "onnxruntime is not installed"
+    digest = keras_weights_digest(keras_path)
+    if digest is None:
+        return None, "its weights hash cannot be computed (no model.weights.h5, or h5py missing)"
+    try:
+        sibling = OnnxBackend(onnx_path, device, threads, spinning)
+    except ModelFileError as e:
+        return None, f"{onnx_path.name} is unusable ({e})"
+    stored = sibling.metadata.get(ONNX_WEIGHTS_KEY)
+    if stored != digest:
+        sibling.close()
+        why = "carries no Keras weights hash" if stored is None else "was exported from other weights"
+        return None, f"{onnx_path.name} {why}"
+    return sibling, ""
+
+
+def precheck_model(model_path: str | Path, backend: str = "auto", device: str = "auto",
+                   allow_unsafe: bool = False) -> Path:
+    """The cheap checks :func:`open_backend` makes before loading anything; return the path.
+
+    Settings, file kind and size, suffix against backend, ``.keras`` archive sizes and safety,
+    ``.onnx`` protobuf structure. Nothing is imported or decoded in full: the node runs these
+    on the executor thread and the load itself on a thread of its own.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-    path = Path(model_path)
-    if not path.exists():
-        raise ModelFileError(f"model file {path} does not exist")
-    onnx_path, keras_path = resolve_model_files(path)
-    if backend == "onnxruntime":
-        if onnx_path is None:
-            raise ModelFileError(f"backend onnxruntime needs an .onnx file; none found for {path}")
-        return OnnxBackend(onnx_path, device, threads, spinning)
-    if backend == "keras":
-        if keras_path is None:
-            raise ModelFileError(f"backend keras needs a .keras file; none found for {path}")
-        return KerasBackend(keras_path, device, allow_unsafe)
-    if onnx_path is not None:
-        try:
-            import onnxruntime  # noqa: F401
+    path = check_model_path(Path(model_path))
+    if path.suffix not in (".onnx", ".keras"):
+        raise ModelFileError(f"model file {path} must end in .onnx or .keras")
+    if path.suffix == ".onnx":
+        if backend == "keras":
+            raise ModelFileError(f"model file {path} is an ONNX file; backend keras runs .keras files "
+                                 "(name the .keras file, or use backend auto or onnxruntime)")
+        check_onnx_structure(path)
+    else:
+        if backend == "onnxruntime":
+            raise ModelFileError(f"model file {path} is a .keras file; backend onnxruntime runs .onnx files "
+                                 "(name the .onnx file, or use backend auto or keras)")
+        check_keras_file(path, allow_unsafe)
+    return path
 
-            return OnnxBackend(onnx_path, device, threads, spinning)
+
+def open_backend(model_path: str | Path, backend: str = "auto", device: str = "auto",
+                 allow_unsafe: bool = False, threads: int = 0, spinning: str = "off") -> Backend:
+    """Open ``model_path`` with the requested backend; the returned backend's ``path`` is the file loaded.
+
+    ``auto`` runs an ``.onnx`` file with ONNX Runtime and a ``.keras`` file with Keras, except
+    that a ``.keras`` file's verified ONNX sibling (see the module doc) runs instead, for speed.
+    ``threads`` (0 = ``min(4, cores)``) and ``spinning`` set ONNX Runtime's CPU thread pool.
+    """
+    path = precheck_model(model_path, backend, device, allow_unsafe)
+    if path.suffix == ".onnx":
+        try:
+            return OnnxBackend(path, device, threads, spinning)
         except ImportError:
-            log.info("onnxruntime not installed; using Keras")
-    if keras_path is None:
-        raise ModelFileError(f"no usable model for {path}: onnxruntime is missing and there is no .keras file")
-    return KerasBackend(keras_path, device, allow_unsafe)
+            raise ModelFileError(f"model file {path} needs onnxruntime, which is not installed") from None
+    if backend == "auto":
+        sibling, why = verified_onnx_sibling(path, device, threads, spinning)
+        if sibling is not None:
+            log.info("running %s for %s: its metadata holds the same Keras weights hash", sibling.path, path)
+            return sibling
+        log.info("running %s with Keras: %s", path, why)
+    return KerasBackend(path, device, allow_unsafe)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from road_seg_perception.core.backends import Backend, open_backend
+from road_seg_perception.core.model_io import ModelFileError
 from road_seg_perception.core.postprocess import probability_to_mask
 from road_seg_perception.core.preprocessing import preprocess, upsample_probability
 
@@ -70,8 +71,42 @@ class PostConfig:
             raise ValueError("min_blob_area and fill_holes_area must be >= 0")
 
 
+def probe_frame(input_hw: tuple[int, int]) -> np.ndarray:
+    """A fixed textured RGB frame (seeded noise over a vertical gradient) for the load-time output check."""
+    h, w = input_hw
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, h, dtype=np.float32)[:, None, None]
+    return np.clip(ramp * 0.6 + rng.integers(0, 100, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def check_outputs(backend: Backend, label: str) -> None:
+    """Run a probe frame and a black frame; raise :class:`ModelFileError` unless the outputs are finite
+    probabilities in [0, 1] of shape ``(N, H, W)``."""
+    h, w = backend.input_hw
+    frames = (preprocess(probe_frame((h, w)), (h, w)), np.zeros((h, w, 3), np.float32))
+    try:  # one frame per call, the batch size frames come in (a compiled Keras call traces once)
+        out = np.concatenate([np.asarray(backend.infer(f[None])) for f in frames])
+    except Exception as e:  # a runtime error on the probe means the model cannot serve frames
+        raise ModelFileError(f"model file {label} fails on a probe frame: {type(e).__name__}: {e}") from e
+    if out.shape != (2, h, w):
+        raise ModelFileError(f"model file {label} gives outputs of shape {out.shape[1:]} for input {h}x{w}; "
+                             f"expected ({h}, {w}) road probabilities")
+    bad = ~np.isfinite(out)
+    if bad.any():
+        raise ModelFileError(f"model file {label} gives NaN or infinite outputs on a probe frame "
+                             f"({int(bad.sum())} of {out.size} values); refused")
+    lo, hi = float(out.min()), float(out.max())
+    if lo < -1e-3 or hi > 1.0 + 1e-3:
+        raise ModelFileError(f"model file {label} gives outputs in [{lo:.3g}, {hi:.3g}] on a probe frame; "
+                             "expected road probabilities in [0, 1] (a sigmoid output)")
+
+
 class RoadSegmenter:
-    """Pre-process, infer and post-process camera frames on numpy arrays."""
+    """Pre-process, infer and post-process camera frames on numpy arrays.
+
+    At load the model's outputs on a probe frame are checked (:func:`check_outputs`): a model that
+    gives NaN, infinite or out-of-range values is refused with :class:`ModelFileError`.
+    """
 
     def __init__(self, model_path: str | Path | None = None, backend: str = "auto", device: str = "auto",
                  post: PostConfig | None = None, allow_unsafe: bool = False, threads: int = 0,
@@ -81,14 +116,28 @@ class RoadSegmenter:
         self.post.validate()
         self.backend: Backend = open_backend(self.model_path, backend, device, allow_unsafe, threads, spinning)
         self.input_hw = self.backend.input_hw
-        for _ in range(warmup):
-            self.backend.infer(np.zeros((1, *self.input_hw, 3), np.float32))
+        label = str(self.backend.path) + ("" if self.backend.path == self.model_path
+                                          else f" (run for {self.model_path})")
+        try:
+            check_outputs(self.backend, label)
+            for _ in range(max(0, warmup - 1)):  # the probe was the first warm-up run
+                self.backend.infer(np.zeros((1, *self.input_hw, 3), np.float32))
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def info(self) -> dict[str, str]:
-        """Backend, device, model and input size, for logs and diagnostics."""
+        """Backend, device, the file loaded (``model``), the file named and input size, for logs and diagnostics."""
         return {"backend": self.backend.name, "device": self.backend.device,
-                "model": str(self.model_path), "input_size": f"{self.input_hw[1]}x{self.input_hw[0]}"}
+                "model": str(self.backend.path), "requested_model": str(self.model_path),
+                "input_size": f"{self.input_hw[1]}x{self.input_hw[0]}"}
+
+    def close(self) -> None:
+        """Release the model (a Keras model also clears Keras' global state). The segmenter is unusable after."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
 
     def probability(self, image_rgb: np.ndarray) -> np.ndarray:
         """Low-resolution road probability ``(h, w)`` float32 for one RGB uint8 image."""

@@ -49,7 +49,7 @@ from road_seg_perception.bagio.image_codec import (
     rgb_to_encoding,
     validate_image_msg,
 )
-from road_seg_perception.core.backends import BACKENDS, DEVICES, SPINNING_MODES
+from road_seg_perception.core.backends import BACKENDS, DEVICES, SPINNING_MODES, precheck_model
 from road_seg_perception.core.ground_grid import CameraPose, GridConfigError, GridSpec, GroundGridCache, Intrinsics
 from road_seg_perception.core.model_io import ModelFileError
 from road_seg_perception.core.overlay import draw_overlay
@@ -59,7 +59,14 @@ from road_seg_perception.core.temporal import DEFAULT_ALPHA, DEFAULT_RESET_GAP_S
 from road_seg_perception.ros.grid import TfPoseSource, intrinsics_from_camera_info, occupancy_grid_msg, tf_available
 from road_seg_perception.ros.intake import NoExecutorGroup, SubscriptionIntake, intake_available
 from road_seg_perception.ros.messages import numpy_to_image_msg
-from road_seg_perception.ros.node_process import run_node
+from road_seg_perception.ros.model_loader import (
+    LoadRequest,
+    ModelLoader,
+    load_until_shutdown,
+    model_files_identity,
+    unknown_overrides,
+)
+from road_seg_perception.ros.node_process import run_node, stop_requested
 
 NODE_NAME = "road_seg_node"
 PROBABILITY_ENCODINGS = ("mono8", "32FC1")
@@ -69,9 +76,9 @@ BAD_INPUT_LOG_PERIOD_S = 5.0
 STALE_CHECK_PERIOD_S = 0.1
 #: History depth of the reliable output publishers.
 OUTPUT_DEPTH = 5
-#: Parameters whose change loads a new model (fully, before it replaces the old one).
+#: Parameters whose change loads a new model (fully, on the loader thread, before it replaces the old one).
 MODEL_PARAMETERS = ("model_path", "backend", "device", "allow_unsafe_model", "inference_threads",
-                    "inference_spinning")
+                    "inference_spinning", "model_reload")
 
 
 @dataclass(frozen=True)
@@ -100,8 +107,12 @@ _BIG = 2**31 - 1
 #: Every parameter the node declares (``config/road_seg.yaml`` lists the same names and defaults).
 PARAMETERS: dict[str, ParamSpec] = {
     "model_path": ParamSpec("", "Model file (.onnx or .keras); empty = the shipped "
-                                "share/road_seg_perception/models/road_unet_camvid.onnx"),
-    "backend": ParamSpec("auto", "Inference backend; auto picks the fastest available (ONNX Runtime first)",
+                                "share/road_seg_perception/models/road_unet_camvid.onnx. Setting the same "
+                                "path again reloads it only if the file changed (device, inode, size, mtime)"),
+    "model_reload": ParamSpec(0, "Change this number (e.g. add 1) to reload model_path even if the file looks "
+                                 "unchanged", int_range=(-_BIG, _BIG)),
+    "backend": ParamSpec("auto", "Inference backend; auto runs an .onnx file with ONNX Runtime and a .keras file "
+                                 "with Keras, or with its .onnx export when that carries the .keras weights hash",
                          constraints="one of: " + ", ".join(BACKENDS)),
     "device": ParamSpec("auto", "Inference device; gpu falls back to cpu (logged) when no GPU is usable",
                         constraints="one of: " + ", ".join(DEVICES)),
@@ -172,6 +183,10 @@ PARAMETERS: dict[str, ParamSpec] = {
 }
 
 
+def _model_key(cfg: Any) -> tuple:
+    return tuple(getattr(cfg, k) for k in MODEL_PARAMETERS)
+
+
 class ConfigError(ValueError):
     """An invalid parameter value; the message names the parameter."""
 
@@ -181,6 +196,7 @@ class NodeConfig:
     """The validated, typed parameter values. Replaced as a whole, so the worker sees one version."""
 
     model_path: str
+    model_reload: int
     backend: str
     device: str
     allow_unsafe_model: bool
@@ -350,9 +366,16 @@ class RoadSegmentation:
     def _configure(self) -> None:
         log = self.get_logger()
         config = NodeConfig.from_values(self._parameter_values())
-        self.segmenter = self._load_segmenter(config)
-        self.config = config
+        self._model_lock = threading.Lock()  # swaps the segmenter and sets its post-processing as one step
+        self._retired: list[Any] = []  # replaced segmenters, closed by the worker between frames
+        self._model_status = "ready"
+        self._reverting = False
+        precheck_model(self._model_file(config), config.backend, config.device, config.allow_unsafe_model)
+        self.segmenter, self._serving_identity = load_until_shutdown(
+            lambda: self._load_segmenter(config), lambda: not self.context.ok() or stop_requested())
+        self.config = self._serving = config
         self._log_model(self.segmenter, self.config.device)
+        self._model_loader = ModelLoader(self._load_segmenter, self._on_model_loaded)
         diagnostics_period_s = self._diagnostics_period_s
         self._stop.clear()
 
@@ -436,6 +459,9 @@ class RoadSegmentation:
             if e is not None]
         self._worker = threading.Thread(target=self._worker_loop, name="road_seg_worker", daemon=True)
         self._worker.start()
+        declared = set(self._parameters)  # after the subscriptions declared their qos_overrides parameters
+        for line in unknown_overrides(self._parameter_overrides, declared):
+            log.warning(line)
 
     def activate_processing(self) -> None:
         """Start segmenting the frames that arrive (and publishing the results)."""
@@ -467,15 +493,28 @@ class RoadSegmentation:
         self.segmenter = None
         self.config = None
 
-    def _load_segmenter(self, cfg: NodeConfig):
-        path = cfg.model_path or str(default_model_path())
-        return self._factory(model_path=path, backend=cfg.backend, device=cfg.device, post=cfg.post(),
-                             allow_unsafe=cfg.allow_unsafe_model, threads=cfg.inference_threads,
-                             spinning=cfg.inference_spinning)
+    @staticmethod
+    def _model_file(cfg: NodeConfig) -> str:
+        return cfg.model_path or str(default_model_path())
+
+    def _load_segmenter(self, cfg: NodeConfig) -> tuple[Any, tuple]:
+        """Load ``cfg``'s model; return it with the identity its files had before the load began."""
+        path = self._model_file(cfg)
+        identity = model_files_identity(path)
+        segmenter = self._factory(model_path=path, backend=cfg.backend, device=cfg.device, post=cfg.post(),
+                                  allow_unsafe=cfg.allow_unsafe_model, threads=cfg.inference_threads,
+                                  spinning=cfg.inference_spinning)
+        return segmenter, identity
+
+    def wait_for_model(self, timeout: float | None = None) -> bool:
+        """Wait until no model load is queued or running (tests, tools); False on timeout."""
+        return self._model_loader.wait_idle(timeout)
 
     def _log_model(self, segmenter: Any, requested_device: str) -> None:
         info = segmenter.info
-        self.get_logger().info(f"model {info['model']} (input {info.get('input_size', '?')}) on backend "
+        requested = info.get("requested_model", info["model"])
+        named = "" if requested == info["model"] else f" for model_path {requested}"
+        self.get_logger().info(f"model {info['model']}{named} (input {info.get('input_size', '?')}) on backend "
                                f"{info['backend']}, device {info['device']}")
         if requested_device == "gpu" and not str(info["device"]).startswith("gpu"):
             self.get_logger().warning("device 'gpu' was requested but no usable GPU was found: "
@@ -495,29 +534,89 @@ class RoadSegmentation:
             return SetParametersResult(successful=False, reason=str(e))
         if old is None:  # not configured (managed node): checked now, used when it is configured
             return SetParametersResult(successful=True)
-        segmenter = None
-        if any(getattr(new, k) != getattr(old, k) for k in MODEL_PARAMETERS):
-            try:  # load fully before replacing; on failure the old model keeps serving
-                segmenter = self._load_segmenter(new)
-            except Exception as e:  # any load failure (missing, corrupt, unsafe, runtime) refuses the change
+        log = self.get_logger()
+        load = _model_key(new) != _model_key(old) and not self._reverting
+        if not load and "model_path" in changes and not self._model_loader.busy():
+            load = model_files_identity(self._model_file(new)) != self._serving_identity
+            if not load:
+                log.info(f"model_path {self._model_file(new)}: same path and the file is unchanged, so the model "
+                         "was not reloaded (change model_reload to force a reload)")
+        if load:
+            try:  # cheap checks here; the load runs on the loader thread, the old model serves meanwhile
+                precheck_model(self._model_file(new), new.backend, new.device, new.allow_unsafe_model)
+            except (ModelFileError, ValueError) as e:
                 reason = f"model not changed, the old one keeps serving: {e}"
-                self.get_logger().error(f"refused parameter change: {reason}")
+                log.error(f"refused parameter change: {reason}")
                 return SetParametersResult(successful=False, reason=reason)
-            self._log_model(segmenter, new.device)
-        self._apply(old, new, segmenter)
-        self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
+        self._apply(old, new)
+        if load:
+            self._model_status = f"loading {self._model_file(new)}"
+            self._model_loader.submit(new)
+            log.info(f"loading model {self._model_file(new)} on the loader thread; the current model serves "
+                     "until it is ready")
+        changed = {k: v for k, v in changes.items() if getattr(old, k) != getattr(new, k)}
+        if changed:
+            log.info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()))
         return SetParametersResult(successful=True)
 
-    def _apply(self, old: NodeConfig, new: NodeConfig, segmenter: Any | None) -> None:
-        if segmenter is not None:
-            self.segmenter = segmenter
-        self.segmenter.post = new.post()
+    def _apply(self, old: NodeConfig, new: NodeConfig) -> None:
+        with self._model_lock:
+            self.segmenter.post = new.post()
+            self.config = new
         self._ema.configure(new.temporal_alpha, new.temporal_reset_gap_s)
         if not new.temporal_smoothing:
             self._ema.reset()
         if (new.process_every_n, new.max_rate_hz) != (old.process_every_n, old.max_rate_hz):
             self.scheduler.sampler.configure(new.process_every_n, new.max_rate_hz)
-        self.config = new
+
+    def _on_model_loaded(self, request: LoadRequest, loaded: tuple[Any, tuple] | None,
+                         error: BaseException | None) -> None:
+        """Loader thread: swap a loaded model in, or report the failure and revert the model parameters."""
+        log = self.get_logger()
+        if self._stop.is_set() or not self._model_loader.is_latest(request):
+            if loaded is not None:  # superseded by a newer request (or shutting down)
+                self._retire(loaded[0])
+            return
+        path = self._model_file(request.config)
+        if error is None and loaded is not None:
+            segmenter, identity = loaded
+            with self._model_lock:
+                segmenter.post = self.config.post()
+                old, self.segmenter = self.segmenter, segmenter
+                self._serving, self._serving_identity = request.config, identity
+            self._retire(old)
+            self._model_status = "ready"
+            self._log_model(segmenter, request.config.device)
+            return
+        why = error if isinstance(error, ModelFileError) else f"{type(error).__name__}: {error}"
+        self._model_status = f"loading {path} failed; the previous model keeps serving: {why}"
+        serving = self._serving
+        revert = [Parameter(k, value=getattr(serving, k)) for k in MODEL_PARAMETERS
+                  if getattr(self.config, k) != getattr(serving, k)]
+        log.error(f"model not changed, the old one keeps serving: {why}; reverting "
+                  + ", ".join(f"{p.name}={p.value!r}" for p in revert))
+        if revert:
+            self._reverting = True  # back to the serving model's settings: nothing to load
+            try:
+                self.set_parameters(revert)
+            finally:
+                self._reverting = False
+
+    def _retire(self, segmenter: Any) -> None:
+        with self._model_lock:
+            self._retired.append(segmenter)
+
+    def _close_retired(self) -> None:
+        """Worker thread, between frames: free replaced models (Keras clears its session)."""
+        with self._model_lock:
+            retired, self._retired = self._retired, []
+        for segmenter in retired:
+            close = getattr(segmenter, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as e:  # a failing close must not stop the worker
+                    self.get_logger().warning(f"closing the replaced model failed: {type(e).__name__}: {e}")
 
     # ------------------------------------------------------------------ input (intake or executor thread)
 
@@ -581,6 +680,8 @@ class RoadSegmentation:
 
     def _worker_loop(self) -> None:
         while not self._stop.is_set():
+            if self._retired:
+                self._close_retired()
             frame = self.scheduler.take(timeout=0.1)
             if frame is None:
                 continue
@@ -698,6 +799,8 @@ class RoadSegmentation:
             "backend": str(info["backend"]),
             "device": str(info["device"]),
             "model": str(info["model"]),
+            "requested_model": str(info.get("requested_model", info["model"])),
+            "model_status": self._model_status,
             "model_input_size": str(info.get("input_size", "")),
             "input_topic": topic,
             "last_bad_reason": self._last_bad_reason,
@@ -728,6 +831,8 @@ class RoadSegmentation:
 
     def _shutdown_worker(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        if hasattr(self, "_model_loader"):
+            self._model_loader.stop(timeout=0.5)  # a daemon thread: a load still running is abandoned
         if self._intake is not None:
             self._intake.stop(timeout)
         if self.scheduler is not None:

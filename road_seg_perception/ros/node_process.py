@@ -24,11 +24,18 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from road_seg_perception.core.allocator import keep_large_buffers
+from road_seg_perception.ros.model_loader import exit_now_if_loading
 
 #: Longest wait of one spin step: how late a signal can be noticed.
 SIGNAL_POLL_S = 0.1
 #: Signals that end the node cleanly (exit 0).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_STOP = threading.Event()
+
+
+def stop_requested() -> bool:
+    """Whether a stop signal arrived since :func:`run_node` began (model loads poll this)."""
+    return _STOP.is_set()
 
 
 def run_node(make_node: Callable[[], Any], logger_name: str, args: list[str] | None = None, *,
@@ -42,7 +49,8 @@ def run_node(make_node: Callable[[], Any], logger_name: str, args: list[str] | N
     goes out).
     """
     tuned = keep_large_buffers()  # before any image buffer is allocated
-    stop = threading.Event()
+    stop = _STOP
+    stop.clear()
 
     def on_signal(_signum: int, _frame: Any) -> None:
         stop.set()
@@ -58,6 +66,9 @@ def run_node(make_node: Callable[[], Any], logger_name: str, args: list[str] | N
         except expected_errors as e:
             log.fatal(f"cannot start: {e}")
             return 1
+        except ExternalShutdownException:  # a stop signal during a model load in the constructor
+            log.info("shutting down: a stop signal came during start-up")
+            return 0
         except Exception as e:  # a parameter rclpy refused at declaration, or anything unexpected
             log.fatal(f"cannot start: {type(e).__name__}: {e}")
             if not isinstance(e, ParameterException):
@@ -85,6 +96,7 @@ def run_node(make_node: Callable[[], Any], logger_name: str, args: list[str] | N
         rclpy.try_shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        exit_now_if_loading(0)  # a stop signal during a model load: do not wait for the load's thread
 
 
 def _linger(executor: SingleThreadedExecutor, stop: threading.Event, seconds: float) -> None:

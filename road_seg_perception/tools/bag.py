@@ -36,6 +36,7 @@ from road_seg_perception.bagio.bag import (
     write_frames,
 )
 from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, fail
+from road_seg_perception.core.imageio import add_max_pixels_argument
 from road_seg_perception.core.metrics import gt_image_from_label
 from road_seg_perception.training.datasets import (
     IMAGE_EXTS,
@@ -50,8 +51,11 @@ from road_seg_perception.training.datasets import (
 def make_bag(images: Path | str, out: Path | str, masks: Path | str | None = None, mask_format: str = "camvid",
              rate: float = 15.0, compressed: bool = False, storage: str = "sqlite3", frame_id: str = "camera",
              limit: int | None = None, start_ns: int | None = None, overwrite: bool = False,
-             progress: bool = False) -> BagSummary:
-    """Build a bag from an image folder (sorted by name) and, optionally, its mask folder."""
+             progress: bool = False, max_pixels: int | None = None) -> BagSummary:
+    """Build a bag from an image folder (sorted by name) and, optionally, its mask folder.
+
+    Files whose header claims more than ``max_pixels`` (default: the process-wide limit) are refused undecoded.
+    """
 
     images = Path(images)
     if limit is not None and limit < 1:
@@ -74,8 +78,8 @@ def make_bag(images: Path | str, out: Path | str, masks: Path | str | None = Non
     def frames() -> Iterator[Frame]:
         for image_path, mask_path in pairs:
             try:
-                rgb = read_image(image_path)
-                gt = None if mask_path is None else gt_image_from_label(read_label(mask_path, spec))
+                rgb = read_image(image_path, max_pixels)
+                gt = None if mask_path is None else gt_image_from_label(read_label(mask_path, spec, max_pixels))
             except DatasetError as e:
                 raise BagError(str(e)) from e
             if gt is not None and gt.shape != rgb.shape[:2]:
@@ -107,6 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stamp of the first frame in seconds since the epoch (default: now)")
     m.add_argument("--overwrite", action="store_true",
                    help="replace an existing output bag (only a bag this tool wrote, or an empty folder)")
+    add_max_pixels_argument(m)
     i = sub.add_parser("info", help="print a bag's topics, types and counts")
     i.add_argument("bag", metavar="BAG")
     for sp in (m, i):
@@ -134,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             raise BagError(f"--start must be a finite number of seconds, got {args.start}")
         start_ns = None if args.start is None else round(args.start * 1e9)
         s = make_bag(args.images, args.out, args.masks, args.mask_format, args.rate, args.compressed, args.storage,
-                     args.frame_id, args.limit, start_ns, args.overwrite, progress=True)
+                     args.frame_id, args.limit, start_ns, args.overwrite, progress=True,
+                     max_pixels=args.max_image_pixels)
     except BagError as e:
         return fail("road-seg-bag", e, EXIT_USAGE, args.debug)
     except KeyboardInterrupt:

@@ -165,6 +165,7 @@ class KerasPredictBackend:
         self.name = "keras-predict"
         self.device = keras_backend.device
         self.input_hw = keras_backend.input_hw
+        self.path = keras_backend.path
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict(batch, verbose=0))[..., 0]
@@ -193,15 +194,16 @@ def bench_bare(s: BenchSettings, frames_by_size: dict[tuple[int, int], list[np.n
     import copy
 
     backends, skipped = available_backends(s.model, s.backends)
+    onnx_path, keras_path = resolve_model_files(s.model)  # each backend runs its own file of the model
     rows: list[dict[str, Any]] = []
     keras_seg: RoadSegmenter | None = None
     for b in backends:
         if b == "onnxruntime" or b in ORT_VARIANTS:
-            seg = RoadSegmenter(s.model, backend="onnxruntime", **ORT_VARIANTS.get(b, {}))
+            seg = RoadSegmenter(onnx_path, backend="onnxruntime", **ORT_VARIANTS.get(b, {}))
             seg.backend.name = b
         else:
             if keras_seg is None:
-                keras_seg = RoadSegmenter(s.model, backend="keras")
+                keras_seg = RoadSegmenter(keras_path, backend="keras")
             seg = keras_seg
             if b == "keras-predict":
                 seg = copy.copy(keras_seg)

@@ -27,6 +27,7 @@ from road_seg_perception.bagio.bag import (
     stamp_ns_of,
 )
 from road_seg_perception.bagio.image_codec import ImageConversionError
+from road_seg_perception.core.imageio import max_image_pixels
 from road_seg_perception.core.metrics import (
     Confusion,
     PRAccumulator,
@@ -261,7 +262,7 @@ def score_frames(score: BagScore, gt: GroundTruth, segmenter, cfg: EvalConfig) -
 def _decode_or_count_bad(m: BagMessage, score: BagScore, index: int, stamp: int) -> np.ndarray | None:
     """The frame's RGB image, or ``None`` after counting it as bad (as the node does with a malformed image)."""
     try:
-        return decode_image(m.msg, score.image_msgtype)
+        return decode_image(m.msg, score.image_msgtype, max_image_pixels())
     except (ImageConversionError, BagError) as e:
         score.bad.append({"index": index, "stamp_ns": stamp, "reason": str(e)})
         return None

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 
 from road_seg_perception.core.fileio import atomic_write_bytes
-from road_seg_perception.core.imageio import ImageReadError, read_rgb
+from road_seg_perception.core.imageio import ImageReadError, add_max_pixels_argument, read_rgb
 from road_seg_perception.core.model_io import ModelFileError
 from road_seg_perception.core.overlay import draw_overlay
 from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
@@ -83,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (png/jpg) or folders of them")
     p.add_argument("--output-dir", required=True, metavar="DIR", help="where <stem>_mask.png and _overlay.png go")
     add_model_args(p)
+    add_max_pixels_argument(p)
     return p.parse_args(argv)
 
 
@@ -126,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"{path}: not written: {clash[0]} is one of the inputs")
             continue
         try:
-            rgb = read_rgb(path)
-        except ImageReadError:
-            problems.append(f"{path}: cannot read image")
+            rgb = read_rgb(path, args.max_image_pixels)
+        except ImageReadError as e:
+            problems.append(f"{path}: {e}")
             continue
         mask = seg.segment(rgb).mask
         overlay = draw_overlay(rgb, mask)

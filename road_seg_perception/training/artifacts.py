@@ -71,34 +71,56 @@ def write_samples(run_dir: Path, model, val: Arrays, hw, threshold: float, n: in
         cv2.putText(panel, f"{val.names[i]}  IoU {iou:.3f}  (left: prediction, right: ground truth)",
                     (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
         rows.append(panel)
-    scale = 0.6
-    grid = np.concatenate([cv2.resize(r, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for r in rows])
+    width = int(rows[0].shape[1] * 0.6)  # splits may differ in frame size: every row gets this width
+    grid = np.concatenate([cv2.resize(r, (width, int(round(r.shape[0] * width / r.shape[1]))),
+                                      interpolation=cv2.INTER_AREA) for r in rows])
     cv2.imwrite(str(run_dir / "samples.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
-def finish(run_dir: Path, cfg: dict, val: Arrays, info: dict, state: dict) -> dict:
-    """Score the best model, write metrics, plots and the ONNX export."""
+def _mixed_samples(val: dict[str, Arrays], n: int) -> Arrays:
+    """Up to ``n`` frames spread over all validation splits, for the sample sheet."""
+    per = max(1, -(-n // len(val)))
+    pairs, names = [], []
+    for name, arr in val.items():
+        for i in np.linspace(0, len(arr) - 1, num=min(per, len(arr))).astype(int):
+            pairs.append((arr.images[i], arr.labels[i]))
+            names.append(f"{name}: {arr.names[i]}" if len(val) > 1 else arr.names[i])
+    return Arrays(pairs[:max(n, len(val))], names[:max(n, len(val))])
+
+
+def finish(run_dir: Path, cfg: dict, val: Arrays | dict[str, Arrays], info: dict, state: dict) -> dict:
+    """Score the best model on every validation split, write metrics, plots and the ONNX export."""
     from road_seg_perception.training.model import count_flops
 
+    splits = val if isinstance(val, dict) else {"val": val}
     hw = tuple(cfg["model"]["input_hw"])
     thr = float(cfg["train"]["threshold"])
     best = load_keras_model(run_dir / "model.keras")
-    c, per_frame = evaluate(best, val, hw, thr)
+    scored = {}
+    total = None
+    for name, arr in splits.items():
+        c, per_frame = evaluate(best, arr, hw, thr)
+        scored[name] = {**{k: round(v, 5) for k, v in c.scores().items()},
+                        "mean_frame_iou": round(float(np.mean(per_frame)), 5), "frames": len(arr)}
+        total = c if total is None else total
+    c = total
     metrics = {
         "data": info, "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
         "threshold": thr, "input_hw": list(hw), "parameters": int(best.count_params()),
         "macs": count_flops(best),
-        "val": {**{k: round(v, 5) for k, v in c.scores().items()},
-                "mean_frame_iou": round(float(np.mean(per_frame)), 5)},
+        "val": next(iter(scored.values())),
+        "splits": scored,
         "confusion_matrix": {"rows": "truth [not road, road]", "cols": "prediction [not road, road]",
                              "matrix": [[c.tn, c.fp], [c.fn, c.tp]]},
         "history": state["history"],
     }
+    first = next(iter(splits.values()))
     if cfg["output"]["onnx"]:
 
-        diff = export_onnx(best, run_dir / "model.onnx", [preprocess(val.images[0], hw)])
+        diff = export_onnx(best, run_dir / "model.onnx", [preprocess(first.images[0], hw)])
         metrics["onnx_max_abs_diff"] = diff
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     write_plots(run_dir, state["history"])
-    write_samples(run_dir, best, val, hw, thr, int(cfg["output"]["samples"]))
+    write_samples(run_dir, best, _mixed_samples(splits, int(cfg["output"]["samples"])), hw, thr,
+                  int(cfg["output"]["samples"]))
     return metrics

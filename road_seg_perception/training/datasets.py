@@ -1,9 +1,11 @@
 """Readers for labelled road datasets, returning RGB images and 0/1/void labels.
 
-Three layouts are supported, chosen by ``format``:
+Four layouts are supported, chosen by ``format``:
 
 * ``camvid``: class-id masks with the same file names as the images; ``positive_ids`` are road,
-  ``void_ids`` are ignored.
+  ``void_ids`` are ignored. The drive is the part of the file name before the first underscore.
+* ``idd``: IDD-Lite's level-1 class-id masks, ``images/<seq>/<id>_image.jpg`` paired with
+  ``labels/<seq>/<id>_label.png``; the drive is the sequence folder.
 * ``kitti``: KITTI-road colour masks named ``<cat>_road_<id>.png`` for ``<cat>_<id>.png``;
   magenta (255, 0, 255) is road, black is void, every other colour is not road.
 * ``binary``: image/mask folder pairs as Kaggle road sets ship them; masks are matched by
@@ -22,11 +24,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from road_seg_perception.core.imageio import ImageReadError, read_rgb
+from road_seg_perception.core.imageio import ImageReadError, read_image_file, read_rgb
 from road_seg_perception.core.preprocessing import VOID
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 KITTI_ROAD_BGR = (255, 0, 255)
+FORMATS = ("camvid", "idd", "kitti", "binary")
 
 
 class DatasetError(ValueError):
@@ -39,11 +42,12 @@ class Sample:
 
     image: Path
     mask: Path
+    sequence: str = ""
 
     @property
     def drive(self) -> str:
-        """CamVid drive (sequence) id: the part of the stem before the first underscore."""
-        return self.image.stem.split("_")[0]
+        """Drive (sequence) id: the sequence folder if known, else the stem before the first underscore."""
+        return self.sequence or self.image.stem.split("_")[0]
 
 
 @dataclass
@@ -56,8 +60,8 @@ class LabelSpec:
     mask_suffix: str = "_mask"
 
     def validate(self) -> None:
-        if self.format not in ("camvid", "kitti", "binary"):
-            raise ValueError(f"data.format must be camvid, kitti or binary, got {self.format!r}")
+        if self.format not in FORMATS:
+            raise ValueError(f"data.format must be one of {', '.join(FORMATS)}, got {self.format!r}")
 
 
 def default_camvid_root() -> Path:
@@ -83,6 +87,8 @@ def _mask_for(image: Path, mask_dir: Path, spec: LabelSpec, masks_by_stem: dict[
 def pair_samples(image_dir: Path, mask_dir: Path, spec: LabelSpec, max_listed: int = 10) -> list[Sample]:
     """Match every image in ``image_dir`` to its mask in ``mask_dir``; raise on any unmatched file."""
     spec.validate()
+    if spec.format == "idd":
+        return pair_idd(image_dir, mask_dir, max_listed)
     for d, what in ((image_dir, "image"), (mask_dir, "mask")):
         if not d.is_dir():
             raise DatasetError(f"{what} folder {d} does not exist")
@@ -111,37 +117,63 @@ def pair_samples(image_dir: Path, mask_dir: Path, spec: LabelSpec, max_listed: i
     return samples
 
 
+def pair_idd(image_dir: Path, mask_dir: Path, max_listed: int = 10) -> list[Sample]:
+    """Pair IDD-Lite's ``<seq>/<id>_image.jpg`` with ``<seq>/<id>_label.png``; the drive is ``<seq>``."""
+    for d, what in ((image_dir, "image"), (mask_dir, "mask")):
+        if not d.is_dir():
+            raise DatasetError(f"{what} folder {d} does not exist")
+    seqs = sorted((p for p in image_dir.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name))
+    samples, problems = [], []
+    for seq in seqs:
+        for im in _images_in(seq):
+            stem = im.stem[: -len("_image")] if im.stem.endswith("_image") else im.stem
+            m = mask_dir / seq.name / f"{stem}_label.png"
+            if m.is_file():
+                samples.append(Sample(im, m, seq.name))
+            else:
+                problems.append(f"no mask {m} for image {im}")
+    if not samples and not problems:
+        raise DatasetError(f"no images in sequence folders of {image_dir}")
+    if problems:
+        raise DatasetError(_summarise(problems, max_listed, f"{image_dir} / {mask_dir}"))
+    return samples
+
+
 def _summarise(problems: list[str], max_listed: int, where: str) -> str:
     head = "\n  ".join(problems[:max_listed])
     more = f"\n  ... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
     return f"{len(problems)} dataset problem(s) in {where}:\n  {head}{more}"
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Read an image file as RGB uint8; raise :class:`DatasetError` naming the file if unreadable."""
+def read_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as RGB uint8; raise :class:`DatasetError` naming the file if unreadable or larger
+    than ``max_pixels`` (default: the process-wide ``--max-image-pixels`` limit, checked from the header)."""
     try:
-        return read_rgb(path)
+        return read_rgb(path, max_pixels)
     except ImageReadError as e:
         raise DatasetError(str(e)) from e
 
 
-def read_label(path: Path, spec: LabelSpec) -> np.ndarray:
-    """Read a mask file as a uint8 label: 1 road, 0 not road, :data:`VOID` ignored."""
+def _read_mask(path: Path, flags: int, max_pixels: int | None) -> np.ndarray:
+    try:
+        return read_image_file(path, flags, max_pixels)  # checks the header's size against --max-image-pixels first
+    except ImageReadError as e:
+        raise DatasetError(f"cannot read mask {path} ({e})") from e
+
+
+def read_label(path: Path, spec: LabelSpec, max_pixels: int | None = None) -> np.ndarray:
+    """Read a mask file as a uint8 label: 1 road, 0 not road, :data:`VOID` ignored (limit as :func:`read_image`)."""
     if spec.format == "kitti":
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DatasetError(f"cannot read mask {path}")
+        bgr = _read_mask(path, cv2.IMREAD_COLOR, max_pixels)
         road = np.all(bgr == KITTI_ROAD_BGR, axis=2)
         void = np.all(bgr == 0, axis=2)
         label = road.astype(np.uint8)
         label[void] = VOID
         return label
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise DatasetError(f"cannot read mask {path}")
+    raw = _read_mask(path, cv2.IMREAD_UNCHANGED, max_pixels)
     if raw.ndim == 3:
         raw = raw[..., 0]
-    if spec.format == "camvid":
+    if spec.format in ("camvid", "idd"):
         label = np.isin(raw, spec.positive_ids).astype(np.uint8)
         label[np.isin(raw, spec.void_ids)] = VOID
         return label
@@ -176,10 +208,22 @@ def load_samples(samples: list[Sample], spec: LabelSpec, max_listed: int = 10,
     return out
 
 
-def split_by_drive(samples: list[Sample], drive: str) -> tuple[list[Sample], list[Sample]]:
-    """Split samples into (others, the given drive); raise if the drive has no frames."""
-    held = [s for s in samples if s.drive == drive]
-    if not held:
-        drives = sorted({s.drive for s in samples})
-        raise DatasetError(f"data.holdout_drive {drive!r} has no frames; drives present: {drives}")
-    return [s for s in samples if s.drive != drive], held
+def split_by_drive(samples: list[Sample], drive: str | list[str], key: str = "data.holdout_drive"
+                   ) -> tuple[list[Sample], list[Sample]]:
+    """Split samples into (others, the given drive(s)); raise if a drive has no frames."""
+    wanted = [drive] if isinstance(drive, str) else [str(d) for d in drive]
+    present = {s.drive for s in samples}
+    missing = [d for d in wanted if d not in present]
+    if missing:
+        shown = sorted(present)[:20]
+        what = repr(missing[0]) if isinstance(drive, str) else str(missing)
+        raise DatasetError(f"{key} {what} has no frames; drives present: {shown}"
+                           + (" ..." if len(present) > 20 else ""))
+    keep = set(wanted)
+    return [s for s in samples if s.drive not in keep], [s for s in samples if s.drive in keep]
+
+
+def every_nth_drive(samples: list[Sample], n: int) -> list[str]:
+    """Every ``n``-th drive in natural sort order (the first included): a fixed, frame-free validation pick."""
+    drives = sorted({s.drive for s in samples}, key=lambda d: (len(d), d))
+    return drives[::n] if n > 0 else []

@@ -4,16 +4,40 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
 from road_seg_perception.core.fileio import atomic_save, exclusive_temp
-from road_seg_perception.core.model_io import ModelFileError, load_keras_model
+from road_seg_perception.core.model_io import ONNX_WEIGHTS_KEY, ModelFileError, keras_weights_digest, load_keras_model
 from road_seg_perception.core.preprocessing import preprocess
 
 ONNX_TOLERANCE = 1e-4
+
+
+def model_weights_digest(model) -> str:
+    """:func:`keras_weights_digest` of ``model`` as it would be saved (the hash any ``.keras`` save of it gives)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "model.keras"
+        model.save(path)
+        digest = keras_weights_digest(path)
+    if digest is None:
+        raise RuntimeError("cannot hash the model's weights (h5py missing?)")
+    return digest
+
+
+def stamp_weights_digest(onnx_path: Path, digest: str) -> None:
+    """Store ``digest`` under :data:`ONNX_WEIGHTS_KEY` in the ONNX file's metadata (in place)."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path))
+    kept = [p for p in proto.metadata_props if p.key != ONNX_WEIGHTS_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    proto.metadata_props.add(key=ONNX_WEIGHTS_KEY, value=digest)
+    onnx.save(proto, str(onnx_path))
 
 
 def export_onnx(model, path: str | Path, samples: list[np.ndarray], tolerance: float = ONNX_TOLERANCE) -> float:
@@ -21,7 +45,9 @@ def export_onnx(model, path: str | Path, samples: list[np.ndarray], tolerance: f
 
     The model is called once first (Keras refuses to export a never-called model). Raises
     ``RuntimeError`` if the outputs differ by more than ``tolerance``; the file is written
-    atomically, so a failed export leaves no half-written model behind.
+    atomically, so a failed export leaves no half-written model behind. The ONNX metadata key
+    :data:`ONNX_WEIGHTS_KEY` holds the hash of the Keras weights, which lets backend ``auto``
+    run this file for a ``.keras`` file of the same weights (see ``core.backends``).
     """
     import onnxruntime as ort
 
@@ -33,6 +59,7 @@ def export_onnx(model, path: str | Path, samples: list[np.ndarray], tolerance: f
     tmp = exclusive_temp(path, ".tmp.onnx")
     try:
         model.export(str(tmp), format="onnx", verbose=False)
+        stamp_weights_digest(tmp, model_weights_digest(model))
         sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
         diff = float(np.max(np.abs(got - ref)))

@@ -12,6 +12,7 @@ from road_seg_perception.core.fileio import atomic_save, atomic_write_text
 from road_seg_perception.core.metrics import Confusion, SplitScore
 from road_seg_perception.core.postprocess import probability_to_mask
 from road_seg_perception.core.preprocessing import preprocess
+from road_seg_perception.training.config import UNetConfig
 from road_seg_perception.training.data import Arrays
 
 
@@ -35,13 +36,32 @@ def evaluate(model, data: Arrays, hw: tuple[int, int], threshold: float) -> tupl
     return score.total, score.frame_ious
 
 
-def build_callback(run_dir: Path, val: Arrays, cfg: dict, state: dict):
-    """Validation, best/last checkpoints, resumable state and early stopping in one callback."""
+def score_splits(model, val: dict[str, Arrays], hw: tuple[int, int], threshold: float) -> dict[str, dict]:
+    """Pooled full-resolution scores of every validation split, by name."""
+    return {name: evaluate(model, arr, hw, threshold)[0].scores() for name, arr in val.items()}
+
+
+def selection_score(split_scores: dict[str, dict], select: str = "") -> float:
+    """The checkpoint-selection score: one split's IoU (``select``) or the mean IoU over all splits."""
+    if select:
+        if select not in split_scores:
+            raise ValueError(f"train.select_split {select!r} is not a validation split ({', '.join(split_scores)})")
+        return split_scores[select]["iou"]
+    return float(np.mean([s["iou"] for s in split_scores.values()]))
+
+
+def build_callback(run_dir: Path, val: Arrays | dict[str, Arrays], cfg: dict, state: dict):
+    """Validation, best/last checkpoints, resumable state and early stopping in one callback.
+
+    With several validation splits the best checkpoint is chosen by :func:`selection_score`.
+    """
     import keras
 
     hw = tuple(cfg["model"]["input_hw"])
     thr = float(cfg["train"]["threshold"])
     patience = int(cfg["train"]["early_stopping_patience"])
+    splits = val if isinstance(val, dict) else {"val": val}
+    select = str(cfg["train"].get("select_split", ""))
 
     class RunCallback(keras.callbacks.Callback):
         def __init__(self):
@@ -53,14 +73,17 @@ def build_callback(run_dir: Path, val: Arrays, cfg: dict, state: dict):
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
-            c, _ = evaluate(self.model, val, hw, thr)
-            scores = c.scores()
+            per_split = score_splits(self.model, splits, hw, thr)
+            scores = dict(next(iter(per_split.values())))
+            scores["iou"] = selection_score(per_split, select)
             for k, v in scores.items():
                 logs[f"val_{k}"] = v
             lr = self.model.optimizer.learning_rate
             row = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))),
                    "seconds": round(time.time() - self._t0, 1), "lr": float(np.asarray(lr)),
                    **{f"val_{k}": round(v, 5) for k, v in scores.items()}}
+            if len(per_split) > 1:
+                row.update({f"val_{n}_iou": round(v["iou"], 5) for n, v in per_split.items()})
             state["history"].append(row)
             improved = scores["iou"] > state["best_iou"]
             if improved:
@@ -71,8 +94,10 @@ def build_callback(run_dir: Path, val: Arrays, cfg: dict, state: dict):
             state["epoch"] = epoch + 1
             atomic_save(self.model, run_dir / "last.keras")
             atomic_write_text(run_dir / "state.json", json.dumps(state, indent=1))
+            detail = ("  [" + "  ".join(f"{n} {v['iou']:.4f}" for n, v in per_split.items()) + "]"
+                      if len(per_split) > 1 else "")
             print(f"epoch {epoch + 1}: loss {row['loss']:.4f}  val IoU {scores['iou']:.4f}  F1 {scores['f1']:.4f}"
-                  f"  P {scores['precision']:.4f}  R {scores['recall']:.4f}  ({row['seconds']} s)"
+                  f"  P {scores['precision']:.4f}  R {scores['recall']:.4f}{detail}  ({row['seconds']} s)"
                   + ("  * best" if improved else ""), flush=True)
             if patience > 0 and state["wait"] >= patience:
                 print(f"early stopping: no val IoU gain in {patience} epochs", flush=True)
@@ -81,31 +106,57 @@ def build_callback(run_dir: Path, val: Arrays, cfg: dict, state: dict):
     return RunCallback()
 
 
+def progress_callback(steps: int):
+    """A tqdm bar per epoch (steps, loss); refreshed at most every 20 s when the output is not a terminal."""
+    import sys
+
+    import keras
+    from tqdm import tqdm
+
+    interactive = sys.stderr.isatty()
+
+    class Progress(keras.callbacks.Callback):
+        bar = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", unit="step",
+                            mininterval=0.5 if interactive else 20.0, leave=interactive)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.bar.update(1)
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.bar.close()
+
+    return Progress()
+
+
 def unet_config(cfg: dict):
     """The ``model`` section as a validated ``UNetConfig`` (``ValueError`` names the bad key)."""
-    from road_seg_perception.training.model import UNetConfig
-
-    m = cfg["model"]
-    out = UNetConfig(input_hw=tuple(m["input_hw"]), base_filters=int(m["base_filters"]), levels=int(m["levels"]),
-                     separable=bool(m["separable"]), dropout=float(m["dropout"]), stem_stride=int(m["stem_stride"]),
-                     input_norm=str(m["input_norm"]))
-    out.validate()
-    return out
+    return UNetConfig.from_dict(cfg["model"])
 
 
 def build_and_compile(cfg: dict, steps_per_epoch: int, lr_scale: float = 1.0):
     import keras
 
     from road_seg_perception.training.losses import parse_loss
-    from road_seg_perception.training.model import build_unet
+    from road_seg_perception.training.model import build_model
 
-    model = build_unet(unet_config(cfg))
+    model = build_model(unet_config(cfg))
     t = cfg["train"]
     lr = float(t["lr"]) * lr_scale
-    schedule = keras.optimizers.schedules.CosineDecay(
-        lr, decay_steps=max(1, steps_per_epoch * int(t["epochs"])), alpha=float(t["min_lr_fraction"]))
+    warm = int(round(float(t["warmup_epochs"]) * steps_per_epoch))
+    total = max(1, steps_per_epoch * int(t["epochs"]))
+    if warm > 0:  # linear warm-up from lr/10 to lr, then cosine decay over the remaining steps
+        schedule = keras.optimizers.schedules.CosineDecay(
+            lr / 10.0, decay_steps=max(1, total - warm), alpha=float(t["min_lr_fraction"]),
+            warmup_target=lr, warmup_steps=warm)
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total, alpha=float(t["min_lr_fraction"]))
     opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=float(t["weight_decay"]))
-    return model, opt, parse_loss(str(t["loss"]))
+    return model, opt, parse_loss(str(t["loss"]), float(t["distill_weight"]))
 
 
 def transfer_weights(src, dst, only_encoder: bool = False) -> int:
@@ -136,9 +187,14 @@ def fit_schedule_to_epochs(optimizer, total_steps: int) -> None:
     import keras
 
     sched = optimizer._learning_rate
-    if isinstance(sched, keras.optimizers.schedules.CosineDecay) and sched.decay_steps != total_steps:
+    if not isinstance(sched, keras.optimizers.schedules.CosineDecay):
+        return
+    warm = int(sched.warmup_steps or 0)
+    decay = max(1, total_steps - warm)
+    if sched.decay_steps != decay:
         optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(
-            sched.initial_learning_rate, decay_steps=max(1, total_steps), alpha=sched.alpha)
+            sched.initial_learning_rate, decay_steps=decay, alpha=sched.alpha,
+            warmup_target=sched.warmup_target, warmup_steps=warm)
 
 
 def strategy_scope(kind: str):

@@ -1,7 +1,8 @@
 """Losses written with ``keras.ops`` so they run on every Keras backend.
 
 Targets are ``(N, H, W, 1)`` floats: 1 road, 0 not road, and any value above 1.5 is void
-(the readers' 255), which contributes nothing to the loss.
+(the readers' 255), which contributes nothing to the loss. With distillation the targets are
+``(N, H, W, 2)``: the second channel is a teacher's road probability, negative where there is none.
 """
 
 from __future__ import annotations
@@ -41,17 +42,35 @@ def masked_focal(y_true, y_pred, gamma: float = 2.0):
     return ops.sum(fl * v) / ops.maximum(ops.sum(v), 1.0)
 
 
+def soft_bce(soft, y_pred):
+    """Cross-entropy to a teacher's road probability, averaged over pixels that have one (``soft >= 0``)."""
+    soft = ops.cast(soft, "float32")
+    p = ops.clip(ops.cast(y_pred, "float32"), 1e-6, 1.0 - 1e-6)
+    valid = ops.cast(soft >= 0.0, "float32")
+    t = ops.clip(soft, 0.0, 1.0)
+    ce = -(t * ops.log(p) + (1.0 - t) * ops.log(1.0 - p))
+    return ops.sum(ce * valid) / ops.maximum(ops.sum(valid), 1.0)
+
+
 @keras.saving.register_keras_serializable(package="road_seg")
 class RoadLoss(keras.losses.Loss):
-    """Weighted sum of masked BCE, Dice and focal terms (a registered, safe-mode loadable loss)."""
+    """Weighted sum of masked BCE, Dice and focal terms, plus ``distill`` times the teacher term.
 
-    def __init__(self, bce: float = 1.0, dice: float = 1.0, focal: float = 0.0, name: str = "road_loss",
-                 **kwargs):
+    A registered, safe-mode loadable loss. The teacher term is used only when the targets carry
+    a second (teacher) channel.
+    """
+
+    def __init__(self, bce: float = 1.0, dice: float = 1.0, focal: float = 0.0, distill: float = 0.0,
+                 name: str = "road_loss", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.bce, self.dice, self.focal = float(bce), float(dice), float(focal)
+        self.bce, self.dice, self.focal, self.distill = float(bce), float(dice), float(focal), float(distill)
 
     def call(self, y_true, y_pred):
         loss = 0.0
+        if y_true.shape[-1] == 2:
+            if self.distill:
+                loss = loss + self.distill * soft_bce(y_true[..., 1:2], y_pred)
+            y_true = y_true[..., 0:1]
         if self.bce:
             loss = loss + self.bce * masked_bce(y_true, y_pred)
         if self.dice:
@@ -61,11 +80,12 @@ class RoadLoss(keras.losses.Loss):
         return loss
 
     def get_config(self):
-        return {**super().get_config(), "bce": self.bce, "dice": self.dice, "focal": self.focal}
+        return {**super().get_config(), "bce": self.bce, "dice": self.dice, "focal": self.focal,
+                "distill": self.distill}
 
 
-def parse_loss(spec: str) -> RoadLoss:
-    """Parse ``"bce+dice"`` or ``"bce:1,dice:0.5,focal:1"`` into a :class:`RoadLoss`."""
+def parse_loss(spec: str, distill: float = 0.0) -> RoadLoss:
+    """Parse ``"bce+dice"`` or ``"bce:1,dice:0.5,focal:1"`` into a :class:`RoadLoss` (``distill``: teacher weight)."""
     weights = {"bce": 0.0, "dice": 0.0, "focal": 0.0}
     for part in spec.replace("+", ",").split(","):
         part = part.strip()
@@ -77,4 +97,6 @@ def parse_loss(spec: str) -> RoadLoss:
         weights[name] = float(w) if w else 1.0
     if not any(weights.values()):
         raise ValueError(f"train.loss: {spec!r} has no terms")
-    return RoadLoss(**weights)
+    if distill < 0:
+        raise ValueError(f"train.distill_weight must be >= 0, got {distill}")
+    return RoadLoss(**weights, distill=distill)

@@ -7,51 +7,15 @@ stay loadable and the encoder can be frozen or transferred by name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 from keras import layers
 
 from road_seg_perception.core.layers import custom_layers
+from road_seg_perception.training.config import INPUT_NORMS, UNetConfig  # noqa: F401  (re-exported)
 
 ENCODER_PREFIXES = ("enc", "bott")
 #: Moving-statistics momentum: 0.9 so that short CPU trainings get usable inference statistics.
 BN_MOMENTUM = 0.9
-
-
-INPUT_NORMS = ("none", "instance", "exposure")
-
-
-@dataclass(frozen=True)
-class UNetConfig:
-    """Architecture settings; ``input_hw`` must be divisible by ``2 ** levels``."""
-
-    input_hw: tuple[int, int] = (192, 256)
-    base_filters: int = 16
-    levels: int = 4
-    separable: bool = True
-    dropout: float = 0.1
-    stem_stride: int = 1
-    input_norm: str = "none"
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the bad field."""
-        if self.input_norm not in INPUT_NORMS:
-            raise ValueError(f"model.input_norm must be one of {', '.join(INPUT_NORMS)}, got {self.input_norm!r}")
-        if self.stem_stride not in (1, 2):
-            raise ValueError(f"model.stem_stride must be 1 or 2, got {self.stem_stride}")
-        if not 1 <= self.levels <= 6:  # checked first: input_hw's divisor depends on it
-            raise ValueError(f"model.levels must be in 1..6, got {self.levels}")
-        div = 2**self.levels * self.stem_stride
-        if len(self.input_hw) != 2:
-            raise ValueError(f"model.input_hw must be [height, width], got {self.input_hw}")
-        h, w = self.input_hw
-        if h % div or w % div or h <= 0 or w <= 0:
-            raise ValueError(f"model.input_hw {self.input_hw} must be positive and divisible by {div}")
-        if self.base_filters < 4:
-            raise ValueError(f"model.base_filters must be >= 4, got {self.base_filters}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
 def _conv_bn_relu(x, filters: int, name: str, stride: int = 1, dilation: int = 1, separable: bool = True):
@@ -68,9 +32,76 @@ def _conv_bn_relu(x, filters: int, name: str, stride: int = 1, dilation: int = 1
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
+#: MobileNetV2 feature maps used as skips (strides 2, 4, 8, 16) and the deepest one (stride 32).
+MOBILENET_V2_TAPS = ("block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu",
+                     "block_13_expand_relu", "block_16_project_BN")
+#: Momentum for the pretrained encoder's BatchNorm: its statistics adapt within a short run.
+ENCODER_BN_MOMENTUM = 0.99
+
+
+def mobilenet_v2_encoder(input_hw: tuple[int, int], weights: str = "") -> keras.Model:
+    """ImageNet MobileNetV2 (``[-1, 1]`` input) truncated to its feature taps, named ``enc_mobilenet_v2``.
+
+    ``weights`` is a local ``.weights.h5`` file of ``keras.applications.MobileNetV2(include_top=False)``;
+    ``""`` leaves the weights random (tests).
+    """
+    base = keras.applications.MobileNetV2(input_shape=(*input_hw, 3), include_top=False, weights=None)
+    if weights:
+        base.load_weights(weights)
+    for lyr in base.layers:
+        if isinstance(lyr, layers.BatchNormalization):
+            lyr.momentum = ENCODER_BN_MOMENTUM
+    outs = [base.get_layer(n).output for n in MOBILENET_V2_TAPS]
+    return keras.Model(base.input, outs, name="enc_mobilenet_v2")
+
+
+def _sep_block(x, filters: int, name: str):
+    x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_sep")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _project(x, filters: int, name: str):
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_proj")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_projbn")(x)
+    return layers.ReLU(name=f"{name}_projrelu")(x)
+
+
+def build_mobilenet_unet(cfg: UNetConfig) -> keras.Model:
+    """MobileNetV2 encoder + light separable decoder: ``(N, H, W, 3)`` in [0, 1] -> road probability.
+
+    The ``[0, 1] -> [-1, 1]`` scaling MobileNetV2 was trained with is the model's first layer, so
+    callers feed the same input as to every other road model.
+    """
+    f = cfg.decoder_filters
+    inputs = keras.Input(shape=(*cfg.input_hw, 3), name="image")
+    x = layers.Rescaling(2.0, offset=-1.0, name="enc_input_scale")(inputs)
+    s2, s4, s8, s16, s32 = mobilenet_v2_encoder(cfg.input_hw, cfg.encoder_weights)(x)
+    x = _project(s32, f * 4, "dec5")
+    if cfg.dropout > 0:
+        x = layers.Dropout(cfg.dropout, name="dec5_dropout")(x)
+    for lvl, skip, ch, skip_ch in ((4, s16, f * 3, f * 2), (3, s8, f * 2, f), (2, s4, f * 3 // 2, f // 2),
+                                   (1, s2, f, f // 2)):
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"dec{lvl}_up")(x)
+        x = layers.Concatenate(name=f"dec{lvl}_concat")([x, _project(skip, skip_ch, f"dec{lvl}_skip")])
+        x = _sep_block(x, ch, f"dec{lvl}")
+    x = layers.Conv2D(1, 1, name="head_logits")(x)
+    x = layers.UpSampling2D(2, interpolation="bilinear", name="head_up")(x)
+    outputs = layers.Activation("sigmoid", dtype="float32", name="head")(x)
+    return keras.Model(inputs, outputs, name="road_mobilenet_v2")
+
+
+def build_model(cfg: UNetConfig) -> keras.Model:
+    """Build the configured road model (``cfg.encoder`` chooses the architecture)."""
+    cfg.validate()
+    return build_mobilenet_unet(cfg) if cfg.encoder == "mobilenet_v2" else build_unet(cfg)
+
+
 def build_unet(cfg: UNetConfig = UNetConfig()) -> keras.Model:
     """Build the road U-Net: ``(N, H, W, 3)`` float in [0, 1] -> ``(N, H, W, 1)`` road probability."""
     cfg.validate()
+    if cfg.encoder != "unet":
+        return build_mobilenet_unet(cfg)
     f = cfg.base_filters
     sep = cfg.separable
     inputs = keras.Input(shape=(*cfg.input_hw, 3), name="image")
@@ -118,6 +149,15 @@ def count_flops(model: keras.Model) -> int:
     """Multiply-accumulate count of one forward pass at batch 1 (convolutions only)."""
     macs = 0
     for lyr in model.layers:
+        if isinstance(lyr, keras.Model):
+            macs += count_flops(lyr)
+            continue
+        if isinstance(lyr, layers.SeparableConv2D):
+            out_shape = lyr.output.shape
+            h, w, c_out = out_shape[1], out_shape[2], out_shape[3]
+            c_in = lyr.input.shape[-1]
+            macs += h * w * c_in * 9 + h * w * c_in * c_out
+            continue
         if not isinstance(lyr, (layers.Conv2D, layers.DepthwiseConv2D)):
             continue
         out_shape = lyr.output.shape

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 #: Files a run writes before its first epoch completes (removed if it fails then).
-EARLY_FILES = ("config.yaml", "versions.json")
+EARLY_FILES = ("config.yaml", "versions.json", "command.txt")
 #: Files that make a run folder resumable.
 RESUME_FILES = ("state.json", "last.keras")
 

@@ -1,0 +1,205 @@
+"""Datasets as configuration: IDD-Lite pairing, drive/sequence hold-outs, sampling weights, the frame cache,
+and the teacher cache that distillation reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO
+
+from road_seg_perception.core.metrics import confusion
+from road_seg_perception.core.preprocessing import VOID
+from road_seg_perception.training.config import DEFAULTS, DatasetConfig, TrainingConfig, UNetConfig, load_config
+from road_seg_perception.training.data import (
+    attach_teacher,
+    dataset_samples,
+    load_resized,
+    read_data,
+    sample_name,
+    teacher_file,
+)
+from road_seg_perception.training.datasets import (
+    DatasetError,
+    LabelSpec,
+    every_nth_drive,
+    pair_samples,
+    read_image,
+    read_label,
+)
+from road_seg_perception.training.teacher import DEFAULT_TEACHER, Teacher, cache_probabilities
+
+
+def _write_idd(root: Path, seqs: dict[str, int], seed: int = 0) -> None:
+    """IDD-Lite layout: images/<seq>/<id>_image.jpg, labels/<seq>/<id>_label.png (0 drivable in the bottom half)."""
+    rng = np.random.default_rng(seed)
+    for seq, n in seqs.items():
+        (root / "images" / seq).mkdir(parents=True)
+        (root / "labels" / seq).mkdir(parents=True)
+        for i in range(n):
+            ids = np.full((40, 56), 6, np.uint8)  # sky
+            ids[20:] = 0  # drivable
+            ids[20:, :8] = 1  # sidewalk
+            ids[0, 0] = 255  # void
+            img = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
+            assert cv2.imwrite(str(root / "images" / seq / f"{i:06d}_image.jpg"), img)
+            assert cv2.imwrite(str(root / "labels" / seq / f"{i:06d}_label.png"), ids)
+
+
+def _write_camvid(root: Path, names: list[str]) -> None:
+    for sub in ("train", "trainannot"):
+        (root / sub).mkdir(parents=True)
+    for n in names:
+        ids = np.full((36, 48), 1, np.uint8)
+        ids[18:] = 3
+        ids[18, :4] = 11
+        assert cv2.imwrite(str(root / "train" / f"{n}.png"), np.full((36, 48, 3), 90, np.uint8))
+        assert cv2.imwrite(str(root / "trainannot" / f"{n}.png"), ids)
+
+
+@pytest.fixture()
+def two_datasets(tmp_path) -> dict:
+    _write_idd(tmp_path / "idd", {"0": 2, "1": 3, "2": 2, "10": 1})
+    _write_camvid(tmp_path / "cv", [f"0001TP_{i:06d}" for i in range(2)] + [f"0006R0_{i:06d}" for i in range(3)])
+    return {"datasets": [
+        {"name": "camvid", "format": "camvid", "root": str(tmp_path / "cv"), "holdout_drives": ["0001TP"],
+         "holdout_name": "camvid_0001TP", "weight": 2.0},
+        {"name": "idd", "format": "idd", "root": str(tmp_path / "idd"), "train_images": "images",
+         "train_masks": "labels", "positive_ids": [0], "void_ids": [255], "holdout_every": 3,
+         "holdout_name": "idd_val"},
+    ], "model": {"input_hw": [32, 64]}, "train": {"cache_dir": str(tmp_path / "cache")}}
+
+
+def test_idd_pairs_by_sequence_folder_and_reads_level1_ids(tmp_path):
+    _write_idd(tmp_path, {"0": 2, "10": 1, "2": 1})
+    samples = pair_samples(tmp_path / "images", tmp_path / "labels", LabelSpec(format="idd", positive_ids=[0],
+                                                                              void_ids=[255]))
+    assert [s.drive for s in samples] == ["0", "0", "2", "10"]  # natural order of the sequence folders
+    assert samples[0].mask == tmp_path / "labels" / "0" / "000000_label.png"
+    label = read_label(samples[0].mask, LabelSpec(format="idd", positive_ids=[0], void_ids=[255]))
+    assert label[30, 20] == 1 and label[30, 2] == 0 and label[5, 20] == 0 and label[0, 0] == VOID
+
+
+def test_idd_image_without_label_is_named(tmp_path):
+    _write_idd(tmp_path, {"3": 1})
+    (tmp_path / "labels" / "3" / "000000_label.png").unlink()
+    with pytest.raises(DatasetError, match="000000_image.jpg"):
+        pair_samples(tmp_path / "images", tmp_path / "labels", LabelSpec(format="idd"))
+
+
+def test_holdouts_split_by_drive_never_by_frame(two_datasets):
+    cv, idd = (DatasetConfig.from_dict(d, i) for i, d in enumerate(two_datasets["datasets"]))
+    train, splits = dataset_samples(cv)
+    assert {s.drive for s in train} == {"0006R0"} and list(splits) == ["camvid_0001TP"]
+    assert len(splits["camvid_0001TP"]) == 2
+    train, splits = dataset_samples(idd)
+    # sequence folders in natural order 0, 1, 2, 10: every 3rd from the first = 0 and 10
+    assert sorted({s.drive for s in splits["idd_val"]}) == ["0", "10"]
+    assert {s.drive for s in train} == {"1", "2"}
+    assert every_nth_drive(train, 0) == []
+
+
+def test_dataset_entries_are_checked_with_their_index():
+    with pytest.raises(KeyError, match=r"datasets\[0\]\.colour"):
+        DatasetConfig.from_dict({"name": "a", "root": "x", "colour": 1})
+    with pytest.raises(ValueError, match=r"datasets\[1\] \(b\)\.format"):
+        DatasetConfig.from_dict({"name": "b", "root": "x", "format": "coco"}, 1)
+    with pytest.raises(ValueError, match="val_masks"):
+        DatasetConfig.from_dict({"name": "c", "root": "x", "val_images": "val"})
+
+
+def test_missing_holdout_drive_lists_the_drives(two_datasets):
+    bad = DatasetConfig.from_dict({**two_datasets["datasets"][0], "holdout_drives": ["9999XX"]})
+    with pytest.raises(DatasetError, match=r"9999XX.*0001TP"):
+        dataset_samples(bad)
+
+
+def test_read_data_weights_cache_and_splits(two_datasets, tmp_path):
+    cfg = load_config(None)
+    cfg["datasets"] = two_datasets["datasets"]
+    cfg["model"]["input_hw"] = [32, 64]
+    cfg["train"]["cache_dir"] = str(tmp_path / "cache")
+    train, val, info = read_data(cfg)
+    assert list(val) == ["camvid_0001TP", "idd_val"]
+    assert val["camvid_0001TP"].labels[0].shape == (36, 48)  # validation stays at full resolution
+    assert train.images[0].shape == (32, 64, 3) and train.labels[0].shape == (32, 64)  # training frames resized
+    assert info["datasets"]["camvid"]["train_frames"] == 3 and info["datasets"]["idd"]["train_frames"] == 5
+    order = train.epoch_order(np.random.default_rng(0))
+    groups = np.asarray(train.groups)[order]
+    assert (groups == 0).sum() == 6 and (groups == 1).sum() == 5  # camvid drawn twice (weight 2)
+    caches = sorted(p.name for p in (tmp_path / "cache").glob("*.npz"))
+    assert len(caches) == 2 and caches[0].startswith("camvid-32x64-")
+    again, _, _ = read_data(cfg)  # from the cache: same arrays
+    np.testing.assert_array_equal(np.stack(again.images), np.stack(train.images))
+    np.testing.assert_array_equal(np.stack(again.labels), np.stack(train.labels))
+
+
+def test_train_false_dataset_is_only_scored(two_datasets, tmp_path):
+    cfg = load_config(None)
+    cfg["datasets"] = [two_datasets["datasets"][0], {**two_datasets["datasets"][1], "train": False}]
+    cfg["model"]["input_hw"] = [32, 64]
+    cfg["train"]["cache_dir"] = str(tmp_path / "cache")
+    train, val, info = read_data(cfg)
+    assert set(train.dataset_names) == {"camvid"} and len(train) == 3
+    assert "idd_val" in val and info["datasets"]["idd"]["train_frames"] == 0
+
+
+def test_legacy_data_section_is_one_dataset(tmp_path):
+    cfg = load_config(None, [f"data.root={tmp_path}", "data.holdout_drive=0001TP"])
+    (ds,) = TrainingConfig.from_dict(cfg).datasets
+    assert ds.name == "camvid" and ds.holdout_drives == ("0001TP",) and ds.holdout_split == "val"
+    assert not ds.val_images
+
+
+def test_model_defaults_agree_with_the_builder():
+    built = UNetConfig()
+    for k, v in DEFAULTS["model"].items():
+        assert (tuple(v) if isinstance(v, list) else v) == getattr(built, k), k
+    assert UNetConfig.from_dict(DEFAULTS["model"]) == built
+
+
+class _FakeTeacher:
+    """Road probability = the image's red channel / 255, at a fixed 20x28 size."""
+
+    def road_probability(self, image_rgb):
+        return cv2.resize(image_rgb[..., 0].astype(np.float32) / 255.0, (28, 20))
+
+
+def test_teacher_cache_is_attached_by_frame_name(two_datasets, tmp_path):
+    ds = DatasetConfig.from_dict(two_datasets["datasets"][1], 1)
+    samples, _ = dataset_samples(ds)
+    out = teacher_file(tmp_path / "cache", ds.name, (32, 64))
+    n = cache_probabilities(_FakeTeacher(), [s.image for s in samples[:3]], [sample_name(s) for s in samples[:3]],
+                            (32, 64), out)
+    assert n == 3 and out.is_file()
+    arr = load_resized(ds, samples, (32, 64), None)
+    assert attach_teacher(arr, out) == 3
+    expected = cv2.resize(cv2.resize(arr.images[0][..., 0].astype(np.float32) / 255.0, (28, 20)), (64, 32))
+    assert arr.soft[0].shape == (32, 64) and arr.soft[0].dtype == np.float16
+    # the cached map is the teacher's (from the full-size frame; JPEG-decoded, so compare coarsely)
+    assert abs(float(arr.soft[0].mean()) - float(expected.mean())) < 0.05
+    assert np.all(arr.soft[len(samples) - 1] == -1)  # a frame the teacher did not see: no soft label
+
+
+def test_missing_teacher_cache_is_a_clear_error(tmp_path, two_datasets):
+    ds = DatasetConfig.from_dict(two_datasets["datasets"][1], 1)
+    samples, _ = dataset_samples(ds)
+    arr = load_resized(ds, samples, (32, 64), None)
+    with pytest.raises(DatasetError, match="training.teacher"):
+        attach_teacher(arr, tmp_path / "nope.npz")
+
+
+def test_teacher_road_probability_on_a_camvid_frame(camvid):
+    path = REPO / DEFAULT_TEACHER
+    if not path.is_file():
+        pytest.skip(f"teacher model {path} is missing")
+    teacher = Teacher(path, threads=1)
+    frame = camvid / "val" / "0016E5_07965.png"
+    image = read_image(frame)
+    prob = teacher.road_probability(image)
+    assert prob.shape == (512, 896) and prob.dtype == np.float32 and 0.0 <= prob.min() and prob.max() <= 1.0 + 1e-5
+    mask = teacher.mask(image)
+    label = read_label(camvid / "valannot" / frame.name, LabelSpec())
+    assert mask.shape == label.shape and confusion(mask, label).iou > 0.9
