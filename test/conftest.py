@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from domain_ids import domain_id
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_MODEL = REPO / "models" / "road_unet_camvid.onnx"
@@ -57,22 +58,28 @@ def tiny_model(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def ctx():
-    """A private rclpy context for one test module (``test_node.DOMAIN_ID``, no signal handlers)."""
+def ros_domain_id(request) -> int:
+    """The ROS domain id of this test module: ``domain_id`` of its name without ``test_`` (subprocesses it
+    starts get it as ``ROS_DOMAIN_ID``)."""
+    return domain_id(request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_"))
+
+
+@pytest.fixture(scope="module")
+def ctx(ros_domain_id):
+    """A private rclpy context for one test module (on ``ros_domain_id``, no signal handlers)."""
     import rclpy
     from rclpy.signals import SignalHandlerOptions
-    from test_node import DOMAIN_ID
 
     context = rclpy.Context()
-    rclpy.init(context=context, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(context=context, domain_id=ros_domain_id, signal_handler_options=SignalHandlerOptions.NO)
     yield context
     rclpy.try_shutdown(context=context)
 
 
 @pytest.fixture
 def harness(ctx, tiny_model):
-    """A factory of ``test_node.Harness`` objects (node under test + test-side node), closed afterwards."""
-    from test_node import Harness
+    """A factory of ``ros_helpers.Harness`` objects (node under test + test-side node), closed afterwards."""
+    from ros_helpers import Harness
 
     made: list[Harness] = []
 

@@ -199,3 +199,22 @@ def check(root: Path, package: str) -> list[str]:
     for cycle in find_cycles(edges):
         problems.append(f"import circle: {' -> '.join(cycle)} -> {cycle[0]}")
     return problems
+
+
+def cross_test_imports(folder: Path) -> list[str]:
+    """``file:line: imports test_x`` for each import of a ``test_*`` module by a ``*.py`` of ``folder``.
+
+    Test files share code through named helper modules (and ``conftest.py``), never through each other.
+    """
+    problems = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            problems += [f"{path.name}:{node.lineno}: imports {n}" for n in names
+                         if n.split(".")[0].startswith("test_")]
+    return problems

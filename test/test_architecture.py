@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from import_rules import check
+from domain_ids import domain_id, offset
+from import_rules import check, cross_test_imports
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = "road_seg_perception"
@@ -95,3 +97,39 @@ def test_loading_a_keras_model_for_inference_imports_no_training_module(tmp_path
                             "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ----------------------------------------------------------------------------- the test suite itself
+
+
+def test_test_files_share_code_through_helpers_not_each_other():
+    problems = cross_test_imports(REPO / "test")
+    assert problems == [], "\n".join(problems)
+
+
+def test_a_test_file_importing_another_is_named_with_its_line(tmp_path):
+    (tmp_path / "helpers.py").write_text("import os\n")
+    (tmp_path / "conftest.py").write_text("from helpers import os\n")
+    (tmp_path / "test_a.py").write_text("from helpers import os\n\ndef f():\n    import test_b\n")
+    (tmp_path / "test_b.py").write_text("import numpy\nfrom test_a import f\nimport json, test_c.sub\n")
+    (tmp_path / "test_c.py").write_text("from . import test_a\n")
+    assert cross_test_imports(tmp_path) == ["test_a.py:4: imports test_b", "test_b.py:2: imports test_a",
+                                            "test_b.py:3: imports test_c.sub"]
+
+
+def test_ros_domain_ids_stay_valid_and_apart_per_purpose():
+    """Every ``domain_id("...")`` purpose the tests name gets its own offset; ids stay in 1..232."""
+    purposes = set()
+    for path in (REPO / "test").glob("*.py"):
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "domain_id" \
+                    and n.args and isinstance(n.args[0], ast.Constant) and n.args[0].value:
+                purposes.add(n.args[0].value)
+    assert {"node_shutdown", "packaging", "launch", "soak"} <= purposes
+    offsets = {p: offset(p) for p in purposes}
+    assert len(set(offsets.values())) == len(offsets), sorted(offsets.items(), key=lambda kv: kv[1])
+    ids = [domain_id(p, k) for p in purposes for k in range(20)]
+    assert 1 <= min(ids) and max(ids) <= 232
+    assert domain_id("node") == domain_id("node") != domain_id("node", 1)
+    with pytest.raises(ValueError, match="purpose"):
+        domain_id("")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from domain_ids import domain_id
 
 pytest.importorskip("rclpy", reason="rclpy is not installed")
 
@@ -160,7 +161,7 @@ def test_naive_node_segments_each_frame_with_header_and_size(tiny_model):
 
     naive = _load_naive()
     ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=1 + (os.getpid() + 37) % 200, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(context=ctx, domain_id=domain_id("bench_naive_node"), signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = naive.NaiveRoadSegNode(context=ctx, namespace="/naive_test", parameter_overrides=[
             Parameter("model_path", value=str(tiny_model["onnx"]))])
@@ -287,7 +288,7 @@ def test_take_cost_bench_times_each_way_of_taking_a_frame(tmp_path):
     out = tmp_path / "take.json"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "take_cost.py"), "--runs", "2", "--json", str(out)],
                           capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "ROS_DOMAIN_ID": str(150 + os.getpid() % 50)})
+                          env={**os.environ, "ROS_DOMAIN_ID": str(domain_id("bench_take_cost"))})
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())["ms"]
     assert set(res) == {"480x360", "1280x720"}

@@ -7,6 +7,7 @@ import math
 import cv2
 import numpy as np
 import pytest
+from scenes import camera_axes, render
 
 from road_seg_perception.core.ground_grid import (
     NOT_ROAD,
@@ -31,37 +32,6 @@ RATIONAL = Intrinsics(W, H, (255.0, 0.0, 158.0, 0.0, 255.0, 121.0, 0.0, 0.0, 1.0
                       (0.6, -0.05, 0.0005, 0.0, 0.0, 0.9, 0.05, 0.0), "rational_polynomial")
 # 0.2 m cells out to 12 m: half a pixel's ground footprint (d^2 / (2 h f)) stays under one cell there.
 SPEC = GridSpec(resolution=0.2, forward_m=14.0, lateral_m=10.0, max_range_m=12.0)
-
-
-def camera_axes(pitch: float, roll: float, yaw: float) -> np.ndarray:
-    """Columns: the optical x (right), y (down), z (forward) in the ground frame, built from view vectors.
-
-    Written independently of the module: forward from yaw and pitch, then right/down turned about it by roll.
-    """
-    fwd = np.array([math.cos(pitch) * math.cos(yaw), math.cos(pitch) * math.sin(yaw), -math.sin(pitch)])
-    right = np.array([math.sin(yaw), -math.cos(yaw), 0.0])
-    down = np.cross(fwd, right)
-    right, down = math.cos(roll) * right + math.sin(roll) * down, math.cos(roll) * down - math.sin(roll) * right
-    return np.stack([right, down, fwd], axis=1)
-
-
-def render(shape, intr: Intrinsics, height: float, pitch: float, roll: float = 0.0, yaw: float = 0.0,
-           x: float = 0.0, y: float = 0.0, max_range: float = 1e9) -> np.ndarray:
-    """A 0/255 road mask as the camera sees ``shape(x, y) -> bool`` on flat ground, one ray per pixel.
-
-    The sky (and ground beyond ``max_range``) is painted road on purpose: no grid cell may read it.
-    """
-    u, v = np.meshgrid(np.arange(intr.width, dtype=np.float64), np.arange(intr.height, dtype=np.float64))
-    pix = np.stack([u.ravel(), v.ravel()], axis=-1).reshape(-1, 1, 2)
-    crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
-    norm = cv2.undistortPointsIter(pix, intr.matrix(), intr.coefficients(), None, None, crit).reshape(-1, 2)
-    rays = np.concatenate([norm, np.ones((len(norm), 1))], axis=1) @ camera_axes(pitch, roll, yaw).T
-    down = rays[:, 2] < -1e-9
-    t = np.where(down, height / np.where(down, -rays[:, 2], 1.0), 0.0)
-    gx, gy = x + t * rays[:, 0], y + t * rays[:, 1]
-    ground = down & (np.hypot(gx - x, gy - y) <= max_range)
-    road = ~ground | shape(gx, gy)
-    return np.where(road, 255, 0).astype(np.uint8).reshape(intr.height, intr.width)
 
 
 def rectangle(gx, gy):

@@ -11,8 +11,8 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from ros_helpers import wait_for
 from std_msgs.msg import String
-from test_node import wait_for
 
 from road_seg_perception.ros.intake import NoExecutorGroup, SubscriptionIntake, intake_available
 

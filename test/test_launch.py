@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import rclpy
 import yaml
+from domain_ids import domain_id
 from launch_env import installed_env, require_launch_stack
+from launch_helpers import assert_no_side_effects, call_name, ros2_launch, run_to_end
 from rclpy.signals import SignalHandlerOptions
 
 from road_seg_perception.ros.launch_args import parse_bool
@@ -26,7 +28,7 @@ LAUNCH_FILE = REPO / "launch" / "road_segmentation.launch.py"
 PARAMS_FILE = REPO / "config" / "road_seg.yaml"
 RVIZ_FILE = REPO / "config" / "road_seg.rviz"
 LAUNCH_ARGUMENTS = {"image", "use_compressed", "params_file", "model_path", "rviz", "lifecycle", "autostart"}
-DOMAIN_ID = 1 + (os.getpid() + 97) % 200
+DOMAIN_ID = domain_id("launch")
 
 
 def yaml_parameters() -> dict:
@@ -35,11 +37,6 @@ def yaml_parameters() -> dict:
 
 def launch_tree() -> ast.Module:
     return ast.parse(LAUNCH_FILE.read_text(), filename=str(LAUNCH_FILE))
-
-
-def _call_name(node: ast.Call) -> str:
-    f = node.func
-    return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
 
 
 def _pure_helpers() -> dict:
@@ -99,7 +96,7 @@ def test_launch_arguments_and_node_parameters_are_declared_ones():
     declared_args = {}
     node_param_keys = set()
     for n in ast.walk(tree):
-        if isinstance(n, ast.Call) and _call_name(n) == "DeclareLaunchArgument":
+        if isinstance(n, ast.Call) and call_name(n) == "DeclareLaunchArgument":
             name = n.args[0].value
             default = next((k.value for k in n.keywords if k.arg == "default_value"), None)
             declared_args[name] = default
@@ -115,29 +112,6 @@ def test_launch_arguments_and_node_parameters_are_declared_ones():
     text = LAUNCH_FILE.read_text()
     assert '"road_seg.yaml"' in text and '"road_seg.rviz"' in text
     assert PARAMS_FILE.is_file() and RVIZ_FILE.is_file()
-
-
-SIDE_EFFECT_CALLS = {"eval", "exec", "system", "popen", "run", "check_call", "check_output", "ExecuteProcess",
-                     "open", "remove", "unlink", "mkdir", "makedirs", "rmtree", "write_text"}
-
-
-def assert_no_side_effects(tree: ast.Module, allowed_calls: frozenset[str] = frozenset()) -> None:
-    """A launch file calls nothing with side effects, imports only launch, launch_ros, lifecycle_msgs and the
-    package's argument parsers, and holds only imports, constants, functions and its docstring at module level."""
-    banned = SIDE_EFFECT_CALLS - allowed_calls
-    for n in ast.walk(tree):
-        if isinstance(n, ast.Call):
-            assert _call_name(n) not in banned, f"line {n.lineno}: {_call_name(n)}()"
-        if isinstance(n, ast.Import | ast.ImportFrom):
-            mods = [a.name for a in n.names] if isinstance(n, ast.Import) else [n.module or ""]
-            for m in mods:
-                assert m.split(".")[0] in {"launch", "launch_ros", "lifecycle_msgs"} \
-                    or m == "road_seg_perception.ros.launch_args", \
-                    f"line {n.lineno}: imports {m}"
-    for n in tree.body:
-        assert isinstance(n, ast.Import | ast.ImportFrom | ast.FunctionDef | ast.Assign | ast.Expr), ast.dump(n)[:80]
-        if isinstance(n, ast.Expr):
-            assert isinstance(n.value, ast.Constant), "only the docstring may be a bare expression"
 
 
 def test_launch_file_has_no_side_effects():
@@ -225,23 +199,6 @@ def ros_env():
     return installed_env(DOMAIN_ID)
 
 
-def ros2_launch(env: dict, *args: str, domain_id: int = DOMAIN_ID) -> subprocess.Popen:
-    """``ros2 launch road_seg_perception ...`` in a session of its own (a terminal's process group)."""
-    return subprocess.Popen(["ros2", "launch", "road_seg_perception", *args], cwd=REPO,
-                            env=dict(env, ROS_DOMAIN_ID=str(domain_id)), start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def run_to_end(proc: subprocess.Popen, timeout: float = 90) -> tuple[int, str]:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        raise AssertionError(f"ros2 launch still running after {timeout} s:\n{out}") from None
-    return proc.returncode, out
-
-
 def ctrl_c_run(env: dict, model: Path, domain_id: int) -> tuple[int | str, str]:
     """Launch, wait until the node publishes, then SIGINT the whole process group (a terminal's Ctrl-C)."""
     proc = ros2_launch(env, "road_segmentation.launch.py", f"model_path:={model}", domain_id=domain_id)
@@ -279,7 +236,7 @@ SHUTDOWN_ERRORS = ("Failed to publish log message to rosout", "Traceback", "term
 def test_ctrl_c_to_the_process_group_exits_cleanly_every_time(ros_env, tiny_model):
     """Node and launch both get SIGINT (terminal + launch's forward): 20 of 20 runs end with exit 0 everywhere."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=5) as pool:
-        runs = list(pool.map(lambda k: ctrl_c_run(ros_env, tiny_model["onnx"], 1 + (DOMAIN_ID + 7 + k) % 200),
+        runs = list(pool.map(lambda k: ctrl_c_run(ros_env, tiny_model["onnx"], domain_id("launch_ctrl_c", k)),
                              range(CTRL_C_RUNS)))
     def node_lines(out: str) -> str:
         return "\n".join(line for line in out.splitlines() if line.startswith("[road_seg_node-1]"))

@@ -7,7 +7,6 @@ shuts it down through the services: the node process exits 0 and its exit ends t
 
 from __future__ import annotations
 
-import os
 import time
 import unittest
 
@@ -15,15 +14,17 @@ import launch_testing
 import launch_testing.actions
 import launch_testing.asserts
 import pytest
+from domain_ids import domain_id
 from launch import LaunchDescription
 from launch.actions import IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch_env import SHARE, use_installed_env
+from launch_helpers import SHUTDOWN_ERRORS, Probe, image_msg, values
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from test_road_segmentation_launch import SHUTDOWN_ERRORS, Probe, image_msg, road_scene, values
+from scenes import road_scene
 
-DOMAIN_ID = 1 + (os.getpid() + 89) % 200
+DOMAIN_ID = domain_id("lifecycle_launch")
 IMAGE_TOPIC = "/managed/image_raw"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from domain_ids import domain_id
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import SetParameters
@@ -24,7 +24,7 @@ from road_seg_perception.bagio.image_codec import image_to_rgb
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.ros.lifecycle_node import RoadSegLifecycleNode
 
-DOMAIN_ID = 1 + (os.getpid() + 131) % 200
+DOMAIN_ID = domain_id("lifecycle_node")
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
 

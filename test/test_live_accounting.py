@@ -8,13 +8,13 @@ before the first frame and drains until the recording holds a mask per processed
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from domain_ids import domain_id
 
 pytest.importorskip("rclpy", reason="rclpy is not installed")
 
@@ -76,7 +76,7 @@ def test_replay_cli_records_every_mask_of_a_running_node(tiny_model, tmp_path):
     from road_seg_perception.tools.live import node_command, stop_process, subprocess_env
 
     bag = _bag(tmp_path / "bag", n=20, hw=(32, 64))
-    env = subprocess_env(1 + (os.getpid() + 83) % 100)
+    env = subprocess_env(domain_id("live_accounting"))
     cmd = node_command(tiny_model["onnx"], B.IMAGE_TOPIC, False,
                        {f"qos_overrides.{B.IMAGE_TOPIC}.subscription.reliability": "reliable"})
     node = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

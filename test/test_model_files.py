@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
-from test_node import DOMAIN_ID, as_array, image_msg, random_rgb, wait_for
+from ros_helpers import as_array, image_msg, random_rgb, wait_for
 
 from road_seg_perception.bagio.bag import decode_image
 from road_seg_perception.bagio.image_codec import ImageConversionError
@@ -569,10 +569,10 @@ sys.exit(node.main())
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_during_a_model_load_ends_the_node_within_2_s(tiny_model, tmp_path, sig):
+def test_signal_during_a_model_load_ends_the_node_within_2_s(ros_domain_id, tiny_model, tmp_path, sig):
     script = tmp_path / "slow_start.py"
     script.write_text(SLOW_START)
-    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain_id), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, str(script), "--ros-args", "-p", f"model_path:={tiny_model['onnx']}"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -599,7 +599,7 @@ def test_misspelt_override_names_the_closest_parameter(name, cut):
         assert "did you mean" in lines[0]
 
 
-def test_node_warns_about_unknown_overrides(tmp_path, tiny_model):
+def test_node_warns_about_unknown_overrides(ros_domain_id, tmp_path, tiny_model):
     params = tmp_path / "params.yaml"
     params.write_text(textwrap.dedent(f"""
         road_seg_node:
@@ -608,7 +608,7 @@ def test_node_warns_about_unknown_overrides(tmp_path, tiny_model):
             treshold: 0.3
             proces_every_n: 2
     """))
-    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain_id), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "road_seg_perception.ros.node", "--ros-args", "--params-file",
                              str(params)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from nav_msgs.msg import OccupancyGrid
 from rclpy.parameter import Parameter
+from ros_helpers import RELIABLE, as_array, image_msg, random_rgb, wait_for
+from scenes import render
 from sensor_msgs.msg import CameraInfo
-from test_ground_grid import render
-from test_node import RELIABLE, as_array, image_msg, random_rgb, wait_for
 
 from road_seg_perception.core.ground_grid import ROAD, UNSEEN, CameraPose, GridSpec, Intrinsics, project_mask
 from road_seg_perception.core.segmenter import RoadSegmenter

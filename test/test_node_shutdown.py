@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 import rclpy
+from domain_ids import domain_id
 from rcl_interfaces.srv import GetParameters, ListParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 REPO = Path(__file__).resolve().parent.parent
-DOMAIN_ID = 1 + (os.getpid() + 167) % 200
+DOMAIN_ID = domain_id("node_shutdown")
 SHUTDOWN_ERRORS = ("Failed to publish log message to rosout", "Traceback", "terminate called", "RCLError",
                    "KeyboardInterrupt", "Exception")
 RUNS = 30

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from domain_ids import domain_id
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -122,7 +123,7 @@ def test_rclpy_image_roundtrip():
     from sensor_msgs.msg import Image
 
     ctx = Context()
-    rclpy.init(context=ctx, domain_id=77)
+    rclpy.init(context=ctx, domain_id=domain_id("packaging"))
     try:
         node = rclpy.create_node("packaging_smoke", context=ctx)
         got: list[Image] = []

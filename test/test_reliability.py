@@ -29,8 +29,8 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rclpy.parameter import Parameter
+from ros_helpers import as_array, header, image_msg, random_rgb, wait_for
 from sensor_msgs.msg import CompressedImage
-from test_node import as_array, header, image_msg, random_rgb, wait_for
 
 from road_seg_perception.bagio.image_codec import ImageConversionError, compressed_header
 from road_seg_perception.core import fileio

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from domain_ids import domain_id
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -309,7 +310,7 @@ def test_bag_make_output_may_not_overlap_its_inputs(tmp_path):
 def test_replay_refuses_to_record_over_its_input(tmp_path):
     bag = _our_bag(tmp_path / "in")
     before = tree_bytes(bag)
-    env = {**os.environ, "ROS_DOMAIN_ID": str(1 + (os.getpid() + 71) % 100), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id("reliability_io_record")), "PYTHONPATH": str(REPO)}
     for target in (bag, tmp_path / "in" / ".." / "in", tmp_path):
         r = subprocess.run([sys.executable, "-m", "road_seg_perception.ros.replay", str(bag), "--record", str(target),
                             "--overwrite"], capture_output=True, text=True, timeout=60, env=env)
@@ -420,7 +421,7 @@ def _empty_bag(path: Path) -> Path:
 
 def test_replay_refuses_an_empty_bag_instead_of_spinning(tmp_path):
     bag = _empty_bag(tmp_path / "empty")
-    env = {**os.environ, "ROS_DOMAIN_ID": str(1 + (os.getpid() + 73) % 100), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id("reliability_io_replay")), "PYTHONPATH": str(REPO)}
     for extra in (["--loop"], ["--loop", "--topics", B.IMAGE_TOPIC]):
         r = subprocess.run([sys.executable, "-m", "road_seg_perception.ros.replay", str(bag), *extra],
                            capture_output=True, text=True, timeout=60, env=env)

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+from domain_ids import domain_id
 
 pytest.importorskip("rclpy", reason="rclpy is not installed")
 
@@ -161,7 +162,7 @@ def test_replayer_timing_and_recorder_round_trip(small_bag, tmp_path):
     from road_seg_perception.ros.replay import Recorder, Replayer
 
     ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=1 + (os.getpid() + 37) % 100)
+    rclpy.init(context=ctx, domain_id=domain_id("replay_live"))
     node = Node("test_replay", context=ctx)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
@@ -207,7 +208,7 @@ def test_replayer_timing_and_recorder_round_trip(small_bag, tmp_path):
 def test_replay_cli_record_survives_sigterm(small_bag, tmp_path):
     """road-seg-replay --record: SIGTERM mid-stream exits within 2 s and leaves a readable bag."""
     out = tmp_path / "rec"
-    env = {**os.environ, "ROS_DOMAIN_ID": str(1 + (os.getpid() + 53) % 100)}
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id("replay_live_cli"))}
     proc = subprocess.Popen([sys.executable, "-m", "road_seg_perception.ros.replay", str(small_bag.path), "--loop",
                              "--record", str(out), "--record-topics", B.IMAGE_TOPIC, B.CAMERA_INFO_TOPIC],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -7,9 +7,6 @@ every process exited 0 and nothing was logged to a dead rosout.
 
 from __future__ import annotations
 
-import os
-import threading
-import time
 import unittest
 
 import launch_testing
@@ -17,118 +14,26 @@ import launch_testing.actions
 import launch_testing.asserts
 import numpy as np
 import pytest
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
+from domain_ids import domain_id
 from launch import LaunchDescription
 from launch.actions import IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch_env import SHARE, SHIPPED_MODEL, use_installed_env
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
+from launch_helpers import SHUTDOWN_ERRORS, Probe, iou, values
+from scenes import road_scene
 from sensor_msgs.msg import Image
 
 from road_seg_perception.core.overlay import draw_overlay
 from road_seg_perception.core.segmenter import RoadSegmenter
 
-DOMAIN_ID = 1 + (os.getpid() + 53) % 200
+DOMAIN_ID = domain_id("road_segmentation_launch")
 IMAGE_TOPIC = "/front/image_raw"
-RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
-SHUTDOWN_ERRORS = ("Failed to publish log message to rosout", "Traceback", "terminate called", "RCLError")
-
-
-def road_scene(h: int = 180, w: int = 240, seed: int = 0) -> np.ndarray:
-    """A synthetic street: sky, buildings, a grey road trapezoid, a little noise."""
-    rng = np.random.default_rng(seed)
-    img = np.zeros((h, w, 3), np.uint8)
-    img[: h // 3] = (140, 180, 230)
-    img[h // 3:] = (90, 80, 70)
-    ys, xs = np.mgrid[0:h, 0:w]
-    road = (ys > h // 2) & (np.abs(xs - w / 2) < (ys - h / 2) * 1.4 + 10)
-    img[road] = (120, 120, 125)
-    return np.clip(img.astype(np.int16) + rng.integers(-6, 7, img.shape), 0, 255).astype(np.uint8)
-
-
-def image_msg(rgb: np.ndarray, sec: int) -> Image:
-    msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3,
-                data=rgb.tobytes())
-    msg.header.frame_id = "front_camera"
-    msg.header.stamp.sec, msg.header.stamp.nanosec = sec, 250
-    return msg
 
 
 def as_array(msg: Image) -> np.ndarray:
     ch = {"mono8": 1, "rgb8": 3}[msg.encoding]
     a = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, : msg.width * ch]
     return a.reshape(msg.height, msg.width, ch) if ch > 1 else a
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-class Probe:
-    """A test-side node on its own context: publishes camera frames, collects the launched node's outputs."""
-
-    def __init__(self, image_topic: str = IMAGE_TOPIC, domain_id: int = DOMAIN_ID, namespace: str = "/"):
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
-        self.node = rclpy.create_node("launch_probe", namespace=namespace, context=self.ctx)
-        self.pub = self.node.create_publisher(Image, image_topic, RELIABLE)
-        self.lock = threading.Lock()
-        self.got: dict[str, list] = {"road_mask": [], "road_overlay": [], "diagnostics": []}
-        for name in ("road_mask", "road_overlay"):
-            self.node.create_subscription(Image, "/" + name, self._keep(name), RELIABLE)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._keep("diagnostics"), 50)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def _keep(self, name):
-        def cb(msg):
-            with self.lock:
-                self.got[name].append(msg)
-        return cb
-
-    def outputs(self, name: str) -> list:
-        with self.lock:
-            return list(self.got[name])
-
-    def wait(self, pred, timeout: float, what: str) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred():
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-    def segment(self, rgb: np.ndarray, sec: int, timeout: float = 60.0) -> tuple[Image, Image | None]:
-        """Publish ``rgb`` (again every 0.5 s: the node may still be starting) until its mask arrives."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            self.pub.publish(image_msg(rgb, sec))
-            t = time.monotonic() + 0.5
-            while time.monotonic() < t:
-                mask = next((m for m in self.outputs("road_mask") if m.header.stamp.sec == sec), None)
-                if mask is not None:
-                    time.sleep(0.2)
-                    overlay = next((m for m in self.outputs("road_overlay") if m.header.stamp.sec == sec), None)
-                    return mask, overlay
-                time.sleep(0.02)
-        raise AssertionError(f"no road_mask with stamp {sec} within {timeout} s")
-
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
-        self.thread.join(5.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.ctx)
-
-
-def values(status) -> dict[str, str]:
-    return {kv.key: kv.value for kv in status.values}
 
 
 @pytest.mark.launch_test
@@ -146,7 +51,7 @@ def generate_test_description():
 class TestNodeOutputs(unittest.TestCase):
     def test_masks_overlays_and_diagnostics(self):
         reference = RoadSegmenter(SHIPPED_MODEL, backend="onnxruntime")
-        probe = Probe()
+        probe = Probe(IMAGE_TOPIC, DOMAIN_ID)
         try:
             for i, (h, w) in enumerate([(180, 240), (97, 131)]):
                 rgb = road_scene(h, w, seed=i)

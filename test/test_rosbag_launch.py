@@ -4,20 +4,20 @@ arguments or a failing player (the replay itself: test_rosbag_replay_launch.py).
 from __future__ import annotations
 
 import ast
-import os
 from pathlib import Path
 
 import pytest
+from domain_ids import domain_id
 from launch_env import installed_env
-from test_launch import _call_name as _name
-from test_launch import assert_no_side_effects, ros2_launch, run_to_end
+from launch_helpers import assert_no_side_effects, ros2_launch, run_to_end
+from launch_helpers import call_name as _name
 
 from road_seg_perception.ros.launch_args import parse_bool, parse_float
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = REPO / "launch" / "rosbag_replay.launch.py"
 NODE_LAUNCH_ARGS = {"image", "use_compressed", "params_file", "model_path", "rviz", "lifecycle", "autostart"}
-DOMAIN_ID = 1 + (os.getpid() + 113) % 200
+DOMAIN_ID = domain_id("rosbag_launch")
 
 
 def tree() -> ast.Module:

@@ -9,7 +9,6 @@ the overlays and diagnostics are there, ``exit_when_done`` ends the launch and e
 
 from __future__ import annotations
 
-import os
 import tempfile
 import unittest
 from pathlib import Path
@@ -19,18 +18,20 @@ import launch_testing.actions
 import launch_testing.asserts
 import numpy as np
 import pytest
+from domain_ids import domain_id
 from launch import LaunchDescription
 from launch.actions import IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch_env import SHARE, SHIPPED_MODEL, use_installed_env
-from test_road_segmentation_launch import SHUTDOWN_ERRORS, iou, road_scene
+from launch_helpers import SHUTDOWN_ERRORS, iou
+from scenes import road_scene
 
 from road_seg_perception.bagio.bag import Frame, iter_messages, mono8_array, write_frames
 from road_seg_perception.bagio.image_codec import image_to_rgb
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.ros.launch_args import ros2bag_available
 
-DOMAIN_ID = 1 + (os.getpid() + 71) % 200
+DOMAIN_ID = domain_id("rosbag_replay_launch")
 WORK = Path(tempfile.mkdtemp(prefix="road_seg_replay_launch_"))
 BAG = WORK / "drive"
 RECORDED = WORK / "outputs"

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from domain_ids import domain_id
 
 pytest.importorskip("rclpy", reason="rclpy is not installed")
 
@@ -147,7 +148,7 @@ def test_soak_live_node(tmp_path):
     model, model_text = soak_model()
     bag, per_pass = write_soak_bag(tmp_path / "soak_bag")
     bad_index = GOOD_PER_PASS // 2
-    domain = 150 + os.getpid() % 80
+    domain = domain_id("soak")
     log_path = tmp_path / "node.log"
     print(f"\nsoak: {SOAK_FRAMES} frames ({FRAME_HW[1]}x{FRAME_HW[0]} rgb8, 1 in {per_pass} malformed), "
           f"warm-up {WARMUP_FRAMES} frames, node parameters {NODE_PARAMS}\nsoak: model: {model_text}", flush=True)
