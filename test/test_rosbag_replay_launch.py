@@ -55,14 +55,15 @@ def generate_test_description():
 
 class TestReplay(unittest.TestCase):
     def test_replay_runs_to_the_end(self, proc_info):
-        """The player ends by itself, then (exit_when_done) the node is shut down."""
+        """The player ends by itself. Then ``exit_when_done`` ends the launch, which shuts the node down: this test
+        returns at once so as not to race with that end; the post-shutdown checks see every exit code."""
         proc_info.assertWaitForShutdown(process="ros2" if ros2bag_available() else "road-seg-replay", timeout=180)
-        proc_info.assertWaitForShutdown(process="road_seg_node", timeout=30)
 
 
 @launch_testing.post_shutdown_test()
 class TestRecordedOutputs(unittest.TestCase):
     def test_exit_codes(self, proc_info):
+        """Every process, the player included, ended by itself with exit code 0."""
         launch_testing.asserts.assertExitCodes(proc_info)
 
     def test_clean_output(self, proc_output):
