@@ -160,10 +160,13 @@ def test_every_transition_with_outputs_checked_in_each_state(managed, tiny_model
     assert m.transition(Transition.TRANSITION_ACTIVATE)
     m.pub.publish(image(9, 30))
     m.mask_for(30)
-    # deactivate + cleanup: model freed, topics gone
+    # deactivate + cleanup: model closed and dropped, topics gone
     assert m.transition(Transition.TRANSITION_DEACTIVATE)
+    backend = m.node.segmenter.backend
+    assert "session" in vars(backend)
     assert m.transition(Transition.TRANSITION_CLEANUP) and m.state() == "unconfigured"
     assert m.node.segmenter is None and m.node.config is None
+    assert "session" not in vars(backend)  # the ONNX Runtime session released
     wait_for(lambda: m.pub.get_subscription_count() == 0, what="the subscription to go")
     # configure + activate again from scratch
     assert m.transition(Transition.TRANSITION_CONFIGURE) and m.transition(Transition.TRANSITION_ACTIVATE)

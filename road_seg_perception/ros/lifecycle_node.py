@@ -9,7 +9,7 @@ lifecycle set``, launch's ``ChangeState`` events) drives it through the standard
   Publishers, subscriptions, ``/diagnostics`` and the worker exist from here on.
 - ``activate``: segment incoming frames and publish the results.
 - ``deactivate``: stop segmenting; frames that arrive are counted as skipped, nothing is published.
-- ``cleanup``: stop the worker, destroy the topics and free the model (back to unconfigured).
+- ``cleanup``: stop the worker, destroy the topics and close the model (back to unconfigured).
 - ``shutdown`` (from any state): the same clean-up, then the process exits with status 0.
 """
 
@@ -67,20 +67,34 @@ class RoadSegLifecycleNode(RoadSegmentation, LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.cleanup_processing()
+        self._cleanup_and_close()
         self.get_logger().info("cleaned up: model freed")
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.cleanup_processing()
+        self._cleanup_and_close()
         self.finalized = True
         self.get_logger().info(f"shut down from {state.label}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.cleanup_processing()
+        self._cleanup_and_close()
         self.get_logger().error(f"error while {state.label}: cleaned up, back to unconfigured")
         return TransitionCallbackReturn.SUCCESS
+
+    def _cleanup_and_close(self) -> None:
+        """Stop processing and destroy the topics, then close the model and any replaced one not yet closed
+        (the worker is joined by then; a Keras model also clears Keras' session)."""
+        models = [m for m in (self.segmenter, *getattr(self, "_retired", ())) if m is not None]
+        self.cleanup_processing()
+        self._retired = []
+        for model in models:
+            close = getattr(model, "close", None)
+            try:
+                if close is not None:
+                    close()
+            except Exception as e:  # a failing close must not fail the transition
+                self.get_logger().warning(f"closing the model failed: {type(e).__name__}: {e}")
 
     def _fail(self, reason: str) -> TransitionCallbackReturn:
         self.last_failure = reason
