@@ -9,7 +9,8 @@ Node parameter defaults live in ``config/road_seg.yaml`` (``params_file``). ``us
 (``road_seg_lifecycle_node``, unconfigured until a lifecycle manager drives it); ``autostart:=true``
 configures and activates it from here. Every argument is checked, and rviz2 looked up, before any
 process starts; the launch ends with the node, non-zero when the node failed (or, managed with
-autostart, when configure failed). This file has no side effects.
+autostart, when configure failed). Importing this file has no side effects; running it keeps SIGINT
+from raising KeyboardInterrupt inside launch's event loop (``sigint_to_launch_only``).
 """
 
 from launch import LaunchDescription
@@ -23,7 +24,7 @@ from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
 from lifecycle_msgs.msg import Transition
 
-from road_seg_perception.ros.launch_args import parse_bool
+from road_seg_perception.ros.launch_args import parse_bool, sigint_to_launch_only
 
 PACKAGE = "road_seg_perception"
 NODE_NAME = "road_seg_node"
@@ -69,6 +70,7 @@ def _actions(context):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
+    sigint_to_launch_only(context.asyncio_loop)  # see docs/ros.md: Ctrl-C and launch
     managed = parse_bool("lifecycle", arg("lifecycle"))
     autostart = parse_bool("autostart", arg("autostart"))
     rviz = parse_bool("rviz", arg("rviz"))

@@ -11,7 +11,8 @@ is not used. ``player:=ros2bag|road-seg-replay`` chooses explicitly.
 
 The node comes from ``road_segmentation.launch.py`` (same parameters file, same remappings); its
 defaults live in ``config/road_seg.yaml``. Every argument is checked before any process starts; a
-player or node that fails ends the launch with a non-zero exit. This file has no side effects.
+player or node that fails ends the launch with a non-zero exit. Importing this file has no side effects;
+running it keeps SIGINT from raising KeyboardInterrupt inside launch's event loop (``sigint_to_launch_only``).
 """
 
 from launch import LaunchDescription
@@ -36,6 +37,7 @@ from road_seg_perception.ros.launch_args import (
     default_record_bag,
     parse_bool,
     parse_float,
+    sigint_to_launch_only,
 )
 
 PACKAGE = "road_seg_perception"
@@ -100,6 +102,8 @@ def player_exit(exit_when_done):
 def _actions(context):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
+
+    sigint_to_launch_only(context.asyncio_loop)  # see docs/ros.md: Ctrl-C and launch
 
     # Every check first: nothing has started when one fails.
     bag = check_bag(arg("bag"))

@@ -1,11 +1,17 @@
-"""Launch-argument parsing and checks shared by the package's launch files (stdlib only, no ``launch``)."""
+"""Launch-argument parsing and checks shared by the package's launch files (stdlib only, no ``launch``),
+and :func:`sigint_to_launch_only`, which they call when they run."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
+from typing import Any
 
 #: Bag players of ``rosbag_replay.launch.py``: ``auto`` is ``ros2bag`` when ``ros2 bag`` is installed.
 BAG_PLAYERS = ("auto", "ros2bag", "road-seg-replay")
@@ -60,3 +66,40 @@ def bag_player(text: str) -> str:
 def default_record_bag() -> str:
     """The name ``ros2 bag record`` gives a recording without ``-o``: ``rosbag2_<date>-<time>``."""
     return time.strftime("rosbag2_%Y_%m_%d-%H_%M_%S")
+
+
+def sigint_to_launch_only(loop: asyncio.AbstractEventLoop | None) -> bool:
+    """While ``loop`` (the launch's event loop) runs, SIGINT raises no ``KeyboardInterrupt`` in this process.
+
+    ``LaunchService`` handles SIGINT itself (``signal.set_wakeup_fd``: Ctrl-C shuts the launch down) and
+    swallows ``KeyboardInterrupt``, but Python's default handler still raises one wherever the main thread
+    is. Raised inside asyncio's loop between taking a ready callback and running it, it drops that callback
+    (a task's wake-up) and ``ros2 launch`` waits forever after its processes have exited. The handler put
+    in place here returns quietly while ``loop`` runs in this thread and is the default handler otherwise
+    (after the launch, and in a test process around it). It replaces only Python's default handler, from the
+    main thread, and not once rclpy has installed its own (its C handler would be replaced). Returns whether
+    the handler is (now) in place; False without a running launch (``loop`` None).
+    """
+    if loop is None or threading.current_thread() is not threading.main_thread():
+        return False
+    current = signal.getsignal(signal.SIGINT)
+    if getattr(current, "launch_loop", None) is loop:
+        return True
+    ours = hasattr(current, "launch_loop")  # left by an earlier launch in this process
+    rclpy_signals = sys.modules.get("rclpy.signals")
+    if not ours and (current is not signal.default_int_handler or (
+            rclpy_signals is not None and rclpy_signals.get_current_signal_handlers_options()
+            != rclpy_signals.SignalHandlerOptions.NO)):
+        return False
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            signal.default_int_handler(signum, frame)
+
+    on_sigint.launch_loop = loop
+    signal.signal(signal.SIGINT, on_sigint)
+    return True

@@ -110,7 +110,7 @@ class RoadSegLifecycleNode(RoadSegmentation, LifecycleNode):
 def main(args: list[str] | None = None) -> int:
     """Run the managed node until ``shutdown``, Ctrl-C or SIGTERM (exit 0)."""
     return run_node(RoadSegLifecycleNode, LIFECYCLE_NODE_NAME, args, finished=lambda node: node.finalized,
-                    linger_s=SHUTDOWN_LINGER_S)
+                    linger_s=SHUTDOWN_LINGER_S, process_exits_after=True)
 
 
 if __name__ == "__main__":

@@ -870,7 +870,8 @@ class RoadSegNode(RoadSegmentation, Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until Ctrl-C or SIGTERM; exit 1 when it cannot start (bad model or parameter)."""
-    return run_node(RoadSegNode, NODE_NAME, args, expected_errors=(ModelFileError, ConfigError))
+    return run_node(RoadSegNode, NODE_NAME, args, expected_errors=(ModelFileError, ConfigError),
+                    process_exits_after=True)
 
 
 if __name__ == "__main__":

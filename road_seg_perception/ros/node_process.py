@@ -40,13 +40,16 @@ def stop_requested() -> bool:
 
 def run_node(make_node: Callable[[], Any], logger_name: str, args: list[str] | None = None, *,
              expected_errors: tuple[type[Exception], ...] = (),
-             finished: Callable[[Any], bool] | None = None, linger_s: float = 0.0) -> int:
+             finished: Callable[[Any], bool] | None = None, linger_s: float = 0.0,
+             process_exits_after: bool = False) -> int:
     """Create the node with ``make_node()`` and spin it until a stop signal or ``finished(node)``.
 
     Returns 0 after a signal or when ``finished``; 1 when the node cannot be created (one ``cannot
     start`` line; a traceback only for errors not in ``expected_errors`` or rclpy's parameter
     errors). ``linger_s``: keep spinning this long after ``finished`` (so a last service response
-    goes out).
+    goes out). The previous signal handlers are put back at the end; with ``process_exits_after`` (a
+    process's ``main``) the stop signals stay ignored instead, so a late Ctrl-C (a terminal's repeated
+    ones) cannot kill the process while it exits (Python's own default handler would, with -SIGINT).
     """
     tuned = keep_large_buffers()  # before any image buffer is allocated
     stop = _STOP
@@ -95,7 +98,7 @@ def run_node(make_node: Callable[[], Any], logger_name: str, args: list[str] | N
             node.destroy_node()
         rclpy.try_shutdown()
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if process_exits_after else handler)
         exit_now_if_loading(0)  # a stop signal during a model load: do not wait for the load's thread
 
 
