@@ -76,9 +76,10 @@ def sigint_to_launch_only(loop: asyncio.AbstractEventLoop | None) -> bool:
     is. Raised inside asyncio's loop between taking a ready callback and running it, it drops that callback
     (a task's wake-up) and ``ros2 launch`` waits forever after its processes have exited. The handler put
     in place here returns quietly while ``loop`` runs in this thread and is the default handler otherwise
-    (after the launch, and in a test process around it). It replaces only Python's default handler, from the
-    main thread, and not once rclpy has installed its own (its C handler would be replaced). Returns whether
-    the handler is (now) in place; False without a running launch (``loop`` None).
+    (after the launch, and in a test process around it). It replaces only Python's default handler (or one
+    it put in place for an earlier launch in this process), from the main thread, and not once rclpy has
+    installed its own (its C handler would be replaced). Returns whether the handler is (now) in place;
+    False without a running launch (``loop`` None).
     """
     if loop is None or threading.current_thread() is not threading.main_thread():
         return False
@@ -87,9 +88,10 @@ def sigint_to_launch_only(loop: asyncio.AbstractEventLoop | None) -> bool:
         return True
     ours = hasattr(current, "launch_loop")  # left by an earlier launch in this process
     rclpy_signals = sys.modules.get("rclpy.signals")
-    if not ours and (current is not signal.default_int_handler or (
-            rclpy_signals is not None and rclpy_signals.get_current_signal_handlers_options()
-            != rclpy_signals.SignalHandlerOptions.NO)):
+    if rclpy_signals is not None and rclpy_signals.get_current_signal_handlers_options() \
+            != rclpy_signals.SignalHandlerOptions.NO:
+        return False
+    if not ours and current is not signal.default_int_handler:
         return False
 
     def on_sigint(signum: int, frame: Any) -> None:
