@@ -588,6 +588,60 @@ def test_signal_during_a_model_load_ends_the_node_within_2_s(ros_domain_id, tiny
     assert rc == 0 and took < 2.0, (rc, took)
 
 
+ANNOUNCE_IMPORT = """
+import importlib.abc, os, sys
+import road_seg_perception.ros.node as node
+
+class Announce(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["ANNOUNCE_IMPORT"]:
+            print(f"importing {name}", flush=True)
+        return None
+
+sys.meta_path.insert(0, Announce())
+sys.exit(node.main())
+"""
+
+
+@pytest.mark.parametrize("module, sig, rc", [
+    ("ml_dtypes._ml_dtypes_ext", signal.SIGTERM, -signal.SIGTERM),  # its initialisation holds the lock: default action
+    ("ml_dtypes._ml_dtypes_ext", signal.SIGINT, -signal.SIGINT),
+    ("keras", signal.SIGTERM, 0),  # TensorFlow's Python import, its libraries already loaded: clean exit
+])
+def test_signal_during_the_first_tensorflow_import_ends_the_node_within_2_s(ros_domain_id, tiny_model, tmp_path,
+                                                                            module, sig, rc):
+    """A real ``.keras`` start-up load in a fresh process, signalled as the import reaches ``module``."""
+    model = Path(shutil.copy(tiny_model["keras"], tmp_path / "m.keras"))  # no .onnx sibling: Keras must load
+    script = tmp_path / "announce.py"
+    script.write_text(ANNOUNCE_IMPORT)
+    env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain_id), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1",
+               KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", ANNOUNCE_IMPORT=module)
+    proc = subprocess.Popen([sys.executable, str(script), "--ros-args", "-p", f"model_path:={model}",
+                             "-p", "backend:=keras"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    killer = threading.Timer(300, proc.kill)
+    killer.start()
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip() == f"importing {module}":
+                proc.send_signal(sig)
+                t = time.monotonic()
+                break
+        else:
+            pytest.fail("the node never imported " + module + ":\n" + "".join(lines[-20:]))
+        got = proc.wait(timeout=30)
+        took = time.monotonic() - t
+        out = "".join(lines) + proc.stdout.read()
+    finally:
+        killer.cancel()
+        proc.kill()
+        proc.communicate()
+    assert (got, "Traceback" in out) == (rc, False), out[-3000:]
+    assert took < 2.0, (took, out[-3000:])
+
+
 @FAST
 @given(name=st.sampled_from(sorted(PARAMETERS)), cut=st.integers(0, 40))
 def test_misspelt_override_names_the_closest_parameter(name, cut):
