@@ -165,4 +165,4 @@ def test_domain_ids_are_never_shared_between_processes():
         again = set(map(int, late.stdout.readline().split()))
     finally:
         late.communicate("", timeout=60)
-    assert again == held[0]  # the same first free ids as the first of the four
+    assert len(again) == 9 and again <= set().union(*held)  # the ids the four held are free again
