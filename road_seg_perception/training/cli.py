@@ -27,6 +27,7 @@ import yaml
 
 from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
 from road_seg_perception.core.fileio import atomic_write_text
+from road_seg_perception.core.imageio import add_max_pixels_argument, max_image_pixels, set_max_image_pixels
 from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.training.artifacts import finish, versions
 from road_seg_perception.training.augment import AugmentConfig
@@ -142,6 +143,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="'mirrored': tf.distribute.MirroredStrategy over all local GPUs; 'multiworker': "
                         "MultiWorkerMirroredStrategy over the workers in TF_CONFIG (the chief writes the run "
                         "folder; train.batch_size is the global batch)")
+    add_max_pixels_argument(p)  # dataset images and masks, checked from their headers before decoding
     p.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return p.parse_args(argv)
 
@@ -254,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     folder: list[RunFolder] = []
+    previous_limit = max_image_pixels()
+    set_max_image_pixels(args.max_image_pixels)  # every dataset and teacher read checks it
     try:
         run(args, folder, sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:
@@ -264,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a failure while training: one line, the traceback only with --debug
         _abandon(folder)
         return fail("road-seg-train", e, EXIT_RUNTIME, args.debug)
+    finally:
+        set_max_image_pixels(previous_limit)
     return 0
 
 
