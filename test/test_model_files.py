@@ -373,7 +373,9 @@ def test_image_files_checked_from_the_header_before_decoding(tmp_path_factory, m
     path.write_bytes(WRITERS[kind](w, h))
     assert imageio.image_file_size(path) == (h, w)
     if w * h > limit:
-        monkeypatch.setattr(imageio.cv2, "imread", lambda *a: pytest.fail("decoded an image over the limit"))
+        for name in ("imread", "imdecode"):
+            monkeypatch.setattr(imageio.cv2, name, lambda *a: pytest.fail("decoded an image over the limit"))
+        monkeypatch.setattr(imageio, "check_jpeg_strict", lambda *a: pytest.fail("decoded an image over the limit"))
         with pytest.raises(ImageReadError, match=f"image {path} is {w}x{h} .* over the limit of {limit} pixels"):
             read_rgb(path, max_pixels=limit)
     else:

@@ -284,7 +284,7 @@ def test_corrupt_image_is_named(camvid_tiny, tmp_path, capsys):
 
 def test_max_image_pixels_refuses_dataset_images_from_the_header(camvid_tiny, tmp_path, capsys, monkeypatch):
     """``--max-image-pixels`` as on road-seg-predict: a 96x64 frame over a limit of 6143 is named, not decoded."""
-    monkeypatch.setattr(imageio.cv2, "imread", lambda *a: pytest.fail("decoded an image over the limit"))
+    monkeypatch.setattr(imageio.cv2, "imdecode", lambda *a: pytest.fail("decoded an image over the limit"))
     run_dir = tmp_path / "run"
     assert train.main(_args(camvid_tiny, run_dir, "--max-image-pixels", "6143")) == 2
     err = capsys.readouterr().err
