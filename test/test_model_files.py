@@ -644,6 +644,39 @@ def test_signal_during_the_first_tensorflow_import_ends_the_node_within_2_s(ros_
     assert took < 2.0, (took, out[-3000:])
 
 
+SIGNAL_WINDOW = """
+import os, signal, sys, time
+from road_seg_perception.core import native_import
+
+got = []
+for sig in native_import.STOP_SIGNALS:
+    signal.signal(sig, lambda s, f: got.append(s))
+sig = getattr(signal, sys.argv[2])
+if sys.argv[1] == "inside":
+    native_import.import_with_default_stop_signals("signal_myself")
+    print("survived", flush=True)
+else:
+    native_import.import_with_default_stop_signals("json")
+    os.kill(os.getpid(), sig)
+    time.sleep(0.2)
+    print("handled", got, flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_stop_signals_take_their_default_action_only_inside_the_window(tmp_path, sig):
+    """Inside ``import_with_default_stop_signals`` a signal ends the process; after it the handler is back."""
+    (tmp_path / "signal_myself.py").write_text(
+        f"import os, signal, time\nos.kill(os.getpid(), signal.{sig})\ntime.sleep(5)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(tmp_path)]))
+    inside = subprocess.run([sys.executable, "-c", SIGNAL_WINDOW, "inside", sig], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert (inside.returncode, inside.stdout) == (-getattr(signal, sig), ""), inside.stderr[-2000:]
+    after = subprocess.run([sys.executable, "-c", SIGNAL_WINDOW, "after", sig], capture_output=True, text=True,
+                           env=env, timeout=60)
+    assert (after.returncode, after.stdout.strip()) == (0, f"handled [{int(getattr(signal, sig))}]"), after.stderr
+
+
 @FAST
 @given(name=st.sampled_from(sorted(PARAMETERS)), cut=st.integers(0, 40))
 def test_misspelt_override_names_the_closest_parameter(name, cut):
