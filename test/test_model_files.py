@@ -608,6 +608,7 @@ sys.exit(node.main())
 @pytest.mark.parametrize("module, sig, rc", [
     ("ml_dtypes._ml_dtypes_ext", signal.SIGTERM, -signal.SIGTERM),  # its initialisation holds the lock: default action
     ("ml_dtypes._ml_dtypes_ext", signal.SIGINT, -signal.SIGINT),
+    ("tensorflow", signal.SIGTERM, 0),  # as its native libraries load (seconds to exit while they held the lock)
     ("keras", signal.SIGTERM, 0),  # TensorFlow's Python import, its libraries already loaded: clean exit
 ])
 def test_signal_during_the_first_tensorflow_import_ends_the_node_within_2_s(ros_domain_id, tiny_model, tmp_path,
