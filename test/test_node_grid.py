@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import shutil
 import threading
 from functools import partial
 from pathlib import Path
@@ -179,6 +181,59 @@ def test_temporal_smoothing_live_matches_the_core(harness, tiny_model):
         plain_differs |= not np.array_equal(got, ref.segment(rgb).mask)
     assert h.node._ema.resets == ema.resets == 1
     assert plain_differs, "the smoothing must have changed some mask"
+
+
+class InvertingSegmenter(RoadSegmenter):
+    """The tiny model, with outputs turned into one minus themselves when its file is named ``inverted.onnx``."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        if self.model_path.stem == "inverted":
+            infer = self.backend.infer
+            self.backend.infer = lambda x: 1.0 - infer(x)
+
+
+def test_temporal_smoothing_restarts_on_a_model_swap(harness, tiny_model, tmp_path):
+    h = harness(reliable_input=True, factory=InvertingSegmenter,
+                params={"temporal_smoothing": True, "temporal_alpha": 0.4, "temporal_reset_gap_s": 1.5})
+    inverted_file = tmp_path / "inverted.onnx"
+    shutil.copy(tiny_model["onnx"], inverted_file)
+    plain = RoadSegmenter(tiny_model["onnx"], backend="onnxruntime")
+    inverted = InvertingSegmenter(model_path=inverted_file, backend="onnxruntime")
+    ema = ProbabilityEMA(0.4, 1.5)
+
+    def frame(sec: int) -> tuple[np.ndarray, np.ndarray]:
+        rgb = random_rgb(48, 64, 70 + sec)
+        h.publish_settled(image_msg(rgb, "rgb8", sec))
+        return rgb, as_array(h.mask_for(sec))
+
+    def smoothed(segmenter: RoadSegmenter, rgb: np.ndarray, sec: int, average: ProbabilityEMA) -> np.ndarray:
+        return segmenter.segment(rgb, smooth=partial(average.update, stamp_s=sec + 0.123456789, key=rgb.shape)).mask
+
+    for sec in (10, 11):
+        rgb, got = frame(sec)
+        assert np.array_equal(got, smoothed(plain, rgb, sec, ema)), sec
+
+    def swap(param: Parameter) -> None:
+        assert h.node.set_parameters([param])[0].successful
+        assert h.node.wait_for_model(30)
+
+    swap(Parameter("model_path", value=str(inverted_file)))
+    assert h.node.segmenter.model_path == inverted_file
+    rgb, got = frame(12)  # 1 s after the last frame: only the swap restarts the average
+    assert np.array_equal(got, inverted.segment(rgb).mask)  # the new model's own mask, unsmoothed
+    carried = copy.deepcopy(ema)  # what an average carried over from the old model would have given
+    assert not np.array_equal(got, smoothed(inverted, rgb, 12, carried))
+    ema = ProbabilityEMA(0.4, 1.5)
+    smoothed(inverted, rgb, 12, ema)
+    rgb, got = frame(13)  # the new model's frames are averaged again
+    assert np.array_equal(got, smoothed(inverted, rgb, 13, ema))
+    assert not np.array_equal(got, inverted.segment(rgb).mask)
+
+    swap(Parameter("model_reload", value=1))  # the same file reloaded: a new model too
+    rgb, got = frame(14)
+    assert np.array_equal(got, inverted.segment(rgb).mask)
+    assert h.node._ema.resets == 2
 
 
 def test_rviz_config_shows_the_grid_in_its_frame():

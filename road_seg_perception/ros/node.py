@@ -369,6 +369,7 @@ class RoadSegmentation:
         self._model_lock = threading.Lock()  # swaps the segmenter and sets its post-processing as one step
         self._retired: list[Any] = []  # replaced segmenters, closed by the worker between frames
         self._model_status = "ready"
+        self._model_generation = 0  # counts model swaps: the moving average never mixes two models' maps
         self._reverting = False
         precheck_model(self._model_file(config), config.backend, config.device, config.allow_unsafe_model)
         self.segmenter, self._serving_identity = load_until_shutdown(
@@ -583,6 +584,7 @@ class RoadSegmentation:
             with self._model_lock:
                 segmenter.post = self.config.post()
                 old, self.segmenter = self.segmenter, segmenter
+                self._model_generation += 1
                 self._serving, self._serving_identity = request.config, identity
             self._retire(old)
             self._model_status = "ready"
@@ -702,7 +704,9 @@ class RoadSegmentation:
                     self.scheduler.finish(ok)
 
     def _process(self, frame: _Frame) -> bool:
-        cfg, segmenter = self.config, self.segmenter
+        with self._model_lock:
+            segmenter, model_generation = self.segmenter, self._model_generation
+        cfg = self.config
         msg = frame.msg
         try:
             if isinstance(msg, CompressedImage) or not hasattr(msg, "encoding"):
@@ -716,9 +720,9 @@ class RoadSegmentation:
         want_prob = cfg.publish_probability and self.probability_pub.get_subscription_count() > 0
         header = msg.header
         temporal = {}  # smooth= only when on: segment() wrappers without it keep working
-        if cfg.temporal_smoothing:
+        if cfg.temporal_smoothing:  # a new image size or a new model restarts the average
             temporal["smooth"] = partial(self._ema.update, stamp_s=header.stamp.sec + header.stamp.nanosec * 1e-9,
-                                         key=rgb.shape)
+                                         key=(rgb.shape, model_generation))
         result = segmenter.segment(rgb, with_probability=want_prob, **temporal)
         self.mask_pub.publish(numpy_to_image_msg(result.mask, "mono8", header))
         if want_overlay:
