@@ -13,10 +13,21 @@ of it. Where the road runs into unseen cells or the grid's border, the polygon c
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
 from road_seg_perception.core.ground_grid import ROAD, GridSpec
+
+
+@functools.lru_cache(maxsize=8)
+def _squared_distances(spec: GridSpec, robot_xy: tuple[float, float]) -> np.ndarray:
+    """Squared distance (m^2) of every cell centre to ``robot_xy``, ``(rows, cols)``, read-only (cached)."""
+    x, y = spec.cell_centres()
+    d2 = (x - robot_xy[0]) ** 2 + (y - robot_xy[1]) ** 2
+    d2.flags.writeable = False
+    return d2
 
 
 def road_component(grid: np.ndarray, spec: GridSpec, robot_xy: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
@@ -24,17 +35,14 @@ def road_component(grid: np.ndarray, spec: GridSpec, robot_xy: tuple[float, floa
     ``robot_xy`` (grid frame, metres); all False when the grid holds no road."""
     if grid.shape != (spec.rows, spec.cols):
         raise ValueError(f"grid is {grid.shape}, expected ({spec.rows}, {spec.cols}) for its spec")
-    road = (grid == ROAD).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(road, connectivity=8)
-    if n <= 1:
-        return np.zeros(grid.shape, bool)
-    rows, cols = np.nonzero(road)
-    x0, y0 = spec.origin
-    d2 = ((x0 + (cols + 0.5) * spec.resolution - robot_xy[0]) ** 2
-          + (y0 + (rows + 0.5) * spec.resolution - robot_xy[1]) ** 2)
+    road = grid == ROAD
+    if not road.any():
+        return road
+    d2 = np.where(road, _squared_distances(spec, (float(robot_xy[0]), float(robot_xy[1]))), np.inf)
     nearest = np.flatnonzero(d2 <= d2.min() + 1e-9 * spec.resolution ** 2)
-    candidates = np.unique(labels[rows[nearest], cols[nearest]])
-    label = candidates[np.argmax(stats[candidates, cv2.CC_STAT_AREA])]
+    _, labels = cv2.connectedComponents(road.view(np.uint8), connectivity=8)
+    candidates = np.unique(labels.ravel()[nearest])
+    label = max(candidates, key=lambda c: np.count_nonzero(labels == c)) if len(candidates) > 1 else candidates[0]
     return labels == label
 
 
