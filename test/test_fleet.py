@@ -12,6 +12,7 @@ import pytest
 
 from road_seg_perception.bagio.bag import Frame, write_frames
 from road_seg_perception.core.segmenter import RoadSegmenter
+from road_seg_perception.tools import evaluate
 from road_seg_perception.tools import fleet as F
 from road_seg_perception.tools.eval_scoring import EvalConfig
 from road_seg_perception.tools.evaluate import evaluate_bag
@@ -196,6 +197,20 @@ def test_cli_bad_flags_fail_with_one_line(drives, tmp_path, capsys):
     assert F.main([*base, "--workers", "-1", "--model", str(tmp_path / "none.onnx")]) == 2
     assert "none.onnx" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("extra", [[], ["--every-n", "3", "--min-blob-area", "5", "--fill-holes-area", "7",
+                                     "--limit", "9", "--no-temporal-smoothing", "--temporal-alpha", "0.3",
+                                     "--temporal-reset-gap", "2", "--image-topic", "/cam", "--gt-topic", "/gt",
+                                     "--mask-format", "kitti", "--threshold", "0.4", "--backend", "onnxruntime",
+                                     "--device", "cpu", "--model", "m.onnx", "--no-video", "--no-bag"]])
+def test_single_bag_and_fleet_parse_the_evaluation_options_alike(extra):
+    single = vars(evaluate.parse_args(["bag", "--report", "r", *extra]))
+    several = vars(F.parse_args(["bag", "other", "--report", "r", *extra]))
+    shared = (set(single) & set(several)) - {"report"}
+    assert len(shared) == 17
+    assert {k: single[k] for k in shared} == {k: several[k] for k in shared}
+    assert (single["temporal_smoothing"], single["every_n"]) == ((True, 1) if not extra else (False, 3))
 
 
 def test_ray_pin_agrees_between_requirements_and_extra():
