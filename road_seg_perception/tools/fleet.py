@@ -42,6 +42,7 @@ from road_seg_perception.bagio.bag import (
     default_image_topic,
     read_bag_topics,
 )
+from road_seg_perception.core.imageio import add_max_pixels_argument
 from road_seg_perception.core.model_io import ModelFileError
 from road_seg_perception.core.segmenter import PostConfig, default_model_path
 from road_seg_perception.core.temporal import ProbabilityEMA
@@ -319,6 +320,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--worst-k", type=int, default=8, help="worst frames shown across the fleet (default: 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_eval_args(p, several_bags=True)
+    p.add_argument("--debug", action="store_true", help="single bag only: print the traceback of an unexpected error")
+    add_max_pixels_argument(p)
     return p.parse_args(argv)
 
 
@@ -367,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                          limit=args.limit, worst_k=args.worst_k, temporal_smoothing=args.temporal_smoothing,
                          temporal_alpha=args.temporal_alpha, temporal_reset_gap_s=args.temporal_reset_gap)
         opts = TaskOptions(cfg, args.backend, args.device, args.threshold, args.min_blob_area,
-                           args.fill_holes_area, args.threads)
+                           args.fill_holes_area, args.threads, args.max_image_pixels)
         workers = args.workers if args.workers is not None else _default_workers(args.ray_address)
         print(f"{prog}: {len(bags)} bag(s), {workers or 'no'} worker(s)"
               + (f" on {args.ray_address}" if args.ray_address else " (local)" if workers else " (in process)"),
