@@ -21,7 +21,7 @@ from road_seg_perception.core.native_import import import_keras
 #: (custom classes, look-alike packages such as ``keras_evil``) is refused, and so are Lambda layers.
 ALLOWED_PACKAGE = "keras"
 #: This package's own registered classes: the file names them, the code comes from the installed package.
-ALLOWED_REGISTERED = ("road_seg>RoadLoss", "road_seg_perception>ExposureNorm")
+ALLOWED_REGISTERED = ("road_seg>RoadLoss", "road_seg_perception>ExposureNorm", "road_seg_perception>EncoderScaledAdamW")
 
 
 #: Limits on a ``.keras`` archive, checked from its zip directory before any member is read.

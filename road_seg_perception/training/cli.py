@@ -56,6 +56,8 @@ from road_seg_perception.training.run_dir import (
 
 #: Settings that count things and must be at least 1.
 AT_LEAST_ONE = ("train.batch_size", "train.epochs")
+#: Settings that scale something and must be above 0.
+ABOVE_ZERO = ("train.lr", "train.encoder_lr_scale", "train.finetune_lr_scale")
 
 
 class SettingsError(ValueError):
@@ -100,6 +102,8 @@ def check_settings(cfg: dict, defaults: dict = DEFAULTS, prefix: str = "") -> No
             raise SettingsError(f"config key {name} must be {want} (like {default!r}), got {value!r}")
         if name in AT_LEAST_ONE and value < 1:
             raise SettingsError(f"config key {name} must be >= 1, got {value!r}")
+        if name in ABOVE_ZERO and not value > 0:
+            raise SettingsError(f"config key {name} must be > 0, got {value!r}")
 
 
 def load_settings(path: Path | str | None, overrides: list[str]) -> dict:
