@@ -1,12 +1,16 @@
 """What the road grid and temporal smoothing cost: per frame in the core, and in the live node flooded.
 
-    python bench/grid_bench.py [--quick] [--sections cost,live] [--figure docs/grid_cost.png]
+    python bench/grid_bench.py [--quick] [--sections cost,boundary,live] [--figure docs/grid_cost.png]
                                [--json out/bench/grid.json] [--phase-s 12] [--flood-hz 100]
 
 ``cost``: for several grids and two image sizes, the one-off table build, the per-frame projection
 (``GroundGridCache.project``, what the node calls) and the ``nav_msgs/OccupancyGrid`` message build,
 plus one temporal-smoothing update at the shipped model's output size; a bar chart of the per-frame
 costs goes to ``--figure``.
+``boundary``: ``road_boundary`` (the outline of the robot's road, ``core.road_boundary``) and its
+``geometry_msgs/PolygonStamped`` per frame, for each grid, on the grid of a road-shaped mask (a road
+narrowing towards the horizon, with spurious blobs beside it and holes in it) and on that of random
+noise (40 % road pixels: thousands of components, the worst case).
 ``live``: ``road_seg_node`` flooded with CamVid frames at ``--flood-hz`` (as ``bench/run_bench.py``'s flood
 phase) with ``publish_grid`` on, ``camera_info`` published with every frame and ``road_grid``
 subscribed, and the same run without the grid, alternated ``--repeat`` times; masks/s and grids/s of each.
@@ -88,6 +92,59 @@ def bench_cost(runs: int, log: Any = print) -> dict[str, Any]:
                         "message": _stats_us(msg), "table_builds": cache.builds}
             log(f"  {key}: build {out[key]['build_ms']:.1f} ms, project {out[key]['project']['median_us']:.0f} us, "
                 f"message {out[key]['message']['median_us']:.0f} us (median of {runs})")
+    return out
+
+
+def road_like_mask(w: int, h: int, seed: int) -> np.ndarray:
+    """A road narrowing towards the horizon (row 0.52 h) with spurious road blobs beside it and holes in it."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((h, w), np.uint8)
+    top = 0.52 * h
+    road = np.array([(0.05 * w, h), (0.95 * w, h), (0.56 * w, top), (0.46 * w, top)], np.int32)
+    cv2.fillPoly(mask, [road], 255)
+    for _ in range(6):
+        cx, cy = int(rng.uniform(0, w)), int(rng.uniform(top, h))
+        value = 0 if mask[min(cy, h - 1), cx] else 255
+        cv2.circle(mask, (cx, cy), int(rng.uniform(0.01, 0.04) * w), value, -1)
+    return mask
+
+
+def bench_boundary(runs: int, log: Any = print) -> dict[str, Any]:
+    """road_boundary and its message per frame, for each grid, on road-shaped and on noise masks (480x360)."""
+    from builtin_interfaces.msg import Time
+
+    from road_seg_perception.core.road_boundary import road_boundary
+    from road_seg_perception.ros.grid import polygon_msg
+
+    w, h = 480, 360
+    intr = Intrinsics(w, h, K_480, (), "none")
+    rng = np.random.default_rng(0)
+    kinds = {"road-shaped mask": [road_like_mask(w, h, i) for i in range(4)],
+             "random noise mask (worst case)": [np.where(rng.random((h, w)) < 0.4, 255, 0).astype(np.uint8)
+                                                for _ in range(4)]}
+    out: dict[str, Any] = {}
+    for kind, masks in kinds.items():
+        for name, spec in GRIDS.items():
+            cache = GroundGridCache()
+            grids = [cache.project(m, intr, POSE, spec) for m in masks]
+            boundary, msg, vertices = [], [], []
+            for i in range(runs):
+                t0 = time.perf_counter()
+                points = road_boundary(grids[i % len(grids)], spec)
+                t1 = time.perf_counter()
+                polygon_msg(points, Time(sec=i), "base_footprint")
+                t2 = time.perf_counter()
+                boundary.append(t1 - t0)
+                msg.append(t2 - t1)
+                vertices.append(len(points))
+            key = f"{kind} | {name}"
+            out[key] = {"mask": kind, "grid": name, "cells": spec.rows * spec.cols, "boundary": _stats_us(boundary),
+                        "message": _stats_us(msg), "vertices_median": statistics.median(vertices)}
+            r = out[key]
+            log(f"  {key}: boundary {r['boundary']['median_us']:.0f} us, message {r['message']['median_us']:.0f} us, "
+                f"{r['vertices_median']:g} vertices (median of {runs})")
     return out
 
 
@@ -219,6 +276,12 @@ def render(res: dict[str, Any]) -> str:
         lines.append(f"| {v['size']} | {v['grid']} | {v['cells']} | {v['build_ms']:.1f} | "
                      f"{v['project']['median_us']:.0f} / {v['project']['p95_us']:.0f} | "
                      f"{v['message']['median_us']:.0f} |")
+    if res.get("boundary"):
+        lines += ["", "| mask (480x360) | grid | cells | road_boundary median / p95 (us) | message median (us) | "
+                  "vertices |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for v in res.get("boundary", {}).values():
+        lines.append(f"| {v['mask']} | {v['grid']} | {v['cells']} | {v['boundary']['median_us']:.0f} / "
+                     f"{v['boundary']['p95_us']:.0f} | {v['message']['median_us']:.0f} | {v['vertices_median']:g} |")
     t = res.get("temporal")
     if t:
         lines.append(f"\ntemporal smoothing update at {t['map_hw'][1]}x{t['map_hw'][0]}: "
@@ -238,7 +301,7 @@ def render(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sections", default="cost,live", help="comma list of cost, live")
+    p.add_argument("--sections", default="cost,boundary,live", help="comma list of cost, boundary, live")
     p.add_argument("--quick", action="store_true", help="few runs, short phases (indicative only)")
     p.add_argument("--runs", type=int, default=None, help="timed projections per grid and size (default 300)")
     p.add_argument("--phase-s", type=float, default=None, help="seconds of flooding per live run (default 12)")
@@ -256,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         res["temporal"] = bench_temporal(runs)
         figure(res["cost"], a.figure)
         print(f"wrote {a.figure}")
+    if "boundary" in sections:
+        print("boundary: road_boundary and its message per frame")
+        res["boundary"] = bench_boundary(runs)
     if "live" in sections:
         from road_seg_perception.core.segmenter import default_model_path
 

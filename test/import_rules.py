@@ -3,7 +3,8 @@
 Layers (one folder each) and what they may import:
 
 * ``core``: the standard library, NumPy and OpenCV at module level; ONNX Runtime and Keras (with
-  its TensorFlow, JAX or torch backend) only inside functions; from the package, only ``core``.
+  its TensorFlow, JAX or torch backend), h5py and simplejpeg only inside functions; from the
+  package, only ``core``.
 * ``training``: ``core`` and ``training``; never rclpy.
 * ``bagio``: nothing from the package but ``bagio``; never rclpy.
 * ``ros``: ``core``, ``bagio`` and ``ros``; never the training stack.
@@ -32,7 +33,8 @@ MAY_IMPORT = {
 }
 CORE_THIRD_PARTY = {"numpy", "cv2"}
 #: Keras runs on TensorFlow, JAX or torch: the backends may ask those for devices, inside functions.
-CORE_LAZY_ONLY = {"onnxruntime", "keras", "tensorflow", "jax", "torch", "h5py"}  # h5py: .keras weights hash
+CORE_LAZY_ONLY = {"onnxruntime", "keras", "tensorflow", "jax", "torch", "h5py",  # h5py: .keras weights hash
+                  "simplejpeg"}  # strict JPEG decoding of image files (core.imageio), as bagio decodes frames
 HEAVY = {"keras", "tensorflow", "rclpy", "onnxruntime", "matplotlib", "tf2onnx", "onnx"}
 NEVER = {"bagio": {"rclpy"}, "training": {"rclpy"}}
 

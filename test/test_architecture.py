@@ -118,7 +118,7 @@ def test_a_test_file_importing_another_is_named_with_its_line(tmp_path):
 
 
 def test_ros_domain_ids_stay_valid_and_apart_per_purpose():
-    """Every ``domain_id("...")`` purpose the tests name gets its own offset; ids stay in 1..232."""
+    """Every ``domain_id("...")`` purpose the tests name gets its own offset; ids stay in 1..232 and apart."""
     purposes = set()
     for path in (REPO / "test").glob("*.py"):
         for n in ast.walk(ast.parse(path.read_text())):
@@ -128,8 +128,41 @@ def test_ros_domain_ids_stay_valid_and_apart_per_purpose():
     assert {"node_shutdown", "packaging", "launch", "soak"} <= purposes
     offsets = {p: offset(p) for p in purposes}
     assert len(set(offsets.values())) == len(offsets), sorted(offsets.items(), key=lambda kv: kv[1])
-    ids = [domain_id(p, k) for p in purposes for k in range(20)]
+    ids = [domain_id(p, k) for p in purposes for k in range(2)]
     assert 1 <= min(ids) and max(ids) <= 232
+    assert len(set(ids)) == len(ids)  # every (purpose, index) of a process has its own id
     assert domain_id("node") == domain_id("node") != domain_id("node", 1)
     with pytest.raises(ValueError, match="purpose"):
         domain_id("")
+
+
+HOLD_IDS = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+os.getpid = lambda: 4242  # every process starts from the same ids, as two runs whose pids agree modulo 200
+from domain_ids import domain_id
+print(" ".join(str(domain_id(p, k)) for p in ("node", "launch", "soak") for k in range(3)), flush=True)
+sys.stdin.read()  # hold the ids until the test lets go
+"""
+
+
+def test_domain_ids_are_never_shared_between_processes():
+    """Concurrent processes starting from the same ids each get ids no other one holds; freed ids come back."""
+    def start():
+        return subprocess.Popen([sys.executable, "-c", HOLD_IDS, str(REPO / "test")], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+
+    procs = [start() for _ in range(4)]
+    try:
+        held = [set(map(int, p.stdout.readline().split())) for p in procs]
+    finally:
+        for p in procs:
+            p.communicate("", timeout=60)
+    assert [len(h) for h in held] == [9] * 4
+    assert len(set().union(*held)) == 36, held  # no id in two processes
+    late = start()  # the four have ended, so their locks are gone
+    try:
+        again = set(map(int, late.stdout.readline().split()))
+    finally:
+        late.communicate("", timeout=60)
+    assert len(again) == 9 and again <= set().union(*held)  # the ids the four held are free again

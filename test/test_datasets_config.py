@@ -203,3 +203,19 @@ def test_teacher_road_probability_on_a_camvid_frame(camvid):
     mask = teacher.mask(image)
     label = read_label(camvid / "valannot" / frame.name, LabelSpec())
     assert mask.shape == label.shape and confusion(mask, label).iou > 0.9
+
+
+@pytest.mark.parametrize(("cross", "left_out"), [("train_road_no_camvid.yaml", "camvid"),
+                                                 ("train_road_no_idd.yaml", "idd")])
+def test_cross_dataset_configs_are_the_shipped_recipe_without_one_dataset(cross, left_out):
+    """The model card's cross-dataset rows compare like with like: only training data, length and name differ."""
+    shipped = load_config(REPO / "config" / "train_road.yaml")
+    other = load_config(REPO / "config" / cross)
+    assert other["model"] == shipped["model"] and other["augment"] == shipped["augment"]
+    same_train = {k: v for k, v in shipped["train"].items() if k != "epochs"}
+    assert {k: v for k, v in other["train"].items() if k != "epochs"} == same_train
+    assert other["output"]["name"] != shipped["output"]["name"]
+    for mine, theirs in zip(other["datasets"], shipped["datasets"], strict=True):
+        assert mine.get("train", True) is (mine["name"] != left_out)
+        assert {k: v for k, v in mine.items() if k != "train"} == \
+            {k: v for k, v in theirs.items() if k != "train"}

@@ -12,6 +12,7 @@ import pytest
 
 from road_seg_perception.bagio.bag import Frame, write_frames
 from road_seg_perception.core.segmenter import RoadSegmenter
+from road_seg_perception.tools import evaluate
 from road_seg_perception.tools import fleet as F
 from road_seg_perception.tools.eval_scoring import EvalConfig
 from road_seg_perception.tools.evaluate import evaluate_bag
@@ -189,6 +190,22 @@ def test_cli_single_bag_is_the_single_bag_evaluation(drives, onnx_model, tmp_pat
     assert (report / "frames.csv").is_file() and not (report / "output_bag").exists()
 
 
+def test_road_seg_eval_takes_debug_and_max_image_pixels_for_one_bag_and_many(drives, onnx_model, tmp_path, capsys):
+    one, two = map(str, drives["good"][:2])
+    # the console script is fleet.main: a single bag with --debug and a pixel limit goes through it
+    assert F.main([one, "--report", str(tmp_path / "a"), "--model", str(onnx_model), "--no-video", "--no-bag",
+                   "--debug", "--max-image-pixels", "6144"]) == 0  # the frames are 64x96 = 6144 pixels
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["frames"]["scored"] == N_FRAMES[0]
+    # several bags: every worker applies the limit before decoding; one pixel less and no frame decodes
+    rc = F.main([one, two, "--report", str(tmp_path / "b"), "--workers", "0", "--model", str(onnx_model),
+                 "--no-progress", "--max-image-pixels", "6143"])
+    assert rc == F.EXIT_FAILED_BAGS
+    m = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert m["bags_total"] == 2 and m["bags_failed"] == 2
+    err = capsys.readouterr().err
+    assert err.count("0 processed, ") == 2 and err.count("could not be decoded") == 2
+
+
 def test_cli_bad_flags_fail_with_one_line(drives, tmp_path, capsys):
     base = [str(drives["good"][0]), str(drives["good"][1]), "--report", str(tmp_path / "r")]
     assert F.main([*base, "--gt-dir", str(tmp_path)]) == 2
@@ -196,6 +213,20 @@ def test_cli_bad_flags_fail_with_one_line(drives, tmp_path, capsys):
     assert F.main([*base, "--workers", "-1", "--model", str(tmp_path / "none.onnx")]) == 2
     assert "none.onnx" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("extra", [[], ["--every-n", "3", "--min-blob-area", "5", "--fill-holes-area", "7",
+                                     "--limit", "9", "--no-temporal-smoothing", "--temporal-alpha", "0.3",
+                                     "--temporal-reset-gap", "2", "--image-topic", "/cam", "--gt-topic", "/gt",
+                                     "--mask-format", "kitti", "--threshold", "0.4", "--backend", "onnxruntime",
+                                     "--device", "cpu", "--model", "m.onnx", "--no-video", "--no-bag"]])
+def test_single_bag_and_fleet_parse_the_evaluation_options_alike(extra):
+    single = vars(evaluate.parse_args(["bag", "--report", "r", *extra]))
+    several = vars(F.parse_args(["bag", "other", "--report", "r", *extra]))
+    shared = (set(single) & set(several)) - {"report"}
+    assert len(shared) == 19  # the evaluation options, --debug and --max-image-pixels
+    assert {k: single[k] for k in shared} == {k: several[k] for k in shared}
+    assert (single["temporal_smoothing"], single["every_n"]) == ((True, 1) if not extra else (False, 3))
 
 
 def test_ray_pin_agrees_between_requirements_and_extra():

@@ -373,7 +373,9 @@ def test_image_files_checked_from_the_header_before_decoding(tmp_path_factory, m
     path.write_bytes(WRITERS[kind](w, h))
     assert imageio.image_file_size(path) == (h, w)
     if w * h > limit:
-        monkeypatch.setattr(imageio.cv2, "imread", lambda *a: pytest.fail("decoded an image over the limit"))
+        for name in ("imread", "imdecode"):
+            monkeypatch.setattr(imageio.cv2, name, lambda *a: pytest.fail("decoded an image over the limit"))
+        monkeypatch.setattr(imageio, "check_jpeg_strict", lambda *a: pytest.fail("decoded an image over the limit"))
         with pytest.raises(ImageReadError, match=f"image {path} is {w}x{h} .* over the limit of {limit} pixels"):
             read_rgb(path, max_pixels=limit)
     else:
@@ -586,6 +588,94 @@ def test_signal_during_a_model_load_ends_the_node_within_2_s(ros_domain_id, tiny
         proc.kill()
         proc.communicate()
     assert rc == 0 and took < 2.0, (rc, took)
+
+
+ANNOUNCE_IMPORT = """
+import importlib.abc, os, sys
+import road_seg_perception.ros.node as node
+
+class Announce(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["ANNOUNCE_IMPORT"]:
+            print(f"importing {name}", flush=True)
+        return None
+
+sys.meta_path.insert(0, Announce())
+sys.exit(node.main())
+"""
+
+
+@pytest.mark.parametrize("module, sig, rc", [
+    ("ml_dtypes._ml_dtypes_ext", signal.SIGTERM, -signal.SIGTERM),  # its initialisation holds the lock: default action
+    ("ml_dtypes._ml_dtypes_ext", signal.SIGINT, -signal.SIGINT),
+    ("tensorflow", signal.SIGTERM, 0),  # as its native libraries load (seconds to exit while they held the lock)
+    ("keras", signal.SIGTERM, 0),  # TensorFlow's Python import, its libraries already loaded: clean exit
+])
+def test_signal_during_the_first_tensorflow_import_ends_the_node_within_2_s(ros_domain_id, tiny_model, tmp_path,
+                                                                            module, sig, rc):
+    """A real ``.keras`` start-up load in a fresh process, signalled as the import reaches ``module``."""
+    model = Path(shutil.copy(tiny_model["keras"], tmp_path / "m.keras"))  # no .onnx sibling: Keras must load
+    script = tmp_path / "announce.py"
+    script.write_text(ANNOUNCE_IMPORT)
+    env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain_id), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1",
+               KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", ANNOUNCE_IMPORT=module)
+    proc = subprocess.Popen([sys.executable, str(script), "--ros-args", "-p", f"model_path:={model}",
+                             "-p", "backend:=keras"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    killer = threading.Timer(300, proc.kill)
+    killer.start()
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip() == f"importing {module}":
+                proc.send_signal(sig)
+                t = time.monotonic()
+                break
+        else:
+            pytest.fail("the node never imported " + module + ":\n" + "".join(lines[-20:]))
+        got = proc.wait(timeout=30)
+        took = time.monotonic() - t
+        out = "".join(lines) + proc.stdout.read()
+    finally:
+        killer.cancel()
+        proc.kill()
+        proc.communicate()
+    assert (got, "Traceback" in out) == (rc, False), out[-3000:]
+    assert took < 2.0, (took, out[-3000:])
+
+
+SIGNAL_WINDOW = """
+import os, signal, sys, time
+from road_seg_perception.core import native_import
+
+got = []
+for sig in native_import.STOP_SIGNALS:
+    signal.signal(sig, lambda s, f: got.append(s))
+sig = getattr(signal, sys.argv[2])
+if sys.argv[1] == "inside":
+    native_import.import_with_default_stop_signals("signal_myself")
+    print("survived", flush=True)
+else:
+    native_import.import_with_default_stop_signals("json")
+    os.kill(os.getpid(), sig)
+    time.sleep(0.2)
+    print("handled", got, flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_stop_signals_take_their_default_action_only_inside_the_window(tmp_path, sig):
+    """Inside ``import_with_default_stop_signals`` a signal ends the process; after it the handler is back."""
+    (tmp_path / "signal_myself.py").write_text(
+        f"import os, signal, time\nos.kill(os.getpid(), signal.{sig})\ntime.sleep(5)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(tmp_path)]))
+    inside = subprocess.run([sys.executable, "-c", SIGNAL_WINDOW, "inside", sig], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert (inside.returncode, inside.stdout) == (-getattr(signal, sig), ""), inside.stderr[-2000:]
+    after = subprocess.run([sys.executable, "-c", SIGNAL_WINDOW, "after", sig], capture_output=True, text=True,
+                           env=env, timeout=60)
+    assert (after.returncode, after.stdout.strip()) == (0, f"handled [{int(getattr(signal, sig))}]"), after.stderr
 
 
 @FAST

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import shutil
 import threading
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+from geometry_msgs.msg import PolygonStamped
 from nav_msgs.msg import OccupancyGrid
 from rclpy.parameter import Parameter
 from ros_helpers import RELIABLE, as_array, image_msg, random_rgb, wait_for
@@ -15,6 +18,7 @@ from scenes import render
 from sensor_msgs.msg import CameraInfo
 
 from road_seg_perception.core.ground_grid import ROAD, UNSEEN, CameraPose, GridSpec, Intrinsics, project_mask
+from road_seg_perception.core.road_boundary import road_boundary
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.core.temporal import ProbabilityEMA
 
@@ -136,6 +140,30 @@ def test_road_grid_live_matches_the_core(harness):
     assert "not calibrated" in dict((kv.key, kv.value) for kv in h.node.diagnostic_status().values)["grid"]
 
 
+def test_road_boundary_live_matches_the_core(harness):
+    h = harness(reliable_input=True, params=GRID_PARAMS, factory=LaneSegmenter)
+    got: list[PolygonStamped] = []
+    h.io.create_subscription(PolygonStamped, "road_boundary", got.append, RELIABLE)
+    wait_for(lambda: h.node.boundary_pub.get_subscription_count() > 0, what="a subscriber on road_boundary")
+    assert h.node.grid_pub.get_subscription_count() == 0  # the boundary alone makes the node compute the grid
+    intr = Intrinsics(W, H, K, D, "plumb_bob")
+    send_info(h, camera_info(), lambda: h.node._intrinsics == intr)
+    h.publish_settled(image_msg(random_rgb(H, W, 3), "rgb8", 300))
+    mask = as_array(h.mask_for(300))
+    wait_for(lambda: any(m.header.stamp.sec == 300 for m in got), what="road_boundary with stamp 300")
+    msg = next(m for m in got if m.header.stamp.sec == 300)
+    assert (msg.header.stamp.nanosec, msg.header.frame_id) == (123_456_789, "base_link")
+    points = np.array([(p.x, p.y, p.z) for p in msg.polygon.points])
+    want = road_boundary(project_mask(mask, intr, CameraPose.from_mount(1.4, pitch=0.15, x=0.5), SPEC), SPEC)
+    assert len(want) >= 4
+    np.testing.assert_allclose(points[:, :2], want, atol=1e-5)  # Point32: float32
+    assert not points[:, 2].any()
+    # every vertex is a road cell's centre of the lane (seen part), up to the rendering's one-cell error
+    assert np.all(lane(points[:, 0] + np.array([[0.0], [0.25], [-0.25], [0.0], [0.0]]),
+                       points[:, 1] + np.array([[0.0], [0.0], [0.0], [0.25], [-0.25]])).any(axis=0))
+    assert dict((kv.key, kv.value) for kv in h.node.diagnostic_status().values)["grid"] == "publishing"
+
+
 def test_road_grid_costs_nothing_without_a_subscriber(harness):
     h = harness(reliable_input=True, params=GRID_PARAMS)
     send_info(h, camera_info(), lambda: h.node._intrinsics is not None)
@@ -181,7 +209,60 @@ def test_temporal_smoothing_live_matches_the_core(harness, tiny_model):
     assert plain_differs, "the smoothing must have changed some mask"
 
 
-def test_rviz_config_shows_the_grid_in_its_frame():
+class InvertingSegmenter(RoadSegmenter):
+    """The tiny model, with outputs turned into one minus themselves when its file is named ``inverted.onnx``."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        if self.model_path.stem == "inverted":
+            infer = self.backend.infer
+            self.backend.infer = lambda x: 1.0 - infer(x)
+
+
+def test_temporal_smoothing_restarts_on_a_model_swap(harness, tiny_model, tmp_path):
+    h = harness(reliable_input=True, factory=InvertingSegmenter,
+                params={"temporal_smoothing": True, "temporal_alpha": 0.4, "temporal_reset_gap_s": 1.5})
+    inverted_file = tmp_path / "inverted.onnx"
+    shutil.copy(tiny_model["onnx"], inverted_file)
+    plain = RoadSegmenter(tiny_model["onnx"], backend="onnxruntime")
+    inverted = InvertingSegmenter(model_path=inverted_file, backend="onnxruntime")
+    ema = ProbabilityEMA(0.4, 1.5)
+
+    def frame(sec: int) -> tuple[np.ndarray, np.ndarray]:
+        rgb = random_rgb(48, 64, 70 + sec)
+        h.publish_settled(image_msg(rgb, "rgb8", sec))
+        return rgb, as_array(h.mask_for(sec))
+
+    def smoothed(segmenter: RoadSegmenter, rgb: np.ndarray, sec: int, average: ProbabilityEMA) -> np.ndarray:
+        return segmenter.segment(rgb, smooth=partial(average.update, stamp_s=sec + 0.123456789, key=rgb.shape)).mask
+
+    for sec in (10, 11):
+        rgb, got = frame(sec)
+        assert np.array_equal(got, smoothed(plain, rgb, sec, ema)), sec
+
+    def swap(param: Parameter) -> None:
+        assert h.node.set_parameters([param])[0].successful
+        assert h.node.wait_for_model(30)
+
+    swap(Parameter("model_path", value=str(inverted_file)))
+    assert h.node.segmenter.model_path == inverted_file
+    rgb, got = frame(12)  # 1 s after the last frame: only the swap restarts the average
+    assert np.array_equal(got, inverted.segment(rgb).mask)  # the new model's own mask, unsmoothed
+    carried = copy.deepcopy(ema)  # what an average carried over from the old model would have given
+    assert not np.array_equal(got, smoothed(inverted, rgb, 12, carried))
+    ema = ProbabilityEMA(0.4, 1.5)
+    smoothed(inverted, rgb, 12, ema)
+    rgb, got = frame(13)  # the new model's frames are averaged again
+    assert np.array_equal(got, smoothed(inverted, rgb, 13, ema))
+    assert not np.array_equal(got, inverted.segment(rgb).mask)
+
+    swap(Parameter("model_reload", value=1))  # the same file reloaded: a new model too
+    rgb, got = frame(14)
+    assert np.array_equal(got, inverted.segment(rgb).mask)
+    assert h.node._ema.resets == 2
+
+
+def test_rviz_config_shows_the_grid_and_boundary_in_their_frame():
     import yaml
 
     from road_seg_perception.ros.node import PARAMETERS
@@ -190,4 +271,7 @@ def test_rviz_config_shows_the_grid_in_its_frame():
     maps = [d for d in cfg["Visualization Manager"]["Displays"] if d["Class"] == "rviz_default_plugins/Map"]
     assert [m["Topic"]["Value"] for m in maps] == ["/road_grid"]
     assert maps[0]["Topic"]["Reliability Policy"] == "Reliable"  # the node publishes reliable
+    polygons = [d for d in cfg["Visualization Manager"]["Displays"] if d["Class"] == "rviz_default_plugins/Polygon"]
+    assert [(p["Topic"]["Value"], p["Topic"]["Reliability Policy"]) for p in polygons] == [("/road_boundary",
+                                                                                          "Reliable")]
     assert cfg["Visualization Manager"]["Global Options"]["Fixed Frame"] == PARAMETERS["grid_frame"].default

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,61 @@ def test_package_xml_and_setup_py_agree():
     from road_seg_perception import __version__
 
     assert __version__ == kw["version"]
+
+
+#: Import name -> rosdep key, where the two differ (ROS packages are imported by their key).
+ROSDEP_KEYS = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml", "tqdm": "python3-tqdm",
+               "matplotlib": "python3-matplotlib"}
+#: Import name -> the pip distribution pinned in requirements*.txt, for libraries with no rosdep key.
+#: package.xml's "pip only" comment names each.
+PIP_ONLY = {"keras": "keras", "onnx": "onnx", "onnxruntime": "onnxruntime", "rosbags": "rosbags",
+            "simplejpeg": "simplejpeg", "tensorflow": "tensorflow-cpu"}
+#: Imported only on optional paths, each guarded with a clear message or a fallback; no dependency declared.
+OPTIONAL = {
+    "h5py": "installed with keras; the .keras weights hash returns None without it",
+    "jax": "only when Keras runs on the JAX backend (GPU probe)",
+    "torch": "only when Keras runs on the torch backend (GPU probe)",
+    "PIL": "GIF overlays in road-seg-eval, from matplotlib's own dependency",
+    "ray": "road-seg-fleet only (requirements-fleet.txt)",
+    "tf2_ros": "grid_pose_source: tf only; the node names the missing module",
+}
+
+
+def _imported_libraries() -> dict[str, str]:
+    """Top-level third-party modules the package imports, each with one file that imports it."""
+    found: dict[str, str] = {}
+    for path in sorted((REPO / "road_seg_perception").rglob("*.py")):
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.Import):
+                names = [a.name for a in n.names]
+            elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:
+                names = [n.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in ("road_seg_perception", "__future__"):
+                    found.setdefault(top, str(path.relative_to(REPO)))
+    return found
+
+
+def test_every_imported_library_is_declared():
+    """An exec_depend, a pip-only library named in package.xml and pinned in requirements, or an optional one."""
+    text = (REPO / "package.xml").read_text()
+    deps = {e.text for e in ET.parse(REPO / "package.xml").getroot().findall("exec_depend")}
+    comment = re.search(r"<!-- pip only \(no rosdep key\): ([^.]+)\.", text)
+    assert comment, "package.xml has no 'pip only (no rosdep key): ...' comment"
+    assert sorted(comment.group(1).split(", ")) == sorted(PIP_ONLY)
+    pinned = {line.split("==")[0].split("[")[0].strip().lower() for req in REPO.glob("requirements*.txt")
+              for line in req.read_text().splitlines() if "==" in line and not line.startswith("#")}
+    assert {dist for dist in PIP_ONLY.values()} <= pinned, sorted(set(PIP_ONLY.values()) - pinned)
+    problems = []
+    for name, where in sorted(_imported_libraries().items()):
+        if ROSDEP_KEYS.get(name, name) in deps or name in PIP_ONLY or name in OPTIONAL:
+            continue
+        problems.append(f"{where} imports {name}: not an exec_depend of package.xml, not pip only, not optional")
+    assert problems == [], "\n".join(problems)
+    assert not {ROSDEP_KEYS.get(n, n) for n in PIP_ONLY} & deps  # pip-only libraries have no exec_depend
 
 
 def test_setup_cfg_puts_scripts_where_ros2_run_looks():

@@ -73,6 +73,8 @@ def _args(root: Path, run_dir: Path, *extra: str) -> list[str]:
                                               ("augment.scale=1.0", "augment.scale"),
                                               ("train.epochs=abc", "train.epochs"),
                                               ("train.epochs=0", "train.epochs"),
+                                              ("train.encoder_lr_scale=0", "train.encoder_lr_scale"),
+                                              ("train.lr=-0.001", "train.lr"),
                                               ("model.input_hw=[32, x]", "model.input_hw")])
 def test_bad_training_setting_is_one_line_naming_the_key(data_root, tmp_path, capsys, setting, key):
     nowhere = f"data.root={tmp_path / 'nowhere'}"  # the setting is reported before any data is read

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,10 +26,13 @@ from hypothesis import strategies as st
 from road_seg_perception.bagio import bag as B
 from road_seg_perception.bagio.image_codec import ImageConversionError, compressed_to_rgb
 from road_seg_perception.core import fileio
+from road_seg_perception.core.imageio import ImageReadError, read_image_file, read_rgb
 from road_seg_perception.core.metrics import label_from_gt_image
 from road_seg_perception.tools import bag as bag_cli
 from road_seg_perception.tools import evaluate as E
+from road_seg_perception.tools import predict
 from road_seg_perception.tools.eval_scoring import EvalConfig
+from road_seg_perception.training.datasets import DatasetError, LabelSpec, read_image, read_label
 
 START_NS = 1_700_000_000_000_000_000
 REPO = Path(__file__).resolve().parent.parent
@@ -177,6 +181,74 @@ def test_intact_jpeg_decodes_as_opencv_does():
     good = _jpeg(1)
     ref = cv2.cvtColor(cv2.imdecode(np.frombuffer(good, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(compressed_to_rgb(_msg(good)), ref)
+
+
+#: Ways a JPEG file goes bad that OpenCV decodes without a word (grey where data is missing or damaged).
+CORRUPT_JPEG = {
+    "truncated": lambda good: good[: len(good) * 2 // 3],
+    "truncated, end marker appended": lambda good: good[: len(good) * 2 // 3] + b"\xff\xd9",
+    "bytes flipped in the scan": lambda good: _flip_scan(good, (0.4, 0.6, 0.8)),
+}
+
+
+def _flip_scan(good: bytes, positions: tuple[float, ...]) -> bytes:
+    data = bytearray(good)
+    for p in positions:
+        i = int(len(data) * p)
+        data[i], data[i + 1] = 0xFF, 0xD5  # a restart marker where none belongs
+    return bytes(data)
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPT_JPEG))
+def test_corrupt_jpeg_files_are_refused_naming_the_file(tmp_path, kind):
+    """``core.imageio`` (predict, the dataset readers) decodes JPEG files as strictly as frames."""
+    path = tmp_path / "frame.jpg"
+    path.write_bytes(CORRUPT_JPEG[kind](_jpeg(1)))
+    assert cv2.imread(str(path)) is not None  # OpenCV decodes it, filling in grey
+    message = f"cannot read image {path}: corrupt jpeg"
+    with pytest.raises(ImageReadError, match=re.escape(message)):
+        read_rgb(path)
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        read_image(path)
+    with pytest.raises(DatasetError, match=re.escape(f"cannot read mask {path} ({message}")):
+        read_label(path, LabelSpec(format="binary"))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=HEALTH)
+@given(cut=st.floats(0.3, 0.95), marker=st.booleans(), seed=st.integers(0, 3))
+def test_cut_jpeg_files_are_refused_wherever_cut(tmp_path_factory, cut, marker, seed):
+    good = _jpeg(seed)
+    path = tmp_path_factory.mktemp("jpeg") / "cut.jpg"
+    path.write_bytes(good[: int(len(good) * cut)] + (b"\xff\xd9" if marker else b""))
+    with pytest.raises(ImageReadError, match="corrupt jpeg"):
+        read_rgb(path)
+
+
+def test_intact_jpeg_files_read_as_opencv_reads_them(tmp_path):
+    colour, grey = tmp_path / "colour.jpg", tmp_path / "grey.jpg"
+    colour.write_bytes(_jpeg(2))
+    cv2.imwrite(str(grey), cv2.cvtColor(cv2.imread(str(colour)), cv2.COLOR_BGR2GRAY))
+    for path, flags in ((colour, cv2.IMREAD_COLOR), (colour, cv2.IMREAD_UNCHANGED), (grey, cv2.IMREAD_UNCHANGED),
+                        (grey, cv2.IMREAD_COLOR)):
+        np.testing.assert_array_equal(read_image_file(path, flags), cv2.imread(str(path), flags))
+    np.testing.assert_array_equal(read_rgb(colour), cv2.cvtColor(cv2.imread(str(colour)), cv2.COLOR_BGR2RGB))
+
+
+def test_predict_names_corrupt_jpeg_files_and_writes_the_others(tmp_path, tiny_model, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "good.jpg").write_bytes(_jpeg(0))
+    for i, kind in enumerate(sorted(CORRUPT_JPEG)):
+        (images / f"bad{i}.jpg").write_bytes(CORRUPT_JPEG[kind](_jpeg(0)))
+    out = tmp_path / "out"
+    rc = predict.main(["--model", str(tiny_model["onnx"]), "--output-dir", str(out), str(images)])
+    err = capsys.readouterr().err
+    assert rc == predict.EXIT_SOME_FAILED
+    assert sorted(p.name for p in out.iterdir()) == ["good_mask.png", "good_overlay.png"]
+    assert f"{len(CORRUPT_JPEG)} input(s) failed" in err
+    for i in range(len(CORRUPT_JPEG)):
+        bad = images / f"bad{i}.jpg"
+        assert f"{bad}: cannot read image {bad}: corrupt jpeg" in err
 
 
 # ----------------------------------------------------------------------------- 18: bad frames in eval

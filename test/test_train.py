@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from road_seg_perception.core import imageio
 from road_seg_perception.core.metrics import Confusion, confusion
 from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.training import cli as train
@@ -279,6 +280,21 @@ def test_corrupt_image_is_named(camvid_tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "road-seg-train: error:" in err and f"cannot read image {bad}" in err
     assert not (run_dir / "model.keras").exists()
+
+
+def test_max_image_pixels_refuses_dataset_images_from_the_header(camvid_tiny, tmp_path, capsys, monkeypatch):
+    """``--max-image-pixels`` as on road-seg-predict: a 96x64 frame over a limit of 6143 is named, not decoded."""
+    monkeypatch.setattr(imageio.cv2, "imdecode", lambda *a: pytest.fail("decoded an image over the limit"))
+    run_dir = tmp_path / "run"
+    assert train.main(_args(camvid_tiny, run_dir, "--max-image-pixels", "6143")) == 2
+    err = capsys.readouterr().err
+    assert "road-seg-train: error:" in err and "is 96x64 (6144 pixels), over the limit of 6143 pixels" in err
+    assert str(camvid_tiny / "train") in err or str(camvid_tiny / "val") in err
+    assert not run_dir.exists()
+    assert imageio.max_image_pixels() == imageio.DEFAULT_MAX_IMAGE_PIXELS  # the process-wide limit is put back
+    assert train.parse_args(["--config", "c"]).max_image_pixels == imageio.DEFAULT_MAX_IMAGE_PIXELS
+    with pytest.raises(SystemExit):
+        train.parse_args(["--config", "c", "--max-image-pixels", "0"])
 
 
 def test_missing_data_root_and_bad_key(camvid_tiny, tmp_path, capsys):

@@ -1,7 +1,8 @@
 """Reading image files: the one reader that the predict tool, dataset readers and bag builder share.
 
 Every read checks the pixel count in the file's header against a limit before anything is
-decoded, so a small file that claims a huge image (a decompression bomb) costs no memory. The
+decoded, so a small file that claims a huge image (a decompression bomb) costs no memory. JPEG
+files are decoded strictly: one that libjpeg finds corrupt is refused, not filled with grey. The
 limit is ``max_pixels`` when given, else the process-wide one the CLIs set from
 ``--max-image-pixels`` (:func:`set_max_image_pixels`), by default :data:`DEFAULT_MAX_IMAGE_PIXELS`.
 """
@@ -112,10 +113,35 @@ def check_image_file(path: str | Path, max_pixels: int | None = None) -> tuple[i
     return height, width
 
 
+def check_jpeg_strict(data: bytes, path: str | Path) -> None:
+    """Refuse a JPEG that libjpeg finds corrupt, even where it would decode it with only a warning.
+
+    OpenCV decodes a JPEG cut short (with or without an end marker appended) or with marker bytes
+    in its entropy-coded data without a word, filling the rest with grey. libjpeg-turbo in strict
+    mode (``simplejpeg``, ``strict=True``, as the node and ``road-seg-eval`` decode frames) turns
+    those warnings into errors.
+    """
+    import simplejpeg
+
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except ValueError as e:
+        raise ImageReadError(f"cannot read image {path}: corrupt jpeg: {e}") from e
+
+
 def read_image_file(path: str | Path, flags: int = cv2.IMREAD_COLOR, max_pixels: int | None = None) -> np.ndarray:
-    """``cv2.imread(path, flags)`` after :func:`check_image_file`; raise :class:`ImageReadError` naming the file."""
+    """``cv2.imread(path, flags)`` after :func:`check_image_file`; raise :class:`ImageReadError` naming the file.
+
+    A JPEG is also decoded strictly first (:func:`check_jpeg_strict`): a corrupt one is refused.
+    """
     check_image_file(path, max_pixels)
-    img = cv2.imread(str(path), flags)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"cannot read image {path}: {e.strerror or e}") from e
+    if data.startswith(b"\xff\xd8"):
+        check_jpeg_strict(data, path)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if img is None:
         raise ImageReadError(f"cannot read image {path}")
     return img

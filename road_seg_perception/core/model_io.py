@@ -15,12 +15,13 @@ import zipfile
 from pathlib import Path
 
 from road_seg_perception.core.layers import custom_layers
+from road_seg_perception.core.native_import import import_keras
 
 #: Modules whose classes a road model may use: ``keras`` itself and its submodules. Anything else
 #: (custom classes, look-alike packages such as ``keras_evil``) is refused, and so are Lambda layers.
 ALLOWED_PACKAGE = "keras"
 #: This package's own registered classes: the file names them, the code comes from the installed package.
-ALLOWED_REGISTERED = ("road_seg>RoadLoss", "road_seg_perception>ExposureNorm")
+ALLOWED_REGISTERED = ("road_seg>RoadLoss", "road_seg_perception>ExposureNorm", "road_seg_perception>EncoderScaledAdamW")
 
 
 #: Limits on a ``.keras`` archive, checked from its zip directory before any member is read.
@@ -226,7 +227,7 @@ def load_keras_model(path: str | Path, allow_unsafe: bool = False, compile: bool
     if path.suffix != ".keras":
         raise ModelFileError(f"model file {path} must end in .keras")
     check_keras_file(path, allow_unsafe)
-    import keras
+    keras = import_keras()  # a stop signal still ends a node during TensorFlow's first import
 
     custom_layers()  # registers ExposureNorm
 

@@ -1,6 +1,7 @@
 """The ``road_grid`` output's ROS side: ``camera_info`` -> intrinsics, grid -> ``nav_msgs/OccupancyGrid``,
-and the camera pose from tf where ``tf2_ros`` is importable. The geometry is
-:mod:`road_seg_perception.core.ground_grid`."""
+road boundary -> ``geometry_msgs/PolygonStamped``, and the camera pose from tf where ``tf2_ros`` is
+importable. The geometry is :mod:`road_seg_perception.core.ground_grid` and
+:mod:`road_seg_perception.core.road_boundary`."""
 
 from __future__ import annotations
 
@@ -35,6 +36,20 @@ def occupancy_grid_msg(grid: np.ndarray, spec: GridSpec, stamp: Any, frame_id: s
     data = array.array("b")
     data.frombytes(np.ascontiguousarray(grid).tobytes())
     msg.data = data
+    return msg
+
+
+def polygon_msg(points: np.ndarray, stamp: Any, frame_id: str) -> Any:
+    """``geometry_msgs/PolygonStamped`` of ``(N, 2)`` (x, y) points in metres (z = 0), ``stamp`` and ``frame_id``
+    in the header; no points when ``points`` is empty."""
+    from geometry_msgs.msg import Point32, PolygonStamped
+
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"polygon points must be (N, 2), got {points.shape}")
+    msg = PolygonStamped()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.polygon.points = [Point32(x=float(x), y=float(y), z=0.0) for x, y in points]
     return msg
 
 

@@ -10,7 +10,8 @@ shutdown) is :mod:`.node_process`.
 
 Topics (relative, remappable): ``image`` (Image) or ``image/compressed`` (CompressedImage) and
 ``camera_info`` in; ``road_mask``, ``road_overlay``, ``road_probability``, ``road_camera_info``,
-``road_grid`` (``nav_msgs/OccupancyGrid``, :mod:`road_seg_perception.core.ground_grid`) and
+``road_grid`` (``nav_msgs/OccupancyGrid``, :mod:`road_seg_perception.core.ground_grid`),
+``road_boundary`` (``geometry_msgs/PolygonStamped``, :mod:`road_seg_perception.core.road_boundary`) and
 ``/diagnostics`` out.
 """
 
@@ -27,6 +28,7 @@ from functools import partial
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PolygonStamped
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
@@ -53,10 +55,17 @@ from road_seg_perception.core.backends import BACKENDS, DEVICES, SPINNING_MODES,
 from road_seg_perception.core.ground_grid import CameraPose, GridConfigError, GridSpec, GroundGridCache, Intrinsics
 from road_seg_perception.core.model_io import ModelFileError
 from road_seg_perception.core.overlay import draw_overlay
+from road_seg_perception.core.road_boundary import road_boundary
 from road_seg_perception.core.sampling import FrameSampler, FrameScheduler, LatencyTracker, RateMeter, stale_status
 from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter, default_model_path
 from road_seg_perception.core.temporal import DEFAULT_ALPHA, DEFAULT_RESET_GAP_S, DEFAULT_SMOOTHING, ProbabilityEMA
-from road_seg_perception.ros.grid import TfPoseSource, intrinsics_from_camera_info, occupancy_grid_msg, tf_available
+from road_seg_perception.ros.grid import (
+    TfPoseSource,
+    intrinsics_from_camera_info,
+    occupancy_grid_msg,
+    polygon_msg,
+    tf_available,
+)
 from road_seg_perception.ros.intake import NoExecutorGroup, SubscriptionIntake, intake_available
 from road_seg_perception.ros.messages import numpy_to_image_msg
 from road_seg_perception.ros.model_loader import (
@@ -159,7 +168,9 @@ PARAMETERS: dict[str, ParamSpec] = {
                                                            "apart than this (header stamps), go back in time or "
                                                            "change size", float_range=(0.001, 3600.0)),
     "publish_grid": ParamSpec(False, "Publish road_grid (nav_msgs/OccupancyGrid: the road mask on the flat ground "
-                                     "plane; needs camera_info), computed only while someone subscribes",
+                                     "plane; needs camera_info) and road_boundary (geometry_msgs/PolygonStamped: "
+                                     "the outline of the robot's road in it), each computed only while someone "
+                                     "subscribes",
                               read_only=True),
     "grid_frame": ParamSpec("base_footprint", "Frame of road_grid: ground plane z = 0, x forward, y left; the "
                                               "camera pose parameters are in it"),
@@ -369,6 +380,7 @@ class RoadSegmentation:
         self._model_lock = threading.Lock()  # swaps the segmenter and sets its post-processing as one step
         self._retired: list[Any] = []  # replaced segmenters, closed by the worker between frames
         self._model_status = "ready"
+        self._model_generation = 0  # counts model swaps: the moving average never mixes two models' maps
         self._reverting = False
         precheck_model(self._model_file(config), config.backend, config.device, config.allow_unsafe_model)
         self.segmenter, self._serving_identity = load_until_shutdown(
@@ -408,6 +420,7 @@ class RoadSegmentation:
         self.camera_info_pub = None
         self.camera_info_sub = None
         self.grid_pub = None
+        self.boundary_pub = None
         if self.config.publish_grid:
             if self.config.grid_pose_source == "tf":
                 if not tf_available():
@@ -416,6 +429,8 @@ class RoadSegmentation:
                 self._tf_pose = TfPoseSource(self)
             self.grid_pub = self.create_publisher(OccupancyGrid, "road_grid", out_qos,
                                                   qos_overriding_options=qos_opts())
+            self.boundary_pub = self.create_publisher(PolygonStamped, "road_boundary", out_qos,
+                                                      qos_overriding_options=qos_opts())
             self._grid_state = "waiting for camera_info"
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
@@ -440,7 +455,8 @@ class RoadSegmentation:
             self.camera_info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
                                                             info_qos, qos_overriding_options=qos_opts())
         if self.grid_pub is not None:
-            log.info(f"publishing {self.grid_pub.topic_name} in frame {self.config.grid_frame!r} from "
+            log.info(f"publishing {self.grid_pub.topic_name} and {self.boundary_pub.topic_name} in frame "
+                     f"{self.config.grid_frame!r} from "
                      f"{self.camera_info_sub.topic_name} and the camera pose from {self.config.grid_pose_source}")
         if self.config.publish_camera_info:
             self.camera_info_pub = self.create_publisher(CameraInfo, "road_camera_info", out_qos,
@@ -455,7 +471,8 @@ class RoadSegmentation:
         self.stale_timer = self.create_timer(STALE_CHECK_PERIOD_S, self._check_stale)
         self._configured_entities = [e for e in (
             self.mask_pub, self.overlay_pub, self.probability_pub, self.diagnostics_pub, self.camera_info_pub,
-            self.grid_pub, self.image_sub, self.camera_info_sub, self.diagnostics_timer, self.stale_timer)
+            self.grid_pub, self.boundary_pub, self.image_sub, self.camera_info_sub, self.diagnostics_timer,
+            self.stale_timer)
             if e is not None]
         self._worker = threading.Thread(target=self._worker_loop, name="road_seg_worker", daemon=True)
         self._worker.start()
@@ -488,6 +505,7 @@ class RoadSegmentation:
             tf_pose.listener.unregister()  # its /tf subscriptions
             self._tf_pose = None
         self.grid_pub = None
+        self.boundary_pub = None
         self.camera_info_sub = None
         self.camera_info_pub = None
         self.segmenter = None
@@ -583,6 +601,7 @@ class RoadSegmentation:
             with self._model_lock:
                 segmenter.post = self.config.post()
                 old, self.segmenter = self.segmenter, segmenter
+                self._model_generation += 1
                 self._serving, self._serving_identity = request.config, identity
             self._retire(old)
             self._model_status = "ready"
@@ -702,7 +721,9 @@ class RoadSegmentation:
                     self.scheduler.finish(ok)
 
     def _process(self, frame: _Frame) -> bool:
-        cfg, segmenter = self.config, self.segmenter
+        with self._model_lock:
+            segmenter, model_generation = self.segmenter, self._model_generation
+        cfg = self.config
         msg = frame.msg
         try:
             if isinstance(msg, CompressedImage) or not hasattr(msg, "encoding"):
@@ -716,9 +737,9 @@ class RoadSegmentation:
         want_prob = cfg.publish_probability and self.probability_pub.get_subscription_count() > 0
         header = msg.header
         temporal = {}  # smooth= only when on: segment() wrappers without it keep working
-        if cfg.temporal_smoothing:
+        if cfg.temporal_smoothing:  # a new image size or a new model restarts the average
             temporal["smooth"] = partial(self._ema.update, stamp_s=header.stamp.sec + header.stamp.nanosec * 1e-9,
-                                         key=rgb.shape)
+                                         key=(rgb.shape, model_generation))
         result = segmenter.segment(rgb, with_probability=want_prob, **temporal)
         self.mask_pub.publish(numpy_to_image_msg(result.mask, "mono8", header))
         if want_overlay:
@@ -728,8 +749,11 @@ class RoadSegmentation:
         if want_prob and result.probability is not None:
             arr = probability_image(result.probability, cfg.probability_encoding)
             self.probability_pub.publish(numpy_to_image_msg(arr, cfg.probability_encoding, header))
-        if self.grid_pub is not None and self.grid_pub.get_subscription_count() > 0:
-            self._publish_grid(result.mask, header)
+        if self.grid_pub is not None:
+            want_grid = self.grid_pub.get_subscription_count() > 0
+            want_boundary = self.boundary_pub.get_subscription_count() > 0
+            if want_grid or want_boundary:
+                self._publish_grid(result.mask, header, want_grid, want_boundary)
         info = self._camera_info
         if self.camera_info_pub is not None and info is not None:
             self.camera_info_pub.publish(CameraInfo(
@@ -741,8 +765,9 @@ class RoadSegmentation:
         self.processed_rate.tick(done)
         return True
 
-    def _publish_grid(self, mask: Any, header: Any) -> None:
-        """road_grid of one mask: the table is rebuilt only when camera_info, pose or grid parameters change."""
+    def _publish_grid(self, mask: Any, header: Any, want_grid: bool = True, want_boundary: bool = False) -> None:
+        """road_grid and/or road_boundary of one mask: the table is rebuilt only when camera_info, pose or grid
+        parameters change."""
         cfg, intrinsics = self.config, self._intrinsics
         try:
             if intrinsics is None:
@@ -755,7 +780,10 @@ class RoadSegmentation:
             self._grid_state = f"not published: {e}"
             self.get_logger().warning(f"road_grid not published: {e}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
             return
-        self.grid_pub.publish(occupancy_grid_msg(grid, spec, header.stamp, cfg.grid_frame))
+        if want_grid:
+            self.grid_pub.publish(occupancy_grid_msg(grid, spec, header.stamp, cfg.grid_frame))
+        if want_boundary:
+            self.boundary_pub.publish(polygon_msg(road_boundary(grid, spec), header.stamp, cfg.grid_frame))
         self._grid_state = "publishing"
 
     # ------------------------------------------------------------------ diagnostics

@@ -24,6 +24,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from road_seg_perception.core.allocator import keep_large_buffers
+from road_seg_perception.core.native_import import set_signals_end_native_imports
 from road_seg_perception.ros.model_loader import exit_now_if_loading
 
 #: Longest wait of one spin step: how late a signal can be noticed.
@@ -59,6 +60,7 @@ def run_node(make_node: Callable[[], Any], logger_name: str, args: list[str] | N
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    set_signals_end_native_imports(True)  # a signal during TensorFlow's first import ends the process
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     log = rclpy.logging.get_logger(logger_name)
     node = None
@@ -97,6 +99,7 @@ def run_node(make_node: Callable[[], Any], logger_name: str, args: list[str] | N
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        set_signals_end_native_imports(False)
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_IGN if process_exits_after else handler)
         exit_now_if_loading(0)  # a stop signal during a model load: do not wait for the load's thread

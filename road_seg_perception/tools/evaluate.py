@@ -56,7 +56,7 @@ from road_seg_perception.core.imageio import add_max_pixels_argument, set_max_im
 from road_seg_perception.core.metrics import Confusion, confusion, label_from_gt_image
 from road_seg_perception.core.model_io import ModelFileError
 from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter, default_model_path
-from road_seg_perception.core.temporal import DEFAULT_ALPHA, DEFAULT_RESET_GAP_S, DEFAULT_SMOOTHING
+from road_seg_perception.tools.eval_args import add_eval_args
 from road_seg_perception.tools.eval_outputs import (
     MASK_TOPIC,
     OVERLAY_TOPIC,
@@ -65,7 +65,6 @@ from road_seg_perception.tools.eval_outputs import (
     write_frames_csv,
 )
 from road_seg_perception.tools.eval_scoring import EvalConfig, FrameRow, build_metrics, open_bag, score_frames
-from road_seg_perception.tools.model_args import add_model_args
 from road_seg_perception.tools.report import WorstFrame, write_report
 from road_seg_perception.training.datasets import DatasetError
 
@@ -229,29 +228,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bag", metavar="BAG", help="rosbag2 folder (sqlite3 or mcap)")
     p.add_argument("--report", required=True, metavar="DIR", help="output folder for the report and outputs")
-    p.add_argument("--image-topic", help="Image or CompressedImage topic (default: /camera/image_raw, "
-                                         "else /camera/image_raw/compressed)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--gt-topic", default=GT_TOPIC, help=f"mono8 ground-truth topic (default: {GT_TOPIC})")
-    g.add_argument("--gt-dir", metavar="DIR", help="folder of masks, matched to frames in name order")
-    p.add_argument("--mask-format", choices=("camvid", "kitti", "binary"), default="camvid",
-                   help="layout of --gt-dir masks (default: camvid)")
-    add_model_args(p)
-    p.add_argument("--every-n", type=int, default=1, metavar="N", help="evaluate every N-th frame (default: 1)")
-    p.add_argument("--min-blob-area", type=int, default=0, help="drop road blobs smaller than this (pixels)")
-    p.add_argument("--fill-holes-area", type=int, default=0, help="fill non-road holes up to this size (pixels)")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N images of the bag")
-    p.add_argument("--no-video", action="store_true", help="skip the overlay video")
-    p.add_argument("--no-bag", action="store_true", help="skip the output bag")
+    add_eval_args(p)
     p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
-    p.add_argument("--temporal-smoothing", action=argparse.BooleanOptionalAction, default=DEFAULT_SMOOTHING,
-                   help="average the road probability over processed frames, as the node's temporal_smoothing "
-                        f"(default: {'on' if DEFAULT_SMOOTHING else 'off'}, as the node)")
-    p.add_argument("--temporal-alpha", type=float, default=DEFAULT_ALPHA, metavar="A",
-                   help=f"weight of the newest frame in that average, in (0, 1] (default: {DEFAULT_ALPHA})")
-    p.add_argument("--temporal-reset-gap", type=float, default=DEFAULT_RESET_GAP_S, metavar="S",
-                   help="restart the average after a gap of more than S seconds in the stamps "
-                        f"(default: {DEFAULT_RESET_GAP_S})")
     add_max_pixels_argument(p)
     return p.parse_args(argv)
 

@@ -38,19 +38,19 @@ from typing import Any
 
 from road_seg_perception.bagio.bag import (
     EXIT_USAGE,
-    GT_TOPIC,
     BagError,
     default_image_topic,
     read_bag_topics,
 )
+from road_seg_perception.core.imageio import add_max_pixels_argument
 from road_seg_perception.core.model_io import ModelFileError
 from road_seg_perception.core.segmenter import PostConfig, default_model_path
-from road_seg_perception.core.temporal import DEFAULT_ALPHA, DEFAULT_RESET_GAP_S, DEFAULT_SMOOTHING, ProbabilityEMA
+from road_seg_perception.core.temporal import ProbabilityEMA
 from road_seg_perception.tools import evaluate
+from road_seg_perception.tools.eval_args import add_eval_args
 from road_seg_perception.tools.eval_scoring import EvalConfig
 from road_seg_perception.tools.fleet_report import write_fleet_report
 from road_seg_perception.tools.fleet_task import BagOutcome, FleetError, ModelBlob, TaskOptions, evaluate_one
-from road_seg_perception.tools.model_args import add_model_args
 
 EXIT_FAILED_BAGS = 1
 EXIT_INTERRUPTED = 130
@@ -319,27 +319,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="inference threads per worker (default: 1)")
     p.add_argument("--worst-k", type=int, default=8, help="worst frames shown across the fleet (default: 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--image-topic", help="Image or CompressedImage topic (default: /camera/image_raw, "
-                                         "else /camera/image_raw/compressed)")
-    p.add_argument("--gt-topic", default=GT_TOPIC, help=f"mono8 ground-truth topic (default: {GT_TOPIC})")
-    p.add_argument("--gt-dir", metavar="DIR", help="single bag only: folder of ground-truth masks")
-    p.add_argument("--mask-format", choices=("camvid", "kitti", "binary"), default="camvid",
-                   help="single bag only: layout of --gt-dir masks")
-    add_model_args(p)
-    p.add_argument("--every-n", type=int, default=1, metavar="N", help="evaluate every N-th frame (default: 1)")
-    p.add_argument("--min-blob-area", type=int, default=0, help="drop road blobs smaller than this (pixels)")
-    p.add_argument("--fill-holes-area", type=int, default=0, help="fill non-road holes up to this size (pixels)")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N images of each bag")
-    p.add_argument("--no-video", action="store_true", help="single bag only: skip the overlay video")
-    p.add_argument("--no-bag", action="store_true", help="single bag only: skip the output bag")
-    p.add_argument("--temporal-smoothing", action=argparse.BooleanOptionalAction, default=DEFAULT_SMOOTHING,
-                   help="average the road probability over processed frames, as the node's temporal_smoothing "
-                        f"(default: {'on' if DEFAULT_SMOOTHING else 'off'}, as the node)")
-    p.add_argument("--temporal-alpha", type=float, default=DEFAULT_ALPHA, metavar="A",
-                   help=f"weight of the newest frame in that average, in (0, 1] (default: {DEFAULT_ALPHA})")
-    p.add_argument("--temporal-reset-gap", type=float, default=DEFAULT_RESET_GAP_S, metavar="S",
-                   help="restart the average after a gap of more than S seconds in the stamps "
-                        f"(default: {DEFAULT_RESET_GAP_S})")
+    add_eval_args(p, several_bags=True)
+    p.add_argument("--debug", action="store_true", help="single bag only: print the traceback of an unexpected error")
+    add_max_pixels_argument(p)
     return p.parse_args(argv)
 
 
@@ -388,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                          limit=args.limit, worst_k=args.worst_k, temporal_smoothing=args.temporal_smoothing,
                          temporal_alpha=args.temporal_alpha, temporal_reset_gap_s=args.temporal_reset_gap)
         opts = TaskOptions(cfg, args.backend, args.device, args.threshold, args.min_blob_area,
-                           args.fill_holes_area, args.threads)
+                           args.fill_holes_area, args.threads, args.max_image_pixels)
         workers = args.workers if args.workers is not None else _default_workers(args.ray_address)
         print(f"{prog}: {len(bags)} bag(s), {workers or 'no'} worker(s)"
               + (f" on {args.ray_address}" if args.ray_address else " (local)" if workers else " (in process)"),

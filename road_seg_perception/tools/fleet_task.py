@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from road_seg_perception.core.imageio import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from road_seg_perception.core.metrics import Confusion, PRAccumulator
 from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
 from road_seg_perception.tools.eval_outputs import WorstFrames
@@ -59,6 +60,7 @@ class TaskOptions:
     min_blob_area: int = 0
     fill_holes_area: int = 0
     threads: int = 1
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
 
 @dataclass
@@ -123,6 +125,7 @@ def evaluate_one(bag: str, name: str, model: ModelBlob | None, opts: TaskOptions
     t0 = time.perf_counter()
     host = socket.gethostname()
     try:
+        set_max_image_pixels(opts.max_image_pixels)  # this worker's frames, checked before decoding
         seg = open_segmenter(model, opts)
         cfg = opts.cfg
         score, gt = open_bag(Path(bag), cfg)

@@ -27,6 +27,7 @@ import yaml
 
 from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
 from road_seg_perception.core.fileio import atomic_write_text
+from road_seg_perception.core.imageio import add_max_pixels_argument, max_image_pixels, set_max_image_pixels
 from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.training.artifacts import finish, versions
 from road_seg_perception.training.augment import AugmentConfig
@@ -55,6 +56,8 @@ from road_seg_perception.training.run_dir import (
 
 #: Settings that count things and must be at least 1.
 AT_LEAST_ONE = ("train.batch_size", "train.epochs")
+#: Settings that scale something and must be above 0.
+ABOVE_ZERO = ("train.lr", "train.encoder_lr_scale", "train.finetune_lr_scale")
 
 
 class SettingsError(ValueError):
@@ -99,6 +102,8 @@ def check_settings(cfg: dict, defaults: dict = DEFAULTS, prefix: str = "") -> No
             raise SettingsError(f"config key {name} must be {want} (like {default!r}), got {value!r}")
         if name in AT_LEAST_ONE and value < 1:
             raise SettingsError(f"config key {name} must be >= 1, got {value!r}")
+        if name in ABOVE_ZERO and not value > 0:
+            raise SettingsError(f"config key {name} must be > 0, got {value!r}")
 
 
 def load_settings(path: Path | str | None, overrides: list[str]) -> dict:
@@ -142,6 +147,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="'mirrored': tf.distribute.MirroredStrategy over all local GPUs; 'multiworker': "
                         "MultiWorkerMirroredStrategy over the workers in TF_CONFIG (the chief writes the run "
                         "folder; train.batch_size is the global batch)")
+    add_max_pixels_argument(p)  # dataset images and masks, checked from their headers before decoding
     p.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return p.parse_args(argv)
 
@@ -254,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     folder: list[RunFolder] = []
+    previous_limit = max_image_pixels()
+    set_max_image_pixels(args.max_image_pixels)  # every dataset and teacher read checks it
     try:
         run(args, folder, sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:
@@ -264,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a failure while training: one line, the traceback only with --debug
         _abandon(folder)
         return fail("road-seg-train", e, EXIT_RUNTIME, args.debug)
+    finally:
+        set_max_image_pixels(previous_limit)
     return 0
 
 

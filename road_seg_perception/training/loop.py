@@ -143,6 +143,7 @@ def build_and_compile(cfg: dict, steps_per_epoch: int, lr_scale: float = 1.0):
 
     from road_seg_perception.training.losses import parse_loss
     from road_seg_perception.training.model import build_model
+    from road_seg_perception.training.optimizer import make_optimizer
 
     model = build_model(unet_config(cfg))
     t = cfg["train"]
@@ -155,7 +156,7 @@ def build_and_compile(cfg: dict, steps_per_epoch: int, lr_scale: float = 1.0):
             warmup_target=lr, warmup_steps=warm)
     else:
         schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total, alpha=float(t["min_lr_fraction"]))
-    opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=float(t["weight_decay"]))
+    opt = make_optimizer(model, schedule, float(t["weight_decay"]), float(t["encoder_lr_scale"]))
     return model, opt, parse_loss(str(t["loss"]), float(t["distill_weight"]))
 
 
