@@ -169,8 +169,8 @@ def render(card: dict) -> str:
                      f"{m['recall']:.4f} | {m['mean_frame_iou']:.4f} | {pr['iou']:.4f} | "
                      f"{_f(te['iou']) if te else '-'} |")
     if card.get("cross"):
-        lines += ["", "Cross-dataset (a model trained without the dataset it is scored on, by its `config/train_road_no_*.yaml`; "
-                  "its checkpoint chosen on a split of its own training data):", "",
+        lines += ["", "Cross-dataset (a model trained without the dataset it is scored on, by its "
+                  "`config/train_road_no_*.yaml`; its checkpoint chosen on a split of its own training data):", "",
                   "| model | trained on | split | road IoU | precision | recall | prior IoU | teacher IoU |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in card["cross"]:
