@@ -53,3 +53,10 @@ def test_score_masks_pools_pixels_over_frames():
     r = MC.score_masks(lambda im: np.where(np.arange(10)[:, None] >= 4, 255, 0).repeat(10, 1).astype(np.uint8),
                        pairs, "t")
     assert r["frames"] == 2 and r["iou"] == round(50 / 60, 4) and r["recall"] == 1.0
+
+
+def test_latency_table_times_the_onnx_file_and_its_keras_twin(tiny_model):
+    frame = np.random.default_rng(0).integers(0, 256, (36, 48, 3), dtype=np.uint8)
+    rows = MC.latency_table(tiny_model["onnx"], frame, runs=3)
+    assert [r["path"].split(" ")[0] for r in rows] == ["onnxruntime", "keras-tensorflow", "keras-tensorflow"]
+    assert rows[0]["total"] > 0 and rows[1]["total"] > 0 and rows[2]["infer"] > 0

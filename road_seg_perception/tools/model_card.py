@@ -87,9 +87,10 @@ def teacher_scores(teacher, teacher_path: str, split: str, pairs: Pairs, cache: 
 
 
 def latency_table(model: Path, frame: np.ndarray, runs: int, keras: bool = True) -> list[dict]:
+    """Latency rows of ``model`` (``.onnx``) on ONNX Runtime and of its ``.keras`` twin on Keras."""
     rows = []
     for backend in ("onnxruntime", "keras") if keras else ("onnxruntime",):
-        seg = RoadSegmenter(model, backend=backend)
+        seg = RoadSegmenter(model.with_suffix(".keras") if backend == "keras" else model, backend=backend)
         t = time_segmenter(seg, frame, runs=runs)
         rows.append({"path": f"{seg.backend.name} ({'compiled call' if backend == 'keras' else 'session.run'})",
                      **{k: round(v, 1) for k, v in t.items()}})
