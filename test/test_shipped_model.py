@@ -30,11 +30,12 @@ from road_seg_perception.training.datasets import (
     split_by_drive,
 )
 
-# What the shipped model scores, rounded down (models/MODEL_CARD.md: 0.954, 0.821, 0.913); below the
-# issue's targets (0.97, 0.90, 0.94), which this model does not reach yet.
-VAL_IOU_TARGET = 0.95
-HOLDOUT_0001TP_IOU_TARGET = 0.81
-IDD_VAL_IOU_TARGET = 0.90
+# Targets for the shipped model: 0.97 CamVid val, 0.90 drive 0001TP, 0.94 IDD-Lite val. Checked here: the
+# 0001TP target, and for the others what the model scores, rounded down (models/MODEL_CARD.md), since it
+# does not reach them yet.
+VAL_IOU_TARGET = 0.96
+HOLDOUT_0001TP_IOU_TARGET = 0.90
+IDD_VAL_IOU_TARGET = 0.92
 MAX_MODEL_BYTES = 25 * 1024 * 1024
 
 
