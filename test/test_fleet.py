@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from road_seg_perception.bagio.bag import Frame, write_frames
+from road_seg_perception.core.imageio import DEFAULT_MAX_IMAGE_PIXELS, max_image_pixels
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.tools import evaluate
 from road_seg_perception.tools import fleet as F
@@ -204,6 +205,7 @@ def test_road_seg_eval_takes_debug_and_max_image_pixels_for_one_bag_and_many(dri
     assert m["bags_total"] == 2 and m["bags_failed"] == 2
     err = capsys.readouterr().err
     assert err.count("0 processed, ") == 2 and err.count("could not be decoded") == 2
+    assert max_image_pixels() == DEFAULT_MAX_IMAGE_PIXELS  # each call put the process-wide limit back
 
 
 def test_cli_bad_flags_fail_with_one_line(drives, tmp_path, capsys):

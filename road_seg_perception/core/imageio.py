@@ -10,7 +10,9 @@ limit is ``max_pixels`` when given, else the process-wide one the CLIs set from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -32,6 +34,17 @@ def set_max_image_pixels(max_pixels: int) -> None:
     if max_pixels < 1:
         raise ValueError(f"max image pixels must be >= 1, got {max_pixels}")
     _limit["max_pixels"] = int(max_pixels)
+
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Set the process-wide pixel limit for a block and put the previous one back after it."""
+    previous = _limit["max_pixels"]
+    set_max_image_pixels(max_pixels)
+    try:
+        yield
+    finally:
+        _limit["max_pixels"] = previous
 
 
 def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:

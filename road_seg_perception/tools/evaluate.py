@@ -52,7 +52,7 @@ from road_seg_perception.bagio.bag import (
     written_by_us,
 )
 from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, fail
-from road_seg_perception.core.imageio import add_max_pixels_argument, set_max_image_pixels
+from road_seg_perception.core.imageio import add_max_pixels_argument, pixel_limit
 from road_seg_perception.core.metrics import Confusion, confusion, label_from_gt_image
 from road_seg_perception.core.model_io import ModelFileError
 from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter, default_model_path
@@ -235,9 +235,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     args = parse_args(argv)
-    set_max_image_pixels(args.max_image_pixels)  # bag frames and --gt-dir masks, checked before decoding
+    with pixel_limit(args.max_image_pixels):  # bag frames and --gt-dir masks, checked before decoding
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     cfg = EvalConfig(image_topic=args.image_topic, gt_topic=args.gt_topic,
                      gt_dir=Path(args.gt_dir) if args.gt_dir else None, mask_format=args.mask_format,
                      every_n=args.every_n, limit=args.limit, video=not args.no_video, output_bag=not args.no_bag,

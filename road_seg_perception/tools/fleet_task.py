@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from road_seg_perception.core.imageio import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
+from road_seg_perception.core.imageio import DEFAULT_MAX_IMAGE_PIXELS, pixel_limit
 from road_seg_perception.core.metrics import Confusion, PRAccumulator
 from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
 from road_seg_perception.tools.eval_outputs import WorstFrames
@@ -125,21 +125,26 @@ def evaluate_one(bag: str, name: str, model: ModelBlob | None, opts: TaskOptions
     t0 = time.perf_counter()
     host = socket.gethostname()
     try:
-        set_max_image_pixels(opts.max_image_pixels)  # this worker's frames, checked before decoding
-        seg = open_segmenter(model, opts)
-        cfg = opts.cfg
-        score, gt = open_bag(Path(bag), cfg)
-        worst = WorstFrames(cfg.worst_k)
-        for f in score_frames(score, gt, seg, cfg):
-            r = f.row
-            if r.confusion is not None:
-                worst.add(r.index, r.stamp_ns, r.time_s, r.confusion, f.rgb, f.mask, f.label)
-            if tick is not None:
-                tick(1)
-        metrics = build_metrics(score, seg, cfg)
-        if model is not None:
-            metrics["model"] = {**metrics["model"], "model": model.name}
-        return BagOutcome(bag, name, metrics, score.rows, worst.sorted(), score.pr, None,
-                          time.perf_counter() - t0, host)
+        with pixel_limit(opts.max_image_pixels):  # this bag's frames, checked before decoding
+            return _evaluate_one(bag, name, model, opts, tick, t0, host)
     except Exception as e:  # a failing bag is reported and never stops the fleet
         return BagOutcome.failed(bag, name, e, time.perf_counter() - t0, host)
+
+
+def _evaluate_one(bag: str, name: str, model: ModelBlob | None, opts: TaskOptions,
+                  tick: Callable[[int], Any] | None, t0: float, host: str) -> BagOutcome:
+    seg = open_segmenter(model, opts)
+    cfg = opts.cfg
+    score, gt = open_bag(Path(bag), cfg)
+    worst = WorstFrames(cfg.worst_k)
+    for f in score_frames(score, gt, seg, cfg):
+        r = f.row
+        if r.confusion is not None:
+            worst.add(r.index, r.stamp_ns, r.time_s, r.confusion, f.rgb, f.mask, f.label)
+        if tick is not None:
+            tick(1)
+    metrics = build_metrics(score, seg, cfg)
+    if model is not None:
+        metrics["model"] = {**metrics["model"], "model": model.name}
+    return BagOutcome(bag, name, metrics, score.rows, worst.sorted(), score.pr, None,
+                      time.perf_counter() - t0, host)

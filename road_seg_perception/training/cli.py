@@ -27,7 +27,7 @@ import yaml
 
 from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
 from road_seg_perception.core.fileio import atomic_write_text
-from road_seg_perception.core.imageio import add_max_pixels_argument, max_image_pixels, set_max_image_pixels
+from road_seg_perception.core.imageio import add_max_pixels_argument, pixel_limit
 from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.training.artifacts import finish, versions
 from road_seg_perception.training.augment import AugmentConfig
@@ -260,10 +260,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     folder: list[RunFolder] = []
-    previous_limit = max_image_pixels()
-    set_max_image_pixels(args.max_image_pixels)  # every dataset and teacher read checks it
     try:
-        run(args, folder, sys.argv[1:] if argv is None else argv)
+        with pixel_limit(args.max_image_pixels):  # every dataset and teacher read checks it
+            run(args, folder, sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:
         return _interrupted(folder)
     except (DatasetError, FileNotFoundError, KeyError, ValueError) as e:
@@ -272,8 +271,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a failure while training: one line, the traceback only with --debug
         _abandon(folder)
         return fail("road-seg-train", e, EXIT_RUNTIME, args.debug)
-    finally:
-        set_max_image_pixels(previous_limit)
     return 0
 
 
