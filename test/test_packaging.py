@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from domain_ids import domain_id
+from import_rules import read_imports
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -88,18 +89,10 @@ OPTIONAL = {
 def _imported_libraries() -> dict[str, str]:
     """Top-level third-party modules the package imports, each with one file that imports it."""
     found: dict[str, str] = {}
-    for path in sorted((REPO / "road_seg_perception").rglob("*.py")):
-        for n in ast.walk(ast.parse(path.read_text())):
-            if isinstance(n, ast.Import):
-                names = [a.name for a in n.names]
-            elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:
-                names = [n.module]
-            else:
-                continue
-            for name in names:
-                top = name.split(".")[0]
-                if top not in sys.stdlib_module_names and top not in ("road_seg_perception", "__future__"):
-                    found.setdefault(top, str(path.relative_to(REPO)))
+    for imp in read_imports(REPO / "road_seg_perception", "road_seg_perception"):
+        top = imp.target.split(".")[0]
+        if top not in sys.stdlib_module_names and top not in ("road_seg_perception", "__future__"):
+            found.setdefault(top, str(imp.path.relative_to(REPO)))
     return found
 
 
