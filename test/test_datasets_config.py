@@ -191,6 +191,49 @@ def test_missing_teacher_cache_is_a_clear_error(tmp_path, two_datasets):
         attach_teacher(arr, tmp_path / "nope.npz")
 
 
+def _unlabelled(root: Path) -> dict:
+    """Unlabelled frames: two flat ones and a sequence folder of three."""
+    (root / "seq7").mkdir(parents=True)
+    for i, p in enumerate([root / "a_000.png", root / "b_000.jpg", *(root / "seq7" / f"{k}.png" for k in range(3))]):
+        assert cv2.imwrite(str(p), np.full((30, 40, 3), 40 * i, np.uint8))
+    return {"name": "frames", "format": "images", "root": str(root), "train_images": "."}
+
+
+def test_unlabelled_images_are_all_void_and_train_only_through_the_teacher(two_datasets, tmp_path):
+    entry = _unlabelled(tmp_path / "frames")
+    ds = DatasetConfig.from_dict(entry, 2)
+    samples, splits = dataset_samples(ds)
+    assert not splits and len(samples) == 5
+    assert sorted({s.drive for s in samples}) == ["a", "b", "seq7"]  # sub-folder = drive, else the name's prefix
+    label = read_label(samples[0].mask, LabelSpec(format="images"))
+    assert label.shape == (30, 40) and np.all(label == VOID)
+    cfg = load_config(None)
+    cfg["datasets"] = [{**two_datasets["datasets"][0], "distill": 0}, entry]  # labelled frames: ground truth only
+    cfg["model"]["input_hw"] = [32, 64]
+    cfg["train"]["cache_dir"] = str(tmp_path / "cache")
+    with pytest.raises(DatasetError, match="distill_weight"):
+        read_data(cfg)  # no teacher term: nothing to learn from them
+    cfg["train"]["distill_weight"] = 0.5
+    hw = (32, 64)
+    out = teacher_file(tmp_path / "cache", "frames", hw)
+    cache_probabilities(_FakeTeacher(), [s.image for s in samples[:4]], [sample_name(s) for s in samples[:4]], hw, out)
+    with pytest.raises(DatasetError, match="1 of its 5 unlabelled frames have no teacher"):
+        read_data(cfg)
+    cache_probabilities(_FakeTeacher(), [s.image for s in samples], [sample_name(s) for s in samples], hw, out)
+    train, val, info = read_data(cfg)
+    assert list(val) == ["camvid_0001TP"] and info["datasets"]["frames"]["teacher_frames"] == 5
+    frames = [i for i, g in enumerate(train.groups) if train.dataset_names[g] == "frames"]
+    assert len(frames) == 5 and all(np.all(train.labels[i] == VOID) for i in frames)
+    assert all(float(train.soft[i].min()) >= 0 for i in frames)  # every one has the teacher's map
+
+
+@pytest.mark.parametrize("bad", [{"holdout_every": 2}, {"val_images": "v", "val_masks": "v"}, {"distill": 0},
+                                 {"train": False}])
+def test_unlabelled_images_cannot_be_scored_or_skip_the_teacher(tmp_path, bad):
+    with pytest.raises(ValueError, match=r"datasets\[0\] \(frames\).*teacher"):
+        DatasetConfig.from_dict({**_unlabelled(tmp_path / "frames"), **bad}, 0)
+
+
 def test_teacher_road_probability_on_a_camvid_frame(camvid):
     path = REPO / DEFAULT_TEACHER
     if not path.is_file():

@@ -143,6 +143,10 @@ class DatasetConfig:
             raise ValueError(f"{where}: weight, holdout_every and distill must be >= 0")
         if bool(out.val_images) != bool(out.val_masks):
             raise ValueError(f"{where}: give both val_images and val_masks, or neither")
+        if out.format == "images" and (out.val_images or out.holdout_drives or out.holdout_every
+                                       or not out.train or out.distill <= 0):
+            raise ValueError(f"{where}: unlabelled images train only through the teacher: they need "
+                             "train: true and distill > 0, and cannot give validation splits")
         return out
 
     @property

@@ -201,10 +201,17 @@ def read_data(cfg: dict) -> tuple[TrainData, dict[str, Arrays], dict]:
                  "splits": {k: {"frames": len(v), "drives": sorted({s.drive for s in v}, key=lambda d: (len(d), d))}
                             for k, v in splits.items()}}
         info["datasets"][ds.name] = entry
+        if ds.format == "images" and not distill:
+            raise DatasetError(f"dataset {ds.name} is unlabelled (format: images): it trains only through "
+                               "the teacher term; set train.distill_weight > 0 or remove it")
         if ds.train:
             arr = load_resized(ds, train_s, hw, cache_dir)
             if distill and ds.distill > 0:
                 entry["teacher_frames"] = attach_teacher(arr, teacher_file(cache_dir or Path("."), ds.name, hw))
+                if ds.format == "images" and entry["teacher_frames"] < len(arr):
+                    raise DatasetError(f"dataset {ds.name}: {len(arr) - entry['teacher_frames']} of its {len(arr)} "
+                                       "unlabelled frames have no teacher probabilities (rerun "
+                                       "python -m road_seg_perception.training.teacher with this config)")
             parts.append((ds, arr))
         spec = label_spec(ds)
         for name, samples in splits.items():

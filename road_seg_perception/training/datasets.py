@@ -10,6 +10,8 @@ Four layouts are supported, chosen by ``format``:
   magenta (255, 0, 255) is road, black is void, every other colour is not road.
 * ``binary``: image/mask folder pairs as Kaggle road sets ship them; masks are matched by
   stem plus ``mask_suffix``, hold 0/1 or 0/255 (png or jpg), and have no void.
+* ``images``: unlabelled frames (a folder of images, or of sequence folders of images); every
+  pixel is void, so they train only through a teacher's soft labels (distillation).
 
 Every pair is checked before training starts; problems raise one :class:`DatasetError` that
 names the files.
@@ -29,7 +31,7 @@ from road_seg_perception.core.preprocessing import VOID
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 KITTI_ROAD_BGR = (255, 0, 255)
-FORMATS = ("camvid", "idd", "kitti", "binary")
+FORMATS = ("camvid", "idd", "kitti", "binary", "images")
 
 
 class DatasetError(ValueError):
@@ -38,7 +40,7 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image."""
+    """One image and its mask file (for unlabelled ``images`` frames, the image itself)."""
 
     image: Path
     mask: Path
@@ -89,6 +91,8 @@ def pair_samples(image_dir: Path, mask_dir: Path, spec: LabelSpec, max_listed: i
     spec.validate()
     if spec.format == "idd":
         return pair_idd(image_dir, mask_dir, max_listed)
+    if spec.format == "images":
+        return unlabelled_samples(image_dir)
     for d, what in ((image_dir, "image"), (mask_dir, "mask")):
         if not d.is_dir():
             raise DatasetError(f"{what} folder {d} does not exist")
@@ -114,6 +118,18 @@ def pair_samples(image_dir: Path, mask_dir: Path, spec: LabelSpec, max_listed: i
     problems += [f"no image for mask {m}" for m in masks if m not in used]
     if problems:
         raise DatasetError(_summarise(problems, max_listed, f"{image_dir} / {mask_dir}"))
+    return samples
+
+
+def unlabelled_samples(image_dir: Path) -> list[Sample]:
+    """Images of ``image_dir`` and of its sub-folders (one level: a sub-folder is a drive), without labels."""
+    if not image_dir.is_dir():
+        raise DatasetError(f"image folder {image_dir} does not exist")
+    samples = [Sample(im, im) for im in _images_in(image_dir)]
+    for seq in sorted((p for p in image_dir.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name)):
+        samples += [Sample(im, im, seq.name) for im in _images_in(seq)]
+    if not samples:
+        raise DatasetError(f"no images ({', '.join(IMAGE_EXTS)}) in {image_dir} or its sub-folders")
     return samples
 
 
@@ -162,7 +178,13 @@ def _read_mask(path: Path, flags: int, max_pixels: int | None) -> np.ndarray:
 
 
 def read_label(path: Path, spec: LabelSpec, max_pixels: int | None = None) -> np.ndarray:
-    """Read a mask file as a uint8 label: 1 road, 0 not road, :data:`VOID` ignored (limit as :func:`read_image`)."""
+    """Read a mask file as a uint8 label: 1 road, 0 not road, :data:`VOID` ignored (limit as :func:`read_image`).
+
+    For ``images`` (unlabelled) frames the "mask" is the image itself and the label is all void.
+    """
+    if spec.format == "images":
+        shape = read_image(path, max_pixels).shape[:2]
+        return np.full(shape, VOID, np.uint8)
     if spec.format == "kitti":
         bgr = _read_mask(path, cv2.IMREAD_COLOR, max_pixels)
         road = np.all(bgr == KITTI_ROAD_BGR, axis=2)
