@@ -265,3 +265,19 @@ def test_cross_dataset_configs_are_the_shipped_recipe_without_one_dataset(cross,
         assert mine.get("train", True) is (mine["name"] != left_out)
         assert {k: v for k, v in mine.items() if k != "train"} == \
             {k: v for k, v in theirs.items() if k != "train"}
+
+
+def test_teacher_cross_config_only_adds_the_teacher_term_on_idd_frames():
+    """The with-teacher no-CamVid run differs from the plain one only by the teacher term on IDD-Lite frames."""
+    plain = load_config(REPO / "config" / "train_road_no_camvid.yaml")
+    taught = load_config(REPO / "config" / "train_road_no_camvid_teacher.yaml")
+    assert plain["train"]["distill_weight"] == 0 and taught["train"]["distill_weight"] == 0.5
+    assert {k: v for k, v in taught["train"].items() if k != "distill_weight"} == \
+        {k: v for k, v in plain["train"].items() if k != "distill_weight"}
+    assert taught["model"] == plain["model"] and taught["augment"] == plain["augment"]
+    camvid, idd = taught["datasets"]
+    assert camvid["name"] == "camvid" and camvid["train"] is False  # CamVid is only scored
+    assert idd["name"] == "idd" and idd["distill"] == 1.0
+    assert [{k: v for k, v in d.items() if k != "distill"} for d in taught["datasets"]] == \
+        [{k: v for k, v in d.items() if k != "distill"} for d in plain["datasets"]]
+    assert taught["output"]["name"] not in (plain["output"]["name"], "road_mnv2")
