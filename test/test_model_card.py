@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from conftest import REPO
 
 from road_seg_perception.tools import model_card as MC
 
@@ -60,3 +61,13 @@ def test_latency_table_times_the_onnx_file_and_its_keras_twin(tiny_model):
     rows = MC.latency_table(tiny_model["onnx"], frame, runs=3)
     assert [r["path"].split(" ")[0] for r in rows] == ["onnxruntime", "keras-tensorflow", "keras-tensorflow"]
     assert rows[0]["total"] > 0 and rows[1]["total"] > 0 and rows[2]["infer"] > 0
+
+
+def test_recipe_names_the_exposure_augmentation_only_when_on():
+    from road_seg_perception.training.config import load_config
+
+    _, recipe = MC._cfg_summary(load_config(REPO / "config" / "train_road.yaml"))
+    assert "gamma [0.6, 1.8]" in recipe and "white_balance 0.1" in recipe
+    _, plain = MC._cfg_summary(load_config(None))
+    assert "gamma" not in plain and "white_balance" not in plain
+

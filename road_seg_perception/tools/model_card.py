@@ -235,6 +235,8 @@ def _cfg_summary(cfg: dict) -> tuple[str, str]:
     augs = [f"flip {a['hflip']}", f"scale {a['scale']}", f"rotation +-{a['rotate_deg']} deg",
             f"brightness/contrast +-{a['brightness']}/{a['contrast']}", f"saturation +-{a['saturation']}",
             f"hue +-{a['hue_deg']} deg"]
+    if list(a.get("gamma", [1.0, 1.0])) != [1.0, 1.0]:
+        augs.append(f"gamma {list(a['gamma'])}")
     for k in ("white_balance", "blur", "noise", "jpeg", "vshift"):
         if a.get(k):
             augs.append(f"{k} {a[k]}")
