@@ -70,4 +70,3 @@ def test_recipe_names_the_exposure_augmentation_only_when_on():
     assert "gamma [0.6, 1.8]" in recipe and "white_balance 0.1" in recipe
     _, plain = MC._cfg_summary(load_config(None))
     assert "gamma" not in plain and "white_balance" not in plain
-

@@ -293,12 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     for cr in a.cross_run:
         cdir = Path(cr)
         ccfg = load_config(cdir / "config.yaml")
-        taught = float(ccfg["train"]["distill_weight"]) > 0
-        trained = [d.name + (" + teacher" if taught and d.distill > 0 else "")
-                   for d in dataset_configs(ccfg) if d.train]
+        trained = [d.name for d in dataset_configs(ccfg) if d.train]
         cseg = RoadSegmenter(cdir / "model.onnx", backend="onnxruntime")
         for name in read_splits(cdir):
-            if name in data and not any(name.startswith(t.split()[0] + "_") for t in trained):
+            if name in data and not any(name.startswith(t + "_") for t in trained):
                 r = score_split(cseg, data[name])
                 card["cross"].append({"run": cdir.name, "trained_on": trained, "split": name, **r})
                 print(f"cross {cdir.name} on {name}: {r['iou']:.4f}", flush=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from road_seg_perception.core.imageio import ImageReadError, read_image_file, read_rgb
+from road_seg_perception.core.imageio import ImageReadError, check_image_file, read_image_file, read_rgb
 from road_seg_perception.core.preprocessing import VOID
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -180,11 +180,14 @@ def _read_mask(path: Path, flags: int, max_pixels: int | None) -> np.ndarray:
 def read_label(path: Path, spec: LabelSpec, max_pixels: int | None = None) -> np.ndarray:
     """Read a mask file as a uint8 label: 1 road, 0 not road, :data:`VOID` ignored (limit as :func:`read_image`).
 
-    For ``images`` (unlabelled) frames the "mask" is the image itself and the label is all void.
+    For ``images`` (unlabelled) frames the "mask" is the image itself and the label is all void, sized from
+    the file's header (the image is decoded once, by :func:`read_image`).
     """
     if spec.format == "images":
-        shape = read_image(path, max_pixels).shape[:2]
-        return np.full(shape, VOID, np.uint8)
+        try:
+            return np.full(check_image_file(path, max_pixels), VOID, np.uint8)
+        except ImageReadError as e:
+            raise DatasetError(str(e)) from e
     if spec.format == "kitti":
         bgr = _read_mask(path, cv2.IMREAD_COLOR, max_pixels)
         road = np.all(bgr == KITTI_ROAD_BGR, axis=2)
