@@ -8,8 +8,10 @@ It reads the validation splits from the shipped run's config (CamVid val, the he
 0001TP, the IDD-Lite validation sequences) and scores on each, through ``RoadSegmenter`` with
 ONNX Runtime (full resolution, void ignored, pixels summed over the split): the shipped model,
 the trivial prior (bottom of the frame = road), the teacher, each cross-dataset run's model and
-each candidate. It times every backend on a 480x360 frame and copies the recipe and history
-from the run directory.
+each candidate (the cross-dataset runs' models are candidates too, scored on every split). It times
+every backend on a 480x360 frame and copies the recipe and per-epoch history from the run directory.
+``scripts/model_card.py`` runs it with the candidates of the shipped card and writes the card's
+paragraphs from the numbers it measured.
 """
 
 from __future__ import annotations
@@ -64,7 +66,11 @@ def score_split(seg: RoadSegmenter, pairs: Pairs) -> dict:
 
 def read_splits(run_dir: Path) -> dict[str, Pairs]:
     """The validation splits of a run (from its config.yaml), at full resolution."""
-    cfg = load_config(run_dir / "config.yaml")
+    return config_splits(load_config(run_dir / "config.yaml"))
+
+
+def config_splits(cfg: dict) -> dict[str, Pairs]:
+    """The validation splits of a training config, at full resolution."""
     out: dict[str, Pairs] = {}
     for ds in dataset_configs(cfg):
         _, splits = dataset_samples(ds)
@@ -116,6 +122,13 @@ def _command(run_dir: Path) -> str:
     """The command that trained a run (``command.txt``, written by road-seg-train)."""
     f = run_dir / "command.txt"
     return f.read_text().strip() if f.is_file() else f"road-seg-train --config {run_dir / 'config.yaml'}"
+
+
+def _history(run: dict) -> list[dict]:
+    """A run's per-epoch validation IoUs (``epoch``, ``seconds``, ``val_<split>_iou``) from its ``metrics.json``."""
+    return [{k: v for k, v in h.items() if k in ("epoch", "seconds") or (k.startswith("val_") and k.endswith("_iou")
+                                                                        and k != "val_iou")}
+            for h in run.get("history", [])]
 
 
 def _f(v) -> str:
@@ -288,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         "datasets": run["data"]["datasets"], "epochs_run": run["epochs_run"], "best_epoch": run["best_epoch"],
         "cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(), "runs": a.runs,
         "latency": latency_table(Path(a.model), frame, a.runs), "tradeoff": a.tradeoff, "targets": a.targets,
-        "note": a.note, "cross": [], "candidates": [],
+        "note": a.note, "cross": [], "candidates": [], "history": _history(run),
     }
     for cr in a.cross_run:
         cdir = Path(cr)
@@ -300,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = score_split(cseg, data[name])
                 card["cross"].append({"run": cdir.name, "trained_on": trained, "split": name, **r})
                 print(f"cross {cdir.name} on {name}: {r['iou']:.4f}", flush=True)
-    for item in [f"shipped={a.model}", *a.candidate]:
+    cross_models = [f"cross run {Path(c).name}={Path(c) / 'model.onnx'}" for c in a.cross_run]
+    for item in [f"shipped={a.model}", *cross_models, *a.candidate]:
         name, _, path = item.partition("=")
         cseg = RoadSegmenter(path, backend="onnxruntime")
         t = time_segmenter(cseg, frame, runs=a.runs)
@@ -324,8 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(f"--cross-run {c}" for c in a.cross_run)
         + "".join(f" --candidate \"{c}\"" for c in a.candidate)
         + (f" --runs {a.runs}" if a.runs != 50 else "")
-        + "".join(f" --{k} \"...\"" for k in ("note", "targets", "tradeoff") if getattr(a, k))
-        + "    # the paragraphs' texts are in MODEL_CARD.json",
+        + "".join(f" --{k} \"...\"" for k in ("note", "targets", "tradeoff") if getattr(a, k)),
     ]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,188 @@
+"""``road-seg-quantize``: an INT8 copy of a float ONNX road model, checked split by split.
+
+    road-seg-quantize runs/road_mnv2/model.onnx models/road_unet_camvid.onnx --config config/train_road.yaml
+
+ONNX Runtime static quantisation (QDQ, per-channel INT8 weights, UINT8 activations), calibrated on
+training frames of the config's datasets put through the same ``preprocess`` as inference. Then the
+float and INT8 models are scored on every validation split of the config (published masks at full
+resolution, as the model card scores them); the INT8 file is written only if no split's road IoU
+drops by more than ``--max-iou-drop`` (default 0.005), so a quantised model never silently loses
+accuracy. Input and output stay float32: the node, ``road-seg-predict`` and the evaluation tools
+run the INT8 file unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
+from road_seg_perception.core.fileio import exclusive_temp
+from road_seg_perception.core.model_io import ONNX_WEIGHTS_KEY, ModelFileError, check_model_path
+from road_seg_perception.core.preprocessing import preprocess
+
+#: ONNX metadata key marking a quantised file (its value: the scheme).
+QUANTIZED_KEY = "road_seg.quantized"
+MAX_IOU_DROP = 0.005
+
+
+class AccuracyLossError(RuntimeError):
+    """The quantised model lost more road IoU than allowed on some split."""
+
+
+def onnx_input(path: Path) -> tuple[str, tuple[int, int]]:
+    """The input name and (height, width) of an NHWC ONNX model."""
+    import onnxruntime as ort
+
+    inp = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0]
+    h, w = inp.shape[1:3]
+    if not (isinstance(h, int) and isinstance(w, int)):
+        raise ModelFileError(f"{path}: input {inp.name} has no fixed height and width ({inp.shape})")
+    return inp.name, (h, w)
+
+
+def calibration_images(cfg: dict, count: int) -> list[Path]:
+    """``count`` training images of the config, spread evenly over each trained dataset and within it."""
+    from road_seg_perception.training.config import dataset_configs
+    from road_seg_perception.training.data import dataset_samples
+
+    trained = [ds for ds in dataset_configs(cfg) if ds.train]
+    if not trained:
+        raise ValueError("the config trains on no dataset: nothing to calibrate on")
+    out: list[Path] = []
+    for i, ds in enumerate(trained):
+        samples, _ = dataset_samples(ds)
+        want = count // len(trained) + (1 if i < count % len(trained) else 0)
+        if samples and want:
+            idx = np.linspace(0, len(samples) - 1, min(want, len(samples))).round().astype(int)
+            out += [samples[j].image for j in dict.fromkeys(idx.tolist())]
+    if not out:
+        raise ValueError("the config's datasets have no training images to calibrate on")
+    return out
+
+
+def _batches(images: list[Path], hw: tuple[int, int]) -> Iterator[np.ndarray]:
+    from tqdm import tqdm
+
+    from road_seg_perception.training.datasets import read_image
+
+    for path in tqdm(images, desc="calibrating", unit="frame"):
+        yield preprocess(read_image(path), hw)[None]
+
+
+def quantize_int8(src: Path, out: Path, images: list[Path]) -> None:
+    """Write the INT8 (QDQ) version of ``src`` to ``out``, calibrated on ``images``; the file is marked int8."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    name, hw = onnx_input(src)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = _batches(images, hw)
+
+        def get_next(self) -> dict | None:
+            batch = next(self.it, None)
+            return None if batch is None else {name: batch}
+
+    with tempfile.TemporaryDirectory() as d:
+        pre = Path(d) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    proto = onnx.load(str(out))
+    # not the float weights any more: backend "auto" must not run this file for the float .keras
+    kept = [p for p in proto.metadata_props if p.key not in (ONNX_WEIGHTS_KEY, QUANTIZED_KEY)]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    proto.metadata_props.add(key=QUANTIZED_KEY, value="int8-qdq")
+    onnx.save(proto, str(out))
+
+
+def compare_splits(float_path: Path, int8_path: Path, splits: dict) -> dict[str, dict[str, float]]:
+    """Road IoU of both models on each split: ``{split: {"float", "int8", "drop"}}``."""
+    from road_seg_perception.core.segmenter import RoadSegmenter
+    from road_seg_perception.tools.model_card import score_split
+
+    segs = {k: RoadSegmenter(p, backend="onnxruntime") for k, p in (("float", float_path), ("int8", int8_path))}
+    out = {}
+    for name, pairs in splits.items():
+        r = {k: score_split(s, pairs)["iou"] for k, s in segs.items()}
+        out[name] = {**r, "drop": round(r["float"] - r["int8"], 4)}
+    return out
+
+
+def quantize_checked(src: Path, out: Path, cfg: dict, frames: int = 120,
+                     max_drop: float = MAX_IOU_DROP) -> dict[str, dict[str, float]]:
+    """Quantise ``src`` to ``out`` if no validation split of ``cfg`` loses more than ``max_drop`` road IoU.
+
+    Raises :class:`AccuracyLossError` (and leaves ``out`` untouched) otherwise. Returns the comparison.
+    """
+    from road_seg_perception.tools.model_card import config_splits
+
+    splits = config_splits(cfg)
+    if not splits:
+        raise ValueError("the config has no validation split to check the quantised model on")
+    images = calibration_images(cfg, frames)
+    tmp = exclusive_temp(out, ".tmp.onnx")
+    try:
+        quantize_int8(src, tmp, images)
+        report = compare_splits(src, tmp, splits)
+        worst = max(report, key=lambda k: report[k]["drop"])
+        if report[worst]["drop"] > max_drop:
+            raise AccuracyLossError(f"INT8 loses {report[worst]['drop']:.4f} road IoU on {worst} "
+                                    f"(> {max_drop}); {out} not written")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from road_seg_perception.training.config import load_config
+
+    p = argparse.ArgumentParser(prog="road-seg-quantize", description=__doc__.splitlines()[0])
+    p.add_argument("model", help="float .onnx model (as road-seg-export writes it)")
+    p.add_argument("output", help="INT8 .onnx to write")
+    p.add_argument("--config", required=True, help="training config: calibration frames and validation splits")
+    p.add_argument("--frames", type=int, default=120, help="calibration frames (default 120)")
+    p.add_argument("--max-iou-drop", type=float, default=MAX_IOU_DROP,
+                   help=f"refuse if any split loses more road IoU (default {MAX_IOU_DROP})")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    a = p.parse_args(argv)
+    src, out = Path(a.model), Path(a.output)
+    try:
+        if a.frames < 1:
+            raise ValueError(f"--frames must be >= 1, got {a.frames}")
+        if src.suffix != ".onnx" or out.suffix != ".onnx":
+            raise ValueError(f"model and output must be .onnx files, got {src} and {out}")
+        check_model_path(src)
+        if out.exists() and out.resolve() == src.resolve():
+            raise ValueError(f"output {out} is the input model; refusing to overwrite it")
+        if not out.parent.is_dir():
+            raise ValueError(f"output {out}: folder {out.parent} does not exist")
+        cfg = load_config(a.config)
+    except (ModelFileError, ValueError, KeyError, OSError) as e:
+        return fail("road-seg-quantize", e, EXIT_USAGE, a.debug)
+    try:
+        report = quantize_checked(src, out, cfg, a.frames, a.max_iou_drop)
+    except KeyboardInterrupt:
+        print("road-seg-quantize: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - one line, the traceback only with --debug
+        return fail("road-seg-quantize", e, EXIT_RUNTIME, a.debug)
+    for name, r in report.items():
+        print(f"{name}: float {r['float']:.4f}  int8 {r['int8']:.4f}  drop {r['drop']:+.4f}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
