@@ -82,7 +82,6 @@ OPTIONAL = {
     "torch": "only when Keras runs on the torch backend (GPU probe)",
     "PIL": "GIF overlays in road-seg-eval, from matplotlib's own dependency",
     "ray": "road-seg-fleet only (requirements-fleet.txt)",
-    "tf2_ros": "grid_pose_source: tf only; the node names the missing module",
 }
 
 
