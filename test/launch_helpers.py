@@ -145,5 +145,35 @@ class Probe:
         rclpy.try_shutdown(context=self.ctx)
 
 
+class LastCall:
+    """A service call whose answer ends the launch (e.g. a lifecycle shutdown), made last in an active test.
+
+    Its node spins only in the calling thread, and nothing is torn down until :meth:`close` (call it
+    from a post-shutdown test): the active test returns as soon as the answer comes, so launch_testing
+    never sees the launch end while the test is still cleaning up.
+    """
+
+    def __init__(self, srv_type, name: str, domain_id: int):
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node("launch_last_call", context=self.ctx)
+        self.client = self.node.create_client(srv_type, name)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+
+    def call(self, request, timeout: float = 30.0):
+        """The response, or ``None`` if the service or its answer did not come within ``timeout`` seconds."""
+        if not self.client.wait_for_service(timeout):
+            return None
+        future = self.client.call_async(request)
+        self.executor.spin_until_future_complete(future, timeout_sec=timeout)
+        return future.result() if future.done() else None
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.ctx)
+
+
 def values(status) -> dict[str, str]:
     return {kv.key: kv.value for kv in status.values}
