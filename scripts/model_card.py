@@ -1,6 +1,6 @@
 """The shipped model card: measure it, then write its paragraphs from what was measured.
 
-    python scripts/model_card.py              # score and time every model below (ONNX Runtime), then the text
+    python scripts/model_card.py              # INT8 copy, score and time every model below, then the text
     python scripts/model_card.py --text-only  # only rewrite the paragraphs from models/MODEL_CARD.json
 
 The measuring step is ``python -m road_seg_perception.tools.model_card`` with the shipped run, the
@@ -23,12 +23,16 @@ if str(ROOT) not in sys.path:
 
 from road_seg_perception.tools.model_card import main as measure  # noqa: E402
 from road_seg_perception.tools.model_card import render  # noqa: E402
+from road_seg_perception.tools.quantize import main as quantize  # noqa: E402
 
 RUN = "runs/road_mnv2"
 CROSS_RUNS = ["runs/road_mnv2_no_camvid", "runs/road_mnv2_no_idd"]
 #: key -> (label in the card, model file). Earlier shipped models come from git: ``git show
 #: COMMIT:models/road_unet_camvid.onnx > PATH`` (commits bd35435, dedfaaa, 3367e46; see the trade-off text).
+INT8 = "runs/int8/road_unet_camvid_int8.onnx"
+QUANTIZE = f"road-seg-quantize models/road_unet_camvid.onnx {INT8} --config config/train_road.yaml"
 CANDIDATES: dict[str, tuple[str, str]] = {
+    "int8": ("the shipped model as INT8 (`road-seg-quantize`, 120 calibration frames)", INT8),
     "previous": ("previous U-Net (trained on all CamVid train drives incl. 0001TP)",
                  "runs/previous/road_unet_camvid.onnx"),
     "three": ("8-epoch recipe without exposure augmentation, stopped at 3 epochs",
@@ -41,9 +45,9 @@ CANDIDATES: dict[str, tuple[str, str]] = {
     "ft_control": ("fine-tune control: 8-epoch model + 1 epoch at lr x0.1", "runs/ft_control/model.onnx"),
     "ft_exposure": ("fine-tune with exposure augmentation: + 1 epoch at lr x0.1, gamma 0.6-1.8, white balance 0.1",
                     "runs/ft_exposure/model.onnx"),
-    "ft2_control": ("fine-tune control: shipped model + 2 epochs at lr x0.1", "runs/ft2_distill_0.0/model.onnx"),
+    "ft2_control": ("fine-tune control: shipped model + 2 epochs at lr x0.1", "runs/ft2_control/model.onnx"),
     "ft2_distill": ("fine-tune with distillation: shipped model + 2 epochs at lr x0.1, teacher term 0.5 on CamVid "
-                    "frames", "runs/ft2_distill_0.5/model.onnx"),
+                    "frames", "runs/ft2_distill/model.onnx"),
     "x_camvid_ctl": ("cross control: without CamVid, 4 epochs, no exposure augmentation",
                      "runs/road_mnv2_no_camvid_8ep/model.onnx"),
     "x_idd_ctl": ("cross control: without IDD-Lite, 4 epochs, no exposure augmentation",
@@ -161,7 +165,7 @@ def write_text(card_json: Path) -> dict:
     if TEACHER_CACHE not in commands:  # the distillation runs read the teacher's cache, made once before them
         commands.insert(next((i for i, c in enumerate(commands) if "distill_weight" in c), len(commands)),
                         TEACHER_CACHE)
-    card["commands"] = [*commands, MEASURE]
+    card["commands"] = [*(c for c in commands if c != QUANTIZE), QUANTIZE, MEASURE]
     card_json.write_text(json.dumps(card, indent=1))
     card_json.with_suffix(".md").write_text(render(card))
     return card
@@ -175,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     out = Path(a.out)
     if not a.text_only:
+        Path(INT8).parent.mkdir(parents=True, exist_ok=True)
+        if quantize(QUANTIZE.split()[1:]) != 0:
+            return 1
         args = ["--run", RUN, "--runs", str(a.runs), "--out", str(out)]
         for run in CROSS_RUNS:
             args += ["--cross-run", run]

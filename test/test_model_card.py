@@ -70,3 +70,24 @@ def test_recipe_names_the_exposure_augmentation_only_when_on():
     assert "gamma [0.6, 1.8]" in recipe and "white_balance 0.1" in recipe
     _, plain = MC._cfg_summary(load_config(None))
     assert "gamma" not in plain and "white_balance" not in plain
+
+
+
+def test_a_run_started_from_another_lists_both_stages(tmp_path):
+    """A shipped run made with --init-from another run's model: the card names both stages and both commands."""
+    first, second = tmp_path / "road_a", tmp_path / "road_a_hires"
+    for d, hw, cmd in ((first, [192, 256], "road-seg-train --config c.yaml"),
+                       (second, [256, 352], f"road-seg-train --config c.yaml --init-from {first}/model.keras "
+                                             "--set train.epochs=2")):
+        d.mkdir()
+        (d / "command.txt").write_text(cmd + "\n")
+        (d / "metrics.json").write_text(json.dumps({"input_hw": hw, "epochs_run": 2, "best_epoch": 1, "history": [
+            {"epoch": 1, "seconds": 3.0, "val_iou": 0.9, "val_camvid_val_iou": 0.9, "val_f1": 0.95}]}))
+    assert MC.run_stages(second) == [first, second]
+    assert MC.run_stages(first) == [first]
+    stage = MC._stage(second)
+    assert stage["input_hw"] == [256, 352] and stage["history"] == [
+        {"epoch": 1, "seconds": 3.0, "val_camvid_val_iou": 0.9}]
+    md = MC.render({**card(), "stages": [MC._stage(first), stage]})
+    assert "- Stage 1 (`road_a`): 2 epochs at 256x192, checkpoint chosen at epoch 1" in md
+    assert "- Stage 2 (`road_a_hires`, from the model of the stage before): 2 epochs at 352x256" in md

@@ -124,6 +124,29 @@ def _command(run_dir: Path) -> str:
     return f.read_text().strip() if f.is_file() else f"road-seg-train --config {run_dir / 'config.yaml'}"
 
 
+def _init_from(run_dir: Path) -> Path | None:
+    """The run folder whose ``model.keras`` this run started from (``--init-from`` in its command), if any."""
+    words = _command(run_dir).split()
+    if "--init-from" not in words[:-1]:
+        return None
+    parent = Path(words[words.index("--init-from") + 1]).parent
+    return parent if (parent / "metrics.json").is_file() else None
+
+
+def run_stages(run_dir: Path) -> list[Path]:
+    """The runs that made a model, first to last: each started from the model of the one before (``--init-from``)."""
+    stages = [run_dir]
+    while (parent := _init_from(stages[0])) is not None and parent not in stages:
+        stages.insert(0, parent)
+    return stages
+
+
+def _stage(run_dir: Path) -> dict:
+    run = json.loads((run_dir / "metrics.json").read_text())
+    return {"run": run_dir.name, "input_hw": run["input_hw"], "epochs_run": run["epochs_run"],
+            "best_epoch": run["best_epoch"], "history": _history(run)}
+
+
 def _history(run: dict) -> list[dict]:
     """A run's per-epoch validation IoUs (``epoch``, ``seconds``, ``val_<split>_iou``) from its ``metrics.json``."""
     return [{k: v for k, v in h.items() if k in ("epoch", "seconds") or (k.startswith("val_") and k.endswith("_iou")
@@ -133,6 +156,17 @@ def _history(run: dict) -> list[dict]:
 
 def _f(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+
+def _stage_lines(card: dict) -> list[str]:
+    stages = card.get("stages") or [{"run": "", "input_hw": card["input_hw"], "epochs_run": card["epochs_run"],
+                                     "best_epoch": card["best_epoch"]}]
+    if len(stages) == 1:
+        return [f"- {card['epochs_run']} epochs run, checkpoint chosen at epoch {card['best_epoch']} by the mean IoU "
+                "over the validation splits."]
+    return [f"- Stage {i} (`{st['run']}`{', from the model of the stage before' if i > 1 else ''}): "
+            f"{st['epochs_run']} epochs at {st['input_hw'][1]}x{st['input_hw'][0]}, checkpoint chosen at epoch "
+            f"{st['best_epoch']} by the mean IoU over the validation splits." for i, st in enumerate(stages, 1)]
 
 
 def render(card: dict) -> str:
@@ -163,8 +197,7 @@ def render(card: dict) -> str:
                      f"{sp or 'none'}.")
     lines += [
         f"- {card['recipe']}",
-        f"- {card['epochs_run']} epochs run, checkpoint chosen at epoch {card['best_epoch']} by the mean IoU "
-        "over the validation splits.",
+        *_stage_lines(card),
         *([f"- {card['note']}"] if card.get("note") else []),
         "",
         "## Accuracy",
@@ -279,7 +312,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="models/MODEL_CARD.md")
     a = p.parse_args(argv)
     run_dir = Path(a.run)
-    cfg = load_config(run_dir / "config.yaml")
     run = json.loads((run_dir / "metrics.json").read_text())
     data = read_splits(run_dir)
     seg = RoadSegmenter(a.model, backend="onnxruntime")
@@ -294,7 +326,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: model {splits[name]['model']['iou']:.4f}  prior {splits[name]['prior']['iou']:.4f}"
               + (f"  teacher {splits[name]['teacher']['iou']:.4f}" if teacher else ""), flush=True)
     frame = data[next(iter(data))][0][0]
-    arch, recipe = _cfg_summary(cfg)
+    stages = run_stages(run_dir)
+    arch, recipe = _cfg_summary(load_config(stages[0] / "config.yaml"))
+    for d in stages[1:]:
+        c = load_config(d / "config.yaml")
+        h, w = c["model"]["input_hw"]
+        recipe += (f" Then {c['train']['epochs']} epochs at {w}x{h} from the stage before's checkpoint "
+                   f"(`--init-from`), learning rate x{c['train']['finetune_lr_scale']}, same data and augmentation.")
     card = {
         "splits": splits, "input_hw": run["input_hw"], "threshold": seg.post.threshold,
         "parameters": run["parameters"], "macs": run["macs"], "architecture": arch, "recipe": recipe,
@@ -302,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(), "runs": a.runs,
         "latency": latency_table(Path(a.model), frame, a.runs), "tradeoff": a.tradeoff, "targets": a.targets,
         "note": a.note, "cross": [], "candidates": [], "history": _history(run),
+        "stages": [_stage(d) for d in run_stages(run_dir)],
     }
     for cr in a.cross_run:
         cdir = Path(cr)
@@ -328,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
                                    "model": a.teacher, "total_ms": round(ms, 1), "fps": round(1000.0 / ms, 1),
                                    "splits": {n: s["teacher"]["iou"] for n, s in splits.items()}})
     card["commands"] = [
-        _command(run_dir) + "    # the shipped run; resumable: road-seg-train --resume " + str(run_dir),
+        *(_command(d) + f"    # {'the shipped run' if d == run_dir else 'its first stage'}; resumable: "
+          f"road-seg-train --resume {d}" for d in run_stages(run_dir)),
         *(_command(Path(c)) for c in a.cross_run),
         *(_command(Path(c.partition("=")[2]).parent) for c in a.candidate
           if (Path(c.partition("=")[2]).parent / "command.txt").is_file()),
