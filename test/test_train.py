@@ -6,6 +6,7 @@ Every run trains a 32x64 U-Net with 4 base filters on 8 images (2 steps per epoc
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -90,6 +91,9 @@ def test_smoke_one_epoch(camvid_tiny, tmp_path, capsys):
                  "versions.json", "last.keras", "state.json"):
         assert (run_dir / name).is_file(), name
     assert not list(run_dir.glob(".*tmp*")), "temporary files left behind"
+    # the command, quoted so that a shell runs it again as it was run
+    assert shlex.split((run_dir / "command.txt").read_text()) == [
+        "road-seg-train", *_args(camvid_tiny, run_dir, "--set", "train.epochs=1")]
 
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["data"]["train_frames"] == 8 and m["data"]["val_frames"] == 2

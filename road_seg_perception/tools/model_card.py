@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def _command(run_dir: Path) -> str:
 
 def _init_from(run_dir: Path) -> Path | None:
     """The run folder whose ``model.keras`` this run started from (``--init-from`` in its command), if any."""
-    words = _command(run_dir).split()
+    words = shlex.split(_command(run_dir))
     if "--init-from" not in words[:-1]:
         return None
     parent = Path(words[words.index("--init-from") + 1]).parent

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -198,7 +199,7 @@ def run(args: argparse.Namespace, folder: list[RunFolder] | None = None, argv: l
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     if not args.resume:
         atomic_write_text(run_dir / "versions.json", json.dumps(versions(), indent=1))
-        atomic_write_text(run_dir / "command.txt", " ".join(["road-seg-train", *(argv or [])]) + "\n")
+        atomic_write_text(run_dir / "command.txt", shlex.join(["road-seg-train", *(argv or [])]) + "\n")
     with strategy_scope(args.distribute):
         if args.resume:
             from road_seg_perception.training import losses  # noqa: F401  registers RoadLoss for the compiled model
