@@ -25,8 +25,13 @@ test: lint ros-build
 demo: setup
 	$(PY) -m road_seg_perception.tools.demo
 
+# The shipped model, in two stages: 10 epochs at 192x256, then 2 at 256x352 from that checkpoint (lr x0.1).
 train: setup
 	$(PY) -m road_seg_perception.training.cli --config config/train_road.yaml
+	$(PY) -m road_seg_perception.training.cli --config config/train_road.yaml $(HIRES_STAGE)
+
+HIRES_STAGE := --init-from runs/road_mnv2/model.keras --set 'model.input_hw=[256, 352]' --set train.epochs=2 \
+	--set output.name=road_mnv2_hires
 
 bench: setup
 	$(PY) bench/run_bench.py

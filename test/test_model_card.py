@@ -89,5 +89,5 @@ def test_a_run_started_from_another_lists_both_stages(tmp_path):
     assert stage["input_hw"] == [256, 352] and stage["history"] == [
         {"epoch": 1, "seconds": 3.0, "val_camvid_val_iou": 0.9}]
     md = MC.render({**card(), "stages": [MC._stage(first), stage]})
-    assert "- Stage 1 (`road_a`): 2 epochs at 256x192, checkpoint chosen at epoch 1" in md
-    assert "- Stage 2 (`road_a_hires`, from the model of the stage before): 2 epochs at 352x256" in md
+    assert "- Stage 1 (`road_a`): 2 epochs at 192x256, checkpoint chosen at epoch 1" in md
+    assert "- Stage 2 (`road_a_hires`, from the model of the stage before): 2 epochs at 256x352" in md

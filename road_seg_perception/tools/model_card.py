@@ -166,7 +166,7 @@ def _stage_lines(card: dict) -> list[str]:
         return [f"- {card['epochs_run']} epochs run, checkpoint chosen at epoch {card['best_epoch']} by the mean IoU "
                 "over the validation splits."]
     return [f"- Stage {i} (`{st['run']}`{', from the model of the stage before' if i > 1 else ''}): "
-            f"{st['epochs_run']} epochs at {st['input_hw'][1]}x{st['input_hw'][0]}, checkpoint chosen at epoch "
+            f"{st['epochs_run']} epochs at {st['input_hw'][0]}x{st['input_hw'][1]}, checkpoint chosen at epoch "
             f"{st['best_epoch']} by the mean IoU over the validation splits." for i, st in enumerate(stages, 1)]
 
 
@@ -183,8 +183,8 @@ def render(card: dict) -> str:
         "",
         "## Architecture",
         f"- {card['architecture']}",
-        f"- Input {card['input_hw'][1]}x{card['input_hw'][0]} RGB in [0, 1] (`preprocessing.preprocess`, as in "
-        "training); the model scales it to the encoder's",
+        f"- Input {card['input_hw'][0]}x{card['input_hw'][1]} (height x width) RGB in [0, 1] "
+        "(`preprocessing.preprocess`, as in training); the model scales it to the encoder's",
         "  own range itself. The probability is resized back bilinearly and thresholded at "
         f"{card['threshold']}.",
         f"- Parameters: {card['parameters']:,}; multiply-accumulates per frame: {card['macs'] / 1e6:.0f} M.",
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     for d in stages[1:]:
         c = load_config(d / "config.yaml")
         h, w = c["model"]["input_hw"]
-        recipe += (f" Then {c['train']['epochs']} epochs at {w}x{h} from the stage before's checkpoint "
+        recipe += (f" Then {c['train']['epochs']} epochs at {h}x{w} from the stage before's checkpoint "
                    f"(`--init-from`), learning rate x{c['train']['finetune_lr_scale']}, same data and augmentation.")
     card = {
         "splits": splits, "input_hw": run["input_hw"], "threshold": seg.post.threshold,
