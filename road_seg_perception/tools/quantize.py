@@ -26,6 +26,11 @@ from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, 
 from road_seg_perception.core.fileio import exclusive_temp
 from road_seg_perception.core.model_io import ONNX_WEIGHTS_KEY, ModelFileError, check_model_path
 from road_seg_perception.core.preprocessing import preprocess
+from road_seg_perception.core.segmenter import RoadSegmenter
+from road_seg_perception.tools.model_card import config_splits, score_split
+from road_seg_perception.training.config import dataset_configs, load_config
+from road_seg_perception.training.data import dataset_samples
+from road_seg_perception.training.datasets import read_image
 
 #: ONNX metadata key marking a quantised file (its value: the scheme).
 QUANTIZED_KEY = "road_seg.quantized"
@@ -49,9 +54,6 @@ def onnx_input(path: Path) -> tuple[str, tuple[int, int]]:
 
 def calibration_images(cfg: dict, count: int) -> list[Path]:
     """``count`` training images of the config, spread evenly over each trained dataset and within it."""
-    from road_seg_perception.training.config import dataset_configs
-    from road_seg_perception.training.data import dataset_samples
-
     trained = [ds for ds in dataset_configs(cfg) if ds.train]
     if not trained:
         raise ValueError("the config trains on no dataset: nothing to calibrate on")
@@ -69,8 +71,6 @@ def calibration_images(cfg: dict, count: int) -> list[Path]:
 
 def _batches(images: list[Path], hw: tuple[int, int]) -> Iterator[np.ndarray]:
     from tqdm import tqdm
-
-    from road_seg_perception.training.datasets import read_image
 
     for path in tqdm(images, desc="calibrating", unit="frame"):
         yield preprocess(read_image(path), hw)[None]
@@ -108,9 +108,6 @@ def quantize_int8(src: Path, out: Path, images: list[Path]) -> None:
 
 def compare_splits(float_path: Path, int8_path: Path, splits: dict) -> dict[str, dict[str, float]]:
     """Road IoU of both models on each split: ``{split: {"float", "int8", "drop"}}``."""
-    from road_seg_perception.core.segmenter import RoadSegmenter
-    from road_seg_perception.tools.model_card import score_split
-
     segs = {k: RoadSegmenter(p, backend="onnxruntime") for k, p in (("float", float_path), ("int8", int8_path))}
     out = {}
     for name, pairs in splits.items():
@@ -125,8 +122,6 @@ def quantize_checked(src: Path, out: Path, cfg: dict, frames: int = 120,
 
     Raises :class:`AccuracyLossError` (and leaves ``out`` untouched) otherwise. Returns the comparison.
     """
-    from road_seg_perception.tools.model_card import config_splits
-
     splits = config_splits(cfg)
     if not splits:
         raise ValueError("the config has no validation split to check the quantised model on")
@@ -146,7 +141,6 @@ def quantize_checked(src: Path, out: Path, cfg: dict, frames: int = 120,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from road_seg_perception.training.config import load_config
 
     p = argparse.ArgumentParser(prog="road-seg-quantize", description=__doc__.splitlines()[0])
     p.add_argument("model", help="float .onnx model (as road-seg-export writes it)")
