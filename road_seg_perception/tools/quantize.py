@@ -141,7 +141,6 @@ def quantize_checked(src: Path, out: Path, cfg: dict, frames: int = 120,
 
 
 def main(argv: list[str] | None = None) -> int:
-
     p = argparse.ArgumentParser(prog="road-seg-quantize", description=__doc__.splitlines()[0])
     p.add_argument("model", help="float .onnx model (as road-seg-export writes it)")
     p.add_argument("output", help="INT8 .onnx to write")
