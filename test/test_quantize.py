@@ -67,8 +67,9 @@ def test_int8_model_is_written_marked_and_runs_like_the_float_one(cfg, tiny_mode
 
 def test_int8_that_loses_accuracy_is_refused_and_nothing_is_written(cfg, tiny_model, tmp_path):
     out = tmp_path / "refused.onnx"
-    with pytest.raises(Q.AccuracyLossError, match="road IoU on camvid_0001TP"):
+    with pytest.raises(Q.AccuracyLossError, match="road IoU on camvid_0001TP") as err:
         Q.quantize_checked(tiny_model["onnx"], out, _load(cfg), frames=2, max_drop=-1.0)
+    assert set(err.value.report) == {"camvid_0001TP"}
     assert not out.exists() and list(tmp_path.glob("*.tmp.onnx")) == []
 
 

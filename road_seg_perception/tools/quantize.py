@@ -1,6 +1,6 @@
 """``road-seg-quantize``: an INT8 copy of a float ONNX road model, checked split by split.
 
-    road-seg-quantize runs/road_mnv2/model.onnx models/road_unet_camvid.onnx --config config/train_road.yaml
+    road-seg-quantize runs/road_mnv2_hires/model.onnx out/road_int8.onnx --config config/train_road.yaml
 
 ONNX Runtime static quantisation (QDQ, per-channel INT8 weights, UINT8 activations), calibrated on
 training frames of the config's datasets put through the same ``preprocess`` as inference. Then the
@@ -38,7 +38,11 @@ MAX_IOU_DROP = 0.005
 
 
 class AccuracyLossError(RuntimeError):
-    """The quantised model lost more road IoU than allowed on some split."""
+    """The quantised model lost more road IoU than allowed on some split; ``report`` has every split."""
+
+    def __init__(self, message: str, report: dict[str, dict[str, float]]):
+        super().__init__(message)
+        self.report = report
 
 
 def onnx_input(path: Path) -> tuple[str, tuple[int, int]]:
@@ -133,11 +137,16 @@ def quantize_checked(src: Path, out: Path, cfg: dict, frames: int = 120,
         worst = max(report, key=lambda k: report[k]["drop"])
         if report[worst]["drop"] > max_drop:
             raise AccuracyLossError(f"INT8 loses {report[worst]['drop']:.4f} road IoU on {worst} "
-                                    f"(> {max_drop}); {out} not written")
+                                    f"(> {max_drop}); {out} not written", report)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return report
+
+
+def _print_report(report: dict[str, dict[str, float]]) -> None:
+    for name, r in report.items():
+        print(f"{name}: float {r['float']:.4f}  int8 {r['int8']:.4f}  drop {r['drop']:+.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,10 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("road-seg-quantize: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except AccuracyLossError as e:
+        _print_report(e.report)
+        return fail("road-seg-quantize", e, EXIT_RUNTIME, a.debug)
     except Exception as e:  # noqa: BLE001 - one line, the traceback only with --debug
         return fail("road-seg-quantize", e, EXIT_RUNTIME, a.debug)
-    for name, r in report.items():
-        print(f"{name}: float {r['float']:.4f}  int8 {r['int8']:.4f}  drop {r['drop']:+.4f}")
+    _print_report(report)
     print(f"wrote {out}")
     return 0
 
