@@ -1,0 +1,48 @@
+"""The shipped card's paragraphs are what scripts/model_card.py computes from the card's own numbers."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import REPO
+
+from road_seg_perception.tools import model_card as MC
+
+
+def _card_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("model_card_script", REPO / "scripts" / "model_card.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_shipped_card_text_is_what_the_card_script_makes_of_its_numbers():
+    """The card's paragraphs and Markdown are recomputed from MODEL_CARD.json: no hand-edited number survives."""
+    script = _card_script()
+    card = json.loads((REPO / "models" / "MODEL_CARD.json").read_text())
+    text = script.paragraphs(card)
+    for key in ("note", "targets", "tradeoff"):
+        assert card[key] == text[key], f"models/MODEL_CARD.json {key} differs from scripts/model_card.py's"
+    assert (REPO / "models" / "MODEL_CARD.md").read_text() == MC.render(card)
+    assert card["commands"][-1] == script.MEASURE and script.TEACHER_CACHE in card["commands"]
+    # every candidate the script measures is in the card, each cross run's model too
+    names = {c["name"] for c in card["candidates"]}
+    assert {label for label, _ in script.CANDIDATES.values()} <= names
+    assert {f"cross run {run.split('/')[-1]}" for run in script.CROSS_RUNS} <= names
+
+
+def test_card_text_reports_targets_from_the_numbers(tmp_path):
+    script = _card_script()
+    card = json.loads((REPO / "models" / "MODEL_CARD.json").read_text())
+    card["splits"]["camvid_val"]["model"]["iou"] = 0.9712
+    next(r for r in card["cross"] if r["split"] == "camvid_val")["iou"] = 0.5
+    text = script.paragraphs(card)["targets"]
+    assert "CamVid val >= 0.97 (0.9712, met;" in text
+    assert "for CamVid val without CamVid (0.5000, not met)" in text
+    path = tmp_path / "MODEL_CARD.json"
+    path.write_text(json.dumps(card))
+    written = script.write_text(path)
+    assert written["targets"] == text and "0.9712" in (tmp_path / "MODEL_CARD.md").read_text()
+    assert script.write_text(path) == written  # idempotent: commands are not duplicated
