@@ -30,6 +30,8 @@ CROSS_RUNS = ["runs/road_mnv2_no_camvid", "runs/road_mnv2_no_idd"]  # stage 1 on
 INT8 = "runs/int8/road_unet_camvid_int8.onnx"
 #: --max-iou-drop 1: written and scored whatever it loses (the card says whether the default 0.005 check passes)
 QUANTIZE = f"road-seg-quantize models/road_unet_camvid.onnx {INT8} --config config/train_road.yaml --max-iou-drop 1"
+#: The robustness augmentations measured one at a time (augment key -> value).
+ROBUST_OPTIONS = {"blur": "0.3", "noise": "4", "jpeg": "0.3", "vshift": "0.08"}
 #: key -> (label in the card, model file). Earlier shipped models come from git: ``git show
 #: COMMIT:models/road_unet_camvid.onnx > PATH`` (commits bd35435, dedfaaa, 3367e46; see the trade-off text).
 CANDIDATES: dict[str, tuple[str, str]] = {
@@ -55,10 +57,9 @@ CANDIDATES: dict[str, tuple[str, str]] = {
                   "runs/road_mnv2_no_idd_8ep/model.onnx"),
     "x_teacher": ("without CamVid, stage 1 + teacher term 0.5 on IDD-Lite frames",
                   "runs/road_mnv2_no_camvid_teacher/model.onnx"),
-    "x_blur": ("without CamVid, stage 1 + blur 0.3", "runs/road_mnv2_no_camvid_blur/model.onnx"),
-    "x_noise": ("without CamVid, stage 1 + noise 4", "runs/road_mnv2_no_camvid_noise/model.onnx"),
-    "x_jpeg": ("without CamVid, stage 1 + jpeg 0.3", "runs/road_mnv2_no_camvid_jpeg/model.onnx"),
-    "x_vshift": ("without CamVid, stage 1 + vshift 0.08", "runs/road_mnv2_no_camvid_vshift/model.onnx"),
+    # each robustness option alone: road-seg-train --config config/train_road_no_camvid.yaml --set augment.K=V
+    **{f"x_{k}": (f"without CamVid, stage 1 + {k} {v}", f"runs/road_mnv2_no_camvid_{k}/model.onnx")
+       for k, v in ROBUST_OPTIONS.items()},
 }
 TEACHER_CACHE = "python -m road_seg_perception.training.teacher --config config/train_road.yaml    # the teacher cache"
 MEASURE = "python scripts/model_card.py    # this card: every model above scored and timed, then these paragraphs"
@@ -124,7 +125,7 @@ def paragraphs(card: dict) -> dict[str, str]:
     no_camvid, no_idd = cross_model(CROSS_RUNS[0]), cross_model(CROSS_RUNS[1])
     xc, xi = c("x_camvid_ctl"), c("x_idd_ctl")
     robust = "; ".join(f"{k[2:]} {d(no_camvid, c(k), 'camvid_val')} / {d(no_camvid, c(k), 'camvid_0001TP')} / "
-                       f"{d(no_camvid, c(k), 'idd_val')}" for k in ("x_blur", "x_noise", "x_jpeg", "x_vshift"))
+                       f"{d(no_camvid, c(k), 'idd_val')}" for k in (f"x_{o}" for o in ROBUST_OPTIONS))
     worst = max(t[k] - i8[k] for k in t)
     int8_verdict = (f": it loses up to {worst:.3f}, more than the 0.005 `road-seg-quantize` allows, so it is "
                     "refused by default" if worst > 0.005 else ", within the 0.005 `road-seg-quantize` allows")

@@ -160,9 +160,8 @@ def _f(v) -> str:
 
 
 def _stage_lines(card: dict) -> list[str]:
-    stages = card.get("stages") or [{"run": "", "input_hw": card["input_hw"], "epochs_run": card["epochs_run"],
-                                     "best_epoch": card["best_epoch"]}]
-    if len(stages) == 1:
+    stages = card.get("stages", [])
+    if len(stages) <= 1:
         return [f"- {card['epochs_run']} epochs run, checkpoint chosen at epoch {card['best_epoch']} by the mean IoU "
                 "over the validation splits."]
     return [f"- Stage {i} (`{st['run']}`{', from the model of the stage before' if i > 1 else ''}): "
@@ -340,8 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "datasets": run["data"]["datasets"], "epochs_run": run["epochs_run"], "best_epoch": run["best_epoch"],
         "cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(), "runs": a.runs,
         "latency": latency_table(Path(a.model), frame, a.runs), "tradeoff": a.tradeoff, "targets": a.targets,
-        "note": a.note, "cross": [], "candidates": [], "history": _history(run),
-        "stages": [_stage(d) for d in run_stages(run_dir)],
+        "note": a.note, "cross": [], "candidates": [], "stages": [_stage(d) for d in stages],
     }
     for cr in a.cross_run:
         cdir = Path(cr)
@@ -369,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "splits": {n: s["teacher"]["iou"] for n, s in splits.items()}})
     card["commands"] = [
         *(_command(d) + f"    # {'the shipped run' if d == run_dir else 'its first stage'}; resumable: "
-          f"road-seg-train --resume {d}" for d in run_stages(run_dir)),
+          f"road-seg-train --resume {d}" for d in stages),
         *(_command(Path(c)) for c in a.cross_run),
         *(_command(Path(c.partition("=")[2]).parent) for c in a.candidate
           if (Path(c.partition("=")[2]).parent / "command.txt").is_file()),
