@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test lint ros-build demo train bench soak clean
+.PHONY: setup test lint ros-build demo train ship bench soak clean
 
 setup:
 	@ROAD_SEG_VENV=$(VENV) scripts/setup_env.sh
@@ -25,13 +25,24 @@ test: lint ros-build
 demo: setup
 	$(PY) -m road_seg_perception.tools.demo
 
-# The shipped model, in two stages: 10 epochs at 192x256, then 2 at 256x352 from that checkpoint (lr x0.1).
+# The shipped model, in three stages: 10 epochs at 192x256, then 2 at 256x352 from that checkpoint (lr x0.1),
+# then 2 more the same way (the shipped stage 3 adapted the model to bilinear resizing; models/MODEL_CARD.md).
 train: setup
 	$(PY) -m road_seg_perception.training.cli --config config/train_road.yaml
 	$(PY) -m road_seg_perception.training.cli --config config/train_road.yaml $(HIRES_STAGE)
+	$(PY) -m road_seg_perception.training.cli --config config/train_road.yaml $(STAGE3)
 
 HIRES_STAGE := --init-from runs/road_mnv2/model.keras --set 'model.input_hw=[256, 352]' --set train.epochs=2 \
 	--set output.name=road_mnv2_hires
+STAGE3 := --init-from runs/road_mnv2_hires/model.keras --set 'model.input_hw=[256, 352]' --set train.epochs=2 \
+	--set output.name=road_mnv2_linear3 --set train.cache_dir=runs/cache_linear
+
+# Replace the shipped files with the trained run's: the float pair and the checked INT8 copy the node runs.
+ship: setup
+	$(PY) -m road_seg_perception.training.export runs/road_mnv2_linear3/model.keras models/road_unet_camvid.onnx \
+		--keras-copy models/road_unet_camvid.keras
+	$(PY) -m road_seg_perception.tools.quantize models/road_unet_camvid.onnx models/road_unet_camvid_int8.onnx \
+		--config config/train_road.yaml --float-nodes 8
 
 bench: setup
 	$(PY) bench/run_bench.py

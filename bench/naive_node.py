@@ -28,13 +28,15 @@ from rclpy.executors import ExternalShutdownException  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from road_seg_perception.core.backends import resolve_model_files  # noqa: E402
+
 NODE_NAME = "naive_road_seg_node"
 
 
 def keras_path(model_path: str) -> Path:
-    """The ``.keras`` file for a model path (an ``.onnx`` path maps to its same-stem sibling)."""
+    """The ``.keras`` file for a model path (an ``.onnx`` path maps to its float sibling)."""
     p = Path(model_path)
-    return p.with_suffix(".keras") if p.suffix == ".onnx" else p
+    return (resolve_model_files(p)[1] or p.with_suffix(".keras")) if p.suffix == ".onnx" else p
 
 
 class NaiveRoadSegNode(Node):

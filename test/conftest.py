@@ -10,7 +10,8 @@ import pytest
 from domain_ids import domain_id
 
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED_MODEL = REPO / "models" / "road_unet_camvid.onnx"
+SHIPPED_MODEL = REPO / "models" / "road_unet_camvid.onnx"  # float, the .keras file's weights
+SHIPPED_INT8 = REPO / "models" / "road_unet_camvid_int8.onnx"  # what the node runs by default
 
 
 def camvid_root() -> Path:
@@ -32,6 +33,14 @@ def shipped_model() -> Path:
     if not SHIPPED_MODEL.is_file():
         pytest.skip(f"shipped model {SHIPPED_MODEL} is missing")
     return SHIPPED_MODEL
+
+
+@pytest.fixture(scope="session")
+def shipped_int8() -> Path:
+    """The shipped INT8 copy of the model (the default), or skip with the reason."""
+    if not SHIPPED_INT8.is_file():
+        pytest.skip(f"shipped model {SHIPPED_INT8} is missing")
+    return SHIPPED_INT8
 
 
 @pytest.fixture(scope="session")

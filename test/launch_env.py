@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build" / "colcon"
 INSTALL = BUILD / "install"
 SHARE = INSTALL / "road_seg_perception" / "share" / "road_seg_perception"
-SHIPPED_MODEL = REPO / "models" / "road_unet_camvid.onnx"
+SHIPPED_MODEL = REPO / "models" / "road_unet_camvid_int8.onnx"  # the default model
 _built = False
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from road_seg_perception.core.backends import SPINNING_MODES, OnnxBackend
+from road_seg_perception.core.backends import SPINNING_MODES, OnnxBackend, resolve_model_files
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.core.timing import time_segmenter
 
@@ -59,3 +60,30 @@ def test_keep_large_buffers_applies_on_glibc_and_can_be_turned_off(monkeypatch):
         assert applied is True
         big = np.ones(8 << 20, np.uint8)  # allocations still work with the raised thresholds
         assert int(big.sum()) == 8 << 20
+
+
+def test_model_files_pair_an_int8_copy_with_the_float_keras_it_came_from(tmp_path):
+    for name in ("m.onnx", "m.keras", "m_int8.onnx", "x_int8.onnx"):
+        (tmp_path / name).write_bytes(b"")
+    assert resolve_model_files(tmp_path / "m.onnx") == (tmp_path / "m.onnx", tmp_path / "m.keras")
+    assert resolve_model_files(tmp_path / "m.keras") == (tmp_path / "m.onnx", tmp_path / "m.keras")
+    assert resolve_model_files(tmp_path / "m_int8.onnx") == (tmp_path / "m_int8.onnx", tmp_path / "m.keras")
+    assert resolve_model_files(tmp_path / "x_int8.onnx") == (tmp_path / "x_int8.onnx", None)
+
+
+@pytest.mark.parametrize(("backend", "device", "gpu", "name"), [
+    ("auto", "auto", False, "road_unet_camvid_int8.onnx"),    # CPU: the INT8 copy
+    ("onnxruntime", "auto", True, "road_unet_camvid.onnx"),   # ONNX Runtime with a GPU: float
+    ("onnxruntime", "cpu", True, "road_unet_camvid_int8.onnx"),
+    ("keras", "auto", False, "road_unet_camvid.onnx"),        # Keras runs the float .keras beside it
+])
+def test_the_default_model_is_int8_on_a_cpu_and_float_elsewhere(monkeypatch, backend, device, gpu, name):
+    from types import SimpleNamespace
+
+    from road_seg_perception.ros import node
+
+    monkeypatch.setattr(node, "onnx_gpu_available", lambda: gpu)
+    cfg = SimpleNamespace(model_path="", backend=backend, device=device)
+    assert Path(node.RoadSegmentation._model_file(cfg)).name == name
+    assert node.RoadSegmentation._model_file(SimpleNamespace(model_path="m.onnx", backend=backend,
+                                                             device=device)) == "m.onnx"

@@ -321,3 +321,11 @@ def test_py_spy_profile_of_a_running_process(tmp_path):
     missing = finish_py_spy(start_py_spy(busy.pid, tmp_path / "gone.txt", 1.0, log=lambda _m: None),
                               tmp_path / "gone.txt", log=lambda _m: None)
     assert missing is None  # the process has exited: reported, no file
+
+
+def test_resize_ab_times_both_interpolations_for_each_frame_size():
+    from bench.resize_ab import MODES, SIZES, measure
+
+    res = measure(rounds=1, runs=2, hw=(32, 48))
+    assert set(res) == {f"{w}x{h}" for w, h in SIZES}
+    assert all(set(r) == set(MODES) and min(r.values()) > 0 for r in res.values())

@@ -37,7 +37,20 @@ def test_render_has_a_row_per_split_with_prior_and_teacher():
     assert "| `r_no_camvid` | idd | CamVid val (drive 0016E5) | **0.8800** |" in md
     assert "| shipped | 0.9000 | 0.9100 | 0.9000 | 8.0 | 125.0 |" in md
     assert "Targets: met." in md and "trained on 5 frames of 2 drive(s), drawn x3.0" in md
+    assert "INT8" not in md.split("## Accuracy")[1].split("## CPU")[0]  # no INT8 column without INT8 scores
     json.dumps(card())  # the card stays JSON-serialisable
+
+
+def test_render_adds_the_int8_column_when_every_split_has_it():
+    c = card()
+    for i, s in enumerate(c["splits"].values()):
+        s["int8"] = {**S, "iou": 0.8 + i / 100}
+    md = MC.render(c)
+    assert "| teacher IoU | INT8 copy IoU |" in md
+    assert "| CamVid val (drive 0016E5) | 10 | **0.9000** | 0.9600 | 0.9400 | 0.8900 | 0.6000 | 0.9700 | **0.8000** |" \
+        in md
+    assert "| IDD-Lite validation sequences | 10 | **0.9000** | 0.9600 | 0.9400 | 0.8900 | 0.7000 | - | **0.8200** |" \
+        in md
 
 
 def test_prior_is_the_bottom_of_the_frame():
@@ -61,6 +74,9 @@ def test_latency_table_times_the_onnx_file_and_its_keras_twin(tiny_model):
     rows = MC.latency_table(tiny_model["onnx"], frame, runs=3)
     assert [r["path"].split(" ")[0] for r in rows] == ["onnxruntime", "keras-tensorflow", "keras-tensorflow"]
     assert rows[0]["total"] > 0 and rows[1]["total"] > 0 and rows[2]["infer"] > 0
+    rows = MC.latency_table(tiny_model["onnx"], frame, runs=3, keras=False, int8=tiny_model["onnx"])
+    assert [r["path"].split(" ")[:2] for r in rows] == [["onnxruntime", "INT8"], ["onnxruntime", "(session.run)"]]
+    assert all(r["total"] > 0 for r in rows)
 
 
 def test_recipe_names_the_exposure_augmentation_only_when_on():
@@ -91,3 +107,17 @@ def test_a_run_started_from_another_lists_both_stages(tmp_path):
     md = MC.render({**card(), "stages": [MC._stage(first), stage]})
     assert "- Stage 1 (`road_a`): 2 epochs at 192x256, checkpoint chosen at epoch 1" in md
     assert "- Stage 2 (`road_a_hires`, from the model of the stage before): 2 epochs at 256x352" in md
+
+
+def test_interleaved_totals_time_each_model_once_per_round(tiny_model, monkeypatch):
+    from road_seg_perception.core.segmenter import RoadSegmenter
+
+    calls = []
+    real = MC.time_segmenter
+    monkeypatch.setattr(MC, "time_segmenter", lambda seg, frame, runs, warmup: calls.append(seg) or real(
+        seg, frame, runs=runs, warmup=warmup))
+    segs = [RoadSegmenter(tiny_model["onnx"], backend="onnxruntime") for _ in range(2)]
+    frame = np.random.default_rng(0).integers(0, 256, (36, 48, 3), dtype=np.uint8)
+    totals = MC.interleaved_totals(segs, frame, runs=6, rounds=3)
+    assert len(totals) == 2 and all(t > 0 for t in totals)
+    assert calls == [segs[0], segs[1]] * 3  # in turn, round after round

@@ -65,6 +65,21 @@ def test_int8_model_is_written_marked_and_runs_like_the_float_one(cfg, tiny_mode
     assert np.abs(a.probability - b.probability).max() < 0.1  # INT8 rounding, not a different model
 
 
+def test_float_nodes_keep_the_graphs_first_nodes_out_of_int8(cfg, tiny_model, tmp_path):
+    out = tmp_path / "mixed.onnx"
+    Q.quantize_checked(tiny_model["onnx"], out, _load(cfg), frames=2, max_drop=1.0, float_nodes=3)
+    proto = onnx.load(str(out))
+    kept = {p.key: p.value for p in proto.metadata_props}[Q.FLOAT_NODES_KEY].split(",")
+    assert len(kept) == 3
+    dequantized = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    by_name = {n.name: n for n in proto.graph.node}
+    assert all(name in by_name and not set(by_name[name].input) & dequantized for name in kept)
+    # the rest is INT8: some node after them reads dequantized tensors
+    assert any(set(n.input) & dequantized for n in proto.graph.node if n.name not in kept)
+    with pytest.raises(ValueError, match="float_nodes 100000"):
+        Q.quantize_int8(tiny_model["onnx"], tmp_path / "x.onnx", Q.calibration_images(_load(cfg), 1), 100000)
+
+
 def test_int8_that_loses_accuracy_is_refused_and_nothing_is_written(cfg, tiny_model, tmp_path):
     out = tmp_path / "refused.onnx"
     with pytest.raises(Q.AccuracyLossError, match="road IoU on camvid_0001TP") as err:
@@ -80,3 +95,7 @@ def test_cli_refuses_bad_inputs_naming_them(tiny_model, tmp_path, capsys):
     assert "refusing to overwrite" in capsys.readouterr().err
     assert Q.main([str(tmp_path / "missing.onnx"), str(tmp_path / "o.onnx"), "--config", "x.yaml"]) == 2
     assert "missing.onnx" in capsys.readouterr().err
+    bad = [str(tiny_model["onnx"]), str(tmp_path / "o.onnx"), "--config", "config/train_road.yaml",
+           "--float-nodes", "-1"]
+    assert Q.main(bad) == 2
+    assert "--float-nodes" in capsys.readouterr().err

@@ -15,12 +15,14 @@ import filecmp
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 from conftest import camvid_root
 
 from road_seg_perception.core.metrics import Confusion, confusion
-from road_seg_perception.core.model_io import load_keras_model
+from road_seg_perception.core.model_io import ONNX_WEIGHTS_KEY, load_keras_model
 from road_seg_perception.core.segmenter import RoadSegmenter, default_model_path
+from road_seg_perception.tools.quantize import MAX_IOU_DROP, QUANTIZED_KEY
 from road_seg_perception.training.datasets import (
     LabelSpec,
     every_nth_drive,
@@ -45,59 +47,80 @@ def val_samples(camvid):
                                                                       void_ids=[11]))
 
 
-def test_shipped_files_load_safely_and_fit_the_budget(shipped_model):
+def test_shipped_files_load_safely_and_fit_the_budget(shipped_model, shipped_int8):
     keras_path = shipped_model.with_suffix(".keras")
     assert keras_path.is_file(), f"{keras_path} must ship beside {shipped_model.name}"
-    assert shipped_model.stat().st_size + keras_path.stat().st_size <= MAX_MODEL_BYTES
+    sizes = [p.stat().st_size for p in (shipped_model, keras_path, shipped_int8)]
+    assert sum(sizes) <= MAX_MODEL_BYTES, sizes
     model = load_keras_model(keras_path)  # safe mode: no Lambda layers or custom code
     assert model.output_shape[-1] == 1 and model.input_shape[-1] == 3
     assert (shipped_model.parent / "MODEL_CARD.md").is_file()
+    meta = {p.key: p.value for p in onnx.load(str(shipped_int8)).metadata_props}
+    assert meta[QUANTIZED_KEY] == "int8-qdq" and ONNX_WEIGHTS_KEY not in meta
 
 
 def _pooled_iou(model, samples, spec: LabelSpec, what: str) -> float:
     seg = RoadSegmenter(model, backend="onnxruntime")
     total = Confusion()
     for s in samples:
-        c = confusion(seg.segment(read_image(s.image)).mask, read_label(s.mask, spec))
-        total = total + c
-    print(f"{what}: pooled road IoU {total.iou:.4f} (P {total.precision:.4f}, R {total.recall:.4f}), "
-          f"{len(samples)} frames")
+        mask, label = seg.segment(read_image(s.image)).mask, read_label(s.mask, spec)
+        assert mask.shape == label.shape and mask.dtype == np.uint8
+        total = total + confusion(mask, label)
+    print(f"{what} ({model.name}): pooled road IoU {total.iou:.4f} (P {total.precision:.4f}, "
+          f"R {total.recall:.4f}), {len(samples)} frames")
     return total.iou
 
 
-def test_held_out_drive_0001TP_road_iou(shipped_model, camvid):
+@pytest.fixture(scope="module")
+def split_samples(camvid) -> dict[str, tuple[list, LabelSpec]]:
     spec = LabelSpec(format="camvid", positive_ids=[3], void_ids=[11])
     _, held = split_by_drive(pair_samples(camvid / "train", camvid / "trainannot", spec), "0001TP")
-    assert len(held) == 62
-    assert _pooled_iou(shipped_model, held, spec, "CamVid drive 0001TP") >= HOLDOUT_0001TP_IOU_TARGET
-
-
-def test_idd_validation_sequences_road_iou(shipped_model):
+    out = {"camvid_0001TP": (held, spec), "camvid_val": (pair_samples(camvid / "val", camvid / "valannot", spec), spec)}
     root = camvid_root().parent / "idd_lite"
-    if not (root / "images").is_dir():
-        pytest.skip(f"IDD-Lite not found at {root}")
-    spec = LabelSpec(format="idd", positive_ids=[0], void_ids=[255])
-    samples = pair_samples(root / "images", root / "labels", spec)
-    _, held = split_by_drive(samples, every_nth_drive(samples, 7))
-    assert _pooled_iou(shipped_model, held, spec, "IDD-Lite validation sequences") >= IDD_VAL_IOU_TARGET
+    if (root / "images").is_dir():
+        idd = LabelSpec(format="idd", positive_ids=[0], void_ids=[255])
+        samples = pair_samples(root / "images", root / "labels", idd)
+        out["idd_val"] = (split_by_drive(samples, every_nth_drive(samples, 7))[1], idd)
+    return out
 
 
-def test_val_road_iou(shipped_model, val_samples):
-    seg = RoadSegmenter(shipped_model, backend="onnxruntime")
-    spec = LabelSpec()
-    total = Confusion()
-    frame_ious = []
-    for s in val_samples:
-        image, label = read_image(s.image), read_label(s.mask, spec)
-        mask = seg.segment(image).mask
-        assert mask.shape == label.shape and mask.dtype == np.uint8
-        c = confusion(mask, label)
-        total = total + c
-        frame_ious.append(c.iou)
-    assert len(frame_ious) == 101
-    print(f"CamVid val: pooled road IoU {total.iou:.4f} (F1 {total.f1:.4f}, P {total.precision:.4f}, "
-          f"R {total.recall:.4f}); mean per-frame IoU {np.mean(frame_ious):.4f}")
-    assert total.iou >= VAL_IOU_TARGET
+@pytest.fixture(scope="module")
+def split_iou(split_samples, shipped_model, shipped_int8):
+    """Pooled road IoU of ``("float" | "int8", split)``, each scored once for the module."""
+    cache: dict[tuple[str, str], float] = {}
+
+    def iou(kind: str, split: str) -> float:
+        if split not in split_samples:
+            pytest.skip(f"split {split}: its dataset is not under {camvid_root().parent}")
+        if (kind, split) not in cache:
+            samples, spec = split_samples[split]
+            cache[kind, split] = _pooled_iou(shipped_int8 if kind == "int8" else shipped_model, samples, spec, split)
+        return cache[kind, split]
+
+    return iou
+
+
+@pytest.mark.parametrize("kind", ["float", "int8"])
+def test_held_out_drive_0001TP_road_iou(split_iou, split_samples, kind):
+    assert len(split_samples["camvid_0001TP"][0]) == 62
+    assert split_iou(kind, "camvid_0001TP") >= HOLDOUT_0001TP_IOU_TARGET
+
+
+@pytest.mark.parametrize("kind", ["float", "int8"])
+def test_idd_validation_sequences_road_iou(split_iou, kind):
+    assert split_iou(kind, "idd_val") >= IDD_VAL_IOU_TARGET
+
+
+@pytest.mark.parametrize("kind", ["float", "int8"])
+def test_val_road_iou(split_iou, split_samples, kind):
+    assert len(split_samples["camvid_val"][0]) == 101
+    assert split_iou(kind, "camvid_val") >= VAL_IOU_TARGET
+
+
+@pytest.mark.parametrize("split", ["camvid_0001TP", "camvid_val", "idd_val"])
+def test_int8_keeps_the_float_models_iou(split_iou, split):
+    """What road-seg-quantize checked when it wrote the file still holds for the shipped pair."""
+    assert split_iou("int8", split) >= split_iou("float", split) - MAX_IOU_DROP
 
 
 def test_onnx_and_keras_agree(shipped_model, val_samples):
@@ -110,11 +133,11 @@ def test_onnx_and_keras_agree(shipped_model, val_samples):
     assert np.mean(a.mask != b.mask) < 1e-3  # only pixels within 1e-4 of the threshold may differ
 
 
-def test_predict_cli_defaults_to_shipped_model(shipped_model, val_samples, tmp_path):
+def test_predict_cli_defaults_to_shipped_int8_model(shipped_int8, val_samples, tmp_path):
     from road_seg_perception.tools import predict
 
-    assert filecmp.cmp(default_model_path(), shipped_model, shallow=False)  # the installed copy or this one
+    assert filecmp.cmp(default_model_path(), shipped_int8, shallow=False)  # the installed copy or this one
     frame = val_samples[0].image
     assert predict.main(["--output-dir", str(tmp_path), str(frame)]) == 0
     mask = cv2.imread(str(tmp_path / f"{frame.stem}_mask.png"), cv2.IMREAD_UNCHANGED)
-    np.testing.assert_array_equal(mask, RoadSegmenter(shipped_model).segment(read_image(frame)).mask)
+    np.testing.assert_array_equal(mask, RoadSegmenter(shipped_int8).segment(read_image(frame)).mask)

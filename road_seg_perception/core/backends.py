@@ -173,14 +173,30 @@ def _keras_gpus(backend: str) -> list[str]:
     return []
 
 
+#: File-name suffix of an INT8 copy of a float model (``road_unet_camvid_int8.onnx``).
+INT8_SUFFIX = "_int8"
+
+
+def onnx_gpu_available() -> bool:
+    """Whether ONNX Runtime offers a GPU provider (what :class:`OnnxBackend` would use on ``device`` auto)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return any(p in ort.get_available_providers() for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider"))
+
+
 def resolve_model_files(path: Path) -> tuple[Path | None, Path | None]:
     """``(onnx, keras)`` files for a model path: the file itself plus a same-stem sibling.
 
-    For tools that compare both backends of one model on purpose (``bench/run_bench.py``); loading
-    goes through :func:`open_backend`, which runs the file it is given.
+    An INT8 copy ``<stem>_int8.onnx`` (``road-seg-quantize``) maps to the float ``<stem>.keras`` it
+    was made from. For tools that compare both backends of one model on purpose
+    (``bench/run_bench.py``); loading goes through :func:`open_backend`, which runs the file it is given.
     """
     if path.suffix == ".onnx":
         k = path.with_suffix(".keras")
+        if not k.is_file() and path.stem.endswith(INT8_SUFFIX):
+            k = path.with_name(path.stem[: -len(INT8_SUFFIX)] + ".keras")
         return path, (k if k.is_file() else None)
     if path.suffix == ".keras":
         o = path.with_suffix(".onnx")

@@ -14,12 +14,16 @@ VOID = 255
 
 
 def resize_image(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Resize an image to ``size_hw``; area interpolation when shrinking, linear otherwise."""
+    """Resize an image to ``size_hw`` bilinearly, shrinking or enlarging.
+
+    Area interpolation, the textbook choice for shrinking, costs several times as much for the
+    non-integer steps from camera frames to the model input (``bench/resize_ab.py``); the shipped
+    model was fine-tuned on bilinear frames (models/MODEL_CARD.md: what that cost and saved).
+    """
     h, w = size_hw
     if image.shape[0] == h and image.shape[1] == w:
         return image
-    shrink = image.shape[0] > h and image.shape[1] > w
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def preprocess(image_rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:

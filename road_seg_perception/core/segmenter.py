@@ -1,6 +1,6 @@
 """``RoadSegmenter``: the ROS-free core shared by the node, the evaluator and ``road-seg-predict``.
 
-    seg = RoadSegmenter("models/road_unet_camvid.onnx")
+    seg = RoadSegmenter("models/road_unet_camvid_int8.onnx")
     result = seg.segment(rgb)          # result.mask: uint8 0/255 at the input's size
 
 Pre-processing is :func:`road_seg_perception.preprocessing.preprocess`, the same function the
@@ -24,7 +24,10 @@ from road_seg_perception.core.preprocessing import preprocess, upsample_probabil
 
 #: Where the shipped default model lives inside the source tree.
 PACKAGE_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-DEFAULT_MODEL_NAME = "road_unet_camvid.onnx"
+#: The INT8 copy (``road-seg-quantize``): the default on a CPU.
+DEFAULT_MODEL_NAME = "road_unet_camvid_int8.onnx"
+#: The float export (same weights as ``road_unet_camvid.keras``): the default on a GPU and for Keras.
+FLOAT_MODEL_NAME = "road_unet_camvid.onnx"
 
 
 def installed_share_dir(package: str = "road_seg_perception") -> Path | None:
@@ -38,12 +41,16 @@ def installed_share_dir(package: str = "road_seg_perception") -> Path | None:
     return None
 
 
-def default_model_path() -> Path:
-    """The shipped model: the installed ``share/road_seg_perception/models`` copy, else the source tree's."""
+def default_model_path(float_model: bool = False) -> Path:
+    """The shipped model: the installed ``share/road_seg_perception/models`` copy, else the source tree's.
+
+    The INT8 copy, or with ``float_model`` the float export (INT8 pays on a CPU, not on a GPU).
+    """
+    name = FLOAT_MODEL_NAME if float_model else DEFAULT_MODEL_NAME
     share = installed_share_dir()
-    if share is not None and (share / "models" / DEFAULT_MODEL_NAME).is_file():
-        return share / "models" / DEFAULT_MODEL_NAME
-    return PACKAGE_MODELS_DIR / DEFAULT_MODEL_NAME
+    if share is not None and (share / "models" / name).is_file():
+        return share / "models" / name
+    return PACKAGE_MODELS_DIR / name
 
 
 @dataclass

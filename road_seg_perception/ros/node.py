@@ -51,7 +51,7 @@ from road_seg_perception.bagio.image_codec import (
     rgb_to_encoding,
     validate_image_msg,
 )
-from road_seg_perception.core.backends import BACKENDS, DEVICES, SPINNING_MODES, precheck_model
+from road_seg_perception.core.backends import BACKENDS, DEVICES, SPINNING_MODES, onnx_gpu_available, precheck_model
 from road_seg_perception.core.ground_grid import CameraPose, GridConfigError, GridSpec, GroundGridCache, Intrinsics
 from road_seg_perception.core.model_io import ModelFileError
 from road_seg_perception.core.overlay import draw_overlay
@@ -116,8 +116,9 @@ _BIG = 2**31 - 1
 #: Every parameter the node declares (``config/road_seg.yaml`` lists the same names and defaults).
 PARAMETERS: dict[str, ParamSpec] = {
     "model_path": ParamSpec("", "Model file (.onnx or .keras); empty = the shipped "
-                                "share/road_seg_perception/models/road_unet_camvid.onnx. Setting the same "
-                                "path again reloads it only if the file changed (device, inode, size, mtime)"),
+                                "share/road_seg_perception/models/road_unet_camvid_int8.onnx (INT8) on a CPU, "
+                                "its float road_unet_camvid.onnx for Keras or when ONNX Runtime has a GPU. Setting "
+                                "the same path again reloads it only if the file changed (device, inode, size, mtime)"),
     "model_reload": ParamSpec(0, "Change this number (e.g. add 1) to reload model_path even if the file looks "
                                  "unchanged", int_range=(-_BIG, _BIG)),
     "backend": ParamSpec("auto", "Inference backend; auto runs an .onnx file with ONNX Runtime and a .keras file "
@@ -513,7 +514,11 @@ class RoadSegmentation:
 
     @staticmethod
     def _model_file(cfg: NodeConfig) -> str:
-        return cfg.model_path or str(default_model_path())
+        """``model_path``, else the shipped model: float for Keras or when ONNX Runtime has a GPU, else INT8."""
+        if cfg.model_path:
+            return cfg.model_path
+        gpu = cfg.device != "cpu" and cfg.backend != "keras" and onnx_gpu_available()
+        return str(default_model_path(float_model=cfg.backend == "keras" or gpu))
 
     def _load_segmenter(self, cfg: NodeConfig) -> tuple[Any, tuple]:
         """Load ``cfg``'s model; return it with the identity its files had before the load began."""

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or default_model_path()
     if not model.is_file():
         print(f"demo: model {model} not found. Train one with `make train` (it writes "
-              "runs/road_unet_camvid/model.onnx) and pass --model PATH, or put the shipped model at "
+              "runs/road_mnv2_hires/model.onnx) and pass --model PATH, or put the shipped model at "
               f"{default_model_path()}.", file=sys.stderr)
         return EXIT_USAGE
     out = args.out

@@ -93,9 +93,14 @@ def teacher_scores(teacher, teacher_path: str, split: str, pairs: Pairs, cache: 
     return known[key]
 
 
-def latency_table(model: Path, frame: np.ndarray, runs: int, keras: bool = True) -> list[dict]:
-    """Latency rows of ``model`` (``.onnx``) on ONNX Runtime and of its ``.keras`` twin on Keras."""
+def latency_table(model: Path, frame: np.ndarray, runs: int, keras: bool = True,
+                  int8: Path | None = None) -> list[dict]:
+    """Latency rows of ``model`` (``.onnx``) on ONNX Runtime, of its ``int8`` copy, and of its ``.keras`` twin."""
     rows = []
+    if int8 is not None:
+        t = time_segmenter(RoadSegmenter(int8, backend="onnxruntime"), frame, runs=runs)
+        rows.append({"path": "onnxruntime INT8 copy (session.run; the node's default)",
+                     **{k: round(v, 1) for k, v in t.items()}})
     for backend in ("onnxruntime", "keras") if keras else ("onnxruntime",):
         seg = RoadSegmenter(model.with_suffix(".keras") if backend == "keras" else model, backend=backend)
         t = time_segmenter(seg, frame, runs=runs)
@@ -105,6 +110,20 @@ def latency_table(model: Path, frame: np.ndarray, runs: int, keras: bool = True)
             predict_ms = round(time_keras_predict(seg, frame), 1)
             rows.append({"path": f"{seg.backend.name} model.predict", "infer": predict_ms})
     return rows
+
+
+def interleaved_totals(segs: list[RoadSegmenter], frame: np.ndarray, runs: int, rounds: int = 5) -> list[float]:
+    """Median total ms of each segmenter over ``rounds`` rounds that take them in turn.
+
+    A machine whose speed drifts during the measurement then slows every model alike, so their
+    ratios hold; timing one model after the other would credit the drift to the models.
+    """
+    per = max(1, runs // rounds)
+    totals: list[list[float]] = [[] for _ in segs]
+    for _ in range(rounds):
+        for i, seg in enumerate(segs):
+            totals[i].append(time_segmenter(seg, frame, runs=per, warmup=2)["total"])
+    return [float(np.median(t)) for t in totals]
 
 
 def _median_ms(fn: Callable[[], object], runs: int) -> float:
@@ -171,12 +190,14 @@ def _stage_lines(card: dict) -> list[str]:
 
 def render(card: dict) -> str:
     splits = card["splits"]
+    has_int8 = all("int8" in s for s in splits.values()) and bool(splits)
     lines = [
         "# Model card: road_unet_camvid",
         "",
         "Binary road segmenter for 480x360-class camera frames. Shipped as `road_unet_camvid.keras` (Keras 3,",
-        "safe-mode loadable, no custom code) and `road_unet_camvid.onnx` (same weights; what the node runs by",
-        "default). The file names are kept from the first model; the network inside is described below.",
+        "safe-mode loadable, no custom code), `road_unet_camvid.onnx` (same weights) and, when the card has an",
+        "INT8 column, `road_unet_camvid_int8.onnx` (its INT8 copy from `road-seg-quantize`: what the node runs",
+        "by default on a CPU). The file names are kept from the first model; the network inside is described below.",
         "",
         "Every number below was produced by the commands at the end of this card; rerun them to check.",
         "",
@@ -207,14 +228,15 @@ def render(card: dict) -> str:
         f"Prior: the bottom {PRIOR_FRACTION:.0%}",
         "of every frame is road. Teacher: `road-segmentation-adas-0001` (road + lane mark), 512x896 input.",
         "",
-        "| split | frames | road IoU | precision | recall | mean per-frame IoU | prior IoU | teacher IoU |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| split | frames | road IoU | precision | recall | mean per-frame IoU | prior IoU | teacher IoU |"
+        + (" INT8 copy IoU |" if has_int8 else ""),
+        "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if has_int8 else ""),
     ]
     for name, s in splits.items():
         m, pr, te = s["model"], s["prior"], s.get("teacher")
         lines.append(f"| {SPLIT_TITLES.get(name, name)} | {m['frames']} | **{m['iou']:.4f}** | {m['precision']:.4f} | "
                      f"{m['recall']:.4f} | {m['mean_frame_iou']:.4f} | {pr['iou']:.4f} | "
-                     f"{_f(te['iou']) if te else '-'} |")
+                     f"{_f(te['iou']) if te else '-'} |" + (f" **{s['int8']['iou']:.4f}** |" if has_int8 else ""))
     if card.get("cross"):
         lines += ["", "Cross-dataset (a model trained without the dataset it is scored on, by its "
                   "`config/train_road_no_*.yaml`; its checkpoint chosen on a split of its own training data):", "",
@@ -296,6 +318,7 @@ def _cfg_summary(cfg: dict) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="model_card", description="Write models/MODEL_CARD.md from measurements.")
     p.add_argument("--model", default="models/road_unet_camvid.onnx")
+    p.add_argument("--int8", default="", help="the model's INT8 copy (road-seg-quantize): scored and timed beside it")
     p.add_argument("--run", required=True, help="run directory of the shipped model (config.yaml, metrics.json)")
     p.add_argument("--cross-run", action="append", default=[],
                    help="run directory of a model trained without one dataset (repeatable): scored on its splits")
@@ -315,12 +338,15 @@ def main(argv: list[str] | None = None) -> int:
     run = json.loads((run_dir / "metrics.json").read_text())
     data = read_splits(run_dir)
     seg = RoadSegmenter(a.model, backend="onnxruntime")
+    int8_seg = RoadSegmenter(a.int8, backend="onnxruntime") if a.int8 else None
     teacher = None
     if a.teacher:
         teacher = Teacher(a.teacher)
     splits = {}
     for name, pairs in data.items():
         splits[name] = {"model": score_split(seg, pairs), "prior": score_masks(prior_mask, pairs, "prior")}
+        if int8_seg is not None:
+            splits[name]["int8"] = score_split(int8_seg, pairs)
         if teacher is not None:
             splits[name]["teacher"] = teacher_scores(teacher, a.teacher, name, pairs, a.teacher_cache)
         print(f"{name}: model {splits[name]['model']['iou']:.4f}  prior {splits[name]['prior']['iou']:.4f}"
@@ -338,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": run["parameters"], "macs": run["macs"], "architecture": arch, "recipe": recipe,
         "datasets": run["data"]["datasets"], "epochs_run": run["epochs_run"], "best_epoch": run["best_epoch"],
         "cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(), "runs": a.runs,
-        "latency": latency_table(Path(a.model), frame, a.runs), "tradeoff": a.tradeoff, "targets": a.targets,
+        "latency": latency_table(Path(a.model), frame, a.runs, int8=Path(a.int8) if a.int8 else None),
+        "tradeoff": a.tradeoff, "targets": a.targets,
         "note": a.note, "cross": [], "candidates": [], "stages": [_stage(d) for d in stages],
     }
     for cr in a.cross_run:
@@ -352,14 +379,18 @@ def main(argv: list[str] | None = None) -> int:
                 card["cross"].append({"run": cdir.name, "trained_on": trained, "split": name, **r})
                 print(f"cross {cdir.name} on {name}: {r['iou']:.4f}", flush=True)
     cross_models = [f"cross run {Path(c).name}={Path(c) / 'model.onnx'}" for c in a.cross_run]
-    for item in [f"shipped={a.model}", *cross_models, *a.candidate]:
+    shipped = [f"shipped={a.model}", *([f"shipped INT8 copy={a.int8}"] if a.int8 else [])]
+    segs = []
+    for item in [*shipped, *cross_models, *a.candidate]:
         name, _, path = item.partition("=")
+        kind = {"shipped": "model", "shipped INT8 copy": "int8"}.get(name, "")  # already scored above
         cseg = RoadSegmenter(path, backend="onnxruntime")
-        t = time_segmenter(cseg, frame, runs=a.runs)
-        card["candidates"].append({"name": name, "model": path, "total_ms": round(t["total"], 1),
-                                   "fps": round(t["fps"], 1),
-                                   "splits": ({n: s["model"]["iou"] for n, s in splits.items()} if name == "shipped"
-                                              else {n: score_split(cseg, pairs)["iou"] for n, pairs in data.items()})})
+        segs.append(cseg)
+        card["candidates"].append({"name": name, "model": path,
+                                   "splits": {n: s[kind]["iou"] for n, s in splits.items()} if kind
+                                   else {n: score_split(cseg, pairs)["iou"] for n, pairs in data.items()}})
+    for c, ms in zip(card["candidates"], interleaved_totals(segs, frame, a.runs), strict=True):
+        c.update(total_ms=round(ms, 1), fps=round(1000.0 / ms, 1))
     if teacher is not None:
         ms = _median_ms(lambda: teacher.mask(frame), runs=max(3, a.runs // 10))
         card["candidates"].append({"name": "teacher road-segmentation-adas-0001 (reference, not shippable)",
@@ -374,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         f"road-seg-export {run_dir / 'model.keras'} models/road_unet_camvid.onnx "
         "--keras-copy models/road_unet_camvid.keras",
         f"python -m road_seg_perception.tools.model_card --run {run_dir} "
+        + (f"--int8 {a.int8} " if a.int8 else "")
         + " ".join(f"--cross-run {c}" for c in a.cross_run)
         + "".join(f" --candidate \"{c}\"" for c in a.candidate)
         + (f" --runs {a.runs}" if a.runs != 50 else "")

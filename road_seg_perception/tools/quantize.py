@@ -9,6 +9,11 @@ resolution, as the model card scores them); the INT8 file is written only if no 
 drops by more than ``--max-iou-drop`` (default 0.005), so a quantised model never silently loses
 accuracy. Input and output stay float32: the node, ``road-seg-predict`` and the evaluation tools
 run the INT8 file unchanged.
+
+``--float-nodes N`` keeps the first N nodes of the graph (topological order, after ONNX Runtime's
+pre-processing: the input scaling and the first, full- and half-resolution layers) in float and
+the rest INT8. For the shipped model the accuracy lost to INT8 is lost there (docs/training.md
+has the scan); the file records the names of the nodes it kept in float.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from road_seg_perception.training.datasets import read_image
 
 #: ONNX metadata key marking a quantised file (its value: the scheme).
 QUANTIZED_KEY = "road_seg.quantized"
+#: ONNX metadata key holding the names of the nodes kept in float, comma-separated.
+FLOAT_NODES_KEY = "road_seg.float_nodes"
 MAX_IOU_DROP = 0.005
 
 
@@ -80,8 +87,11 @@ def _batches(images: list[Path], hw: tuple[int, int]) -> Iterator[np.ndarray]:
         yield preprocess(read_image(path), hw)[None]
 
 
-def quantize_int8(src: Path, out: Path, images: list[Path]) -> None:
-    """Write the INT8 (QDQ) version of ``src`` to ``out``, calibrated on ``images``; the file is marked int8."""
+def quantize_int8(src: Path, out: Path, images: list[Path], float_nodes: int = 0) -> list[str]:
+    """Write the INT8 (QDQ) version of ``src`` to ``out``, calibrated on ``images``; the file is marked int8.
+
+    The first ``float_nodes`` nodes of the pre-processed graph stay float; returns their names.
+    """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -99,15 +109,21 @@ def quantize_int8(src: Path, out: Path, images: list[Path]) -> None:
     with tempfile.TemporaryDirectory() as d:
         pre = Path(d) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        nodes = onnx.load(str(pre)).graph.node
+        if float_nodes > len(nodes):
+            raise ValueError(f"float_nodes {float_nodes} > the {len(nodes)} nodes of {src}")
+        keep = [n.name for n in nodes[:float_nodes]]
         quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep)
     proto = onnx.load(str(out))
     # not the float weights any more: backend "auto" must not run this file for the float .keras
-    kept = [p for p in proto.metadata_props if p.key not in (ONNX_WEIGHTS_KEY, QUANTIZED_KEY)]
+    kept = [p for p in proto.metadata_props if p.key not in (ONNX_WEIGHTS_KEY, QUANTIZED_KEY, FLOAT_NODES_KEY)]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
     proto.metadata_props.add(key=QUANTIZED_KEY, value="int8-qdq")
+    proto.metadata_props.add(key=FLOAT_NODES_KEY, value=",".join(keep))
     onnx.save(proto, str(out))
+    return keep
 
 
 def compare_splits(float_path: Path, int8_path: Path, splits: dict) -> dict[str, dict[str, float]]:
@@ -120,8 +136,8 @@ def compare_splits(float_path: Path, int8_path: Path, splits: dict) -> dict[str,
     return out
 
 
-def quantize_checked(src: Path, out: Path, cfg: dict, frames: int = 120,
-                     max_drop: float = MAX_IOU_DROP) -> dict[str, dict[str, float]]:
+def quantize_checked(src: Path, out: Path, cfg: dict, frames: int = 120, max_drop: float = MAX_IOU_DROP,
+                     float_nodes: int = 0) -> dict[str, dict[str, float]]:
     """Quantise ``src`` to ``out`` if no validation split of ``cfg`` loses more than ``max_drop`` road IoU.
 
     Raises :class:`AccuracyLossError` (and leaves ``out`` untouched) otherwise. Returns the comparison.
@@ -132,7 +148,7 @@ def quantize_checked(src: Path, out: Path, cfg: dict, frames: int = 120,
     images = calibration_images(cfg, frames)
     tmp = exclusive_temp(out, ".tmp.onnx")
     try:
-        quantize_int8(src, tmp, images)
+        quantize_int8(src, tmp, images, float_nodes)
         report = compare_splits(src, tmp, splits)
         worst = max(report, key=lambda k: report[k]["drop"])
         if report[worst]["drop"] > max_drop:
@@ -157,12 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=120, help="calibration frames (default 120)")
     p.add_argument("--max-iou-drop", type=float, default=MAX_IOU_DROP,
                    help=f"refuse if any split loses more road IoU (default {MAX_IOU_DROP})")
+    p.add_argument("--float-nodes", type=int, default=0, metavar="N",
+                   help="keep the graph's first N nodes (the input stem) in float (default 0: all INT8)")
     p.add_argument("--debug", action="store_true", help="print the traceback of an error")
     a = p.parse_args(argv)
     src, out = Path(a.model), Path(a.output)
     try:
         if a.frames < 1:
             raise ValueError(f"--frames must be >= 1, got {a.frames}")
+        if a.float_nodes < 0:
+            raise ValueError(f"--float-nodes must be >= 0, got {a.float_nodes}")
         if src.suffix != ".onnx" or out.suffix != ".onnx":
             raise ValueError(f"model and output must be .onnx files, got {src} and {out}")
         check_model_path(src)
@@ -174,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelFileError, ValueError, KeyError, OSError) as e:
         return fail("road-seg-quantize", e, EXIT_USAGE, a.debug)
     try:
-        report = quantize_checked(src, out, cfg, a.frames, a.max_iou_drop)
+        report = quantize_checked(src, out, cfg, a.frames, a.max_iou_drop, a.float_nodes)
     except KeyboardInterrupt:
         print("road-seg-quantize: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -108,9 +108,13 @@ def dataset_samples(ds: DatasetConfig) -> tuple[list[Sample], dict[str, list[Sam
     return train, splits
 
 
+#: How ``resize_image`` resizes frames: part of the cache key, so a cache from another resize is not reused.
+RESIZE = "bilinear"
+
+
 def _cache_key(ds: DatasetConfig, samples: list[Sample], hw: tuple[int, int]) -> str:
     h = hashlib.sha1()
-    h.update(json.dumps([ds.format, list(ds.positive_ids), list(ds.void_ids), list(hw)]).encode())
+    h.update(json.dumps([ds.format, list(ds.positive_ids), list(ds.void_ids), list(hw), RESIZE]).encode())
     for s in samples:
         st = s.mask.stat()
         h.update(f"{s.image}|{s.image.stat().st_size}|{s.mask}|{st.st_size}|{int(st.st_mtime)}".encode())
@@ -134,7 +138,7 @@ def sample_name(s: Sample) -> str:
 
 
 def load_resized(ds: DatasetConfig, samples: list[Sample], hw: tuple[int, int], cache_dir: Path | None) -> Arrays:
-    """Training frames decoded and resized to ``hw`` (area / nearest), through an on-disk cache."""
+    """Training frames decoded and resized to ``hw`` (bilinear / nearest), through an on-disk cache."""
     names = [sample_name(s) for s in samples]
     path = cache_dir / f"{ds.name}-{hw[0]}x{hw[1]}-{_cache_key(ds, samples, hw)}.npz" if cache_dir else None
     if path is not None and path.is_file():
