@@ -397,11 +397,12 @@ def main(argv: list[str] | None = None) -> int:
                                    "model": a.teacher, "total_ms": round(ms, 1), "fps": round(1000.0 / ms, 1),
                                    "splits": {n: s["teacher"]["iou"] for n, s in splits.items()}})
     card["commands"] = [
-        *(_command(d) + f"    # {'the shipped run' if d == run_dir else 'its first stage'}; resumable: "
-          f"road-seg-train --resume {d}" for d in stages),
+        *(_command(d) + f"    # stage {i} of {len(stages)}{' (the shipped run)' if d == run_dir else ''}; "
+          f"resumable: road-seg-train --resume {d}" for i, d in enumerate(stages, 1)),
         *(_command(Path(c)) for c in a.cross_run),
-        *(_command(Path(c.partition("=")[2]).parent) for c in a.candidate
-          if (Path(c.partition("=")[2]).parent / "command.txt").is_file()),
+        *dict.fromkeys(_command(Path(c.partition("=")[2]).parent) for c in a.candidate  # once, and not
+                       if (Path(c.partition("=")[2]).parent / "command.txt").is_file()  # a stage again
+                       and Path(c.partition("=")[2]).parent not in stages),
         f"road-seg-export {run_dir / 'model.keras'} models/road_unet_camvid.onnx "
         "--keras-copy models/road_unet_camvid.keras",
         f"python -m road_seg_perception.tools.model_card --run {run_dir} "
