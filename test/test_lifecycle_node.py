@@ -14,7 +14,7 @@ from domain_ids import domain_id
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -65,7 +65,9 @@ class Managed:
         self.change = self.io.create_client(ChangeState, f"{base}/change_state")
         self.get = self.io.create_client(GetState, f"{base}/get_state")
         self.set_params = self.io.create_client(SetParameters, f"{base}/set_parameters")
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.ctx)
+        # one thread, as the node's own process spins it: with two, a transition that destroys the node's
+        # topics can race the other thread's wait set (rclpy InvalidHandle kills that spin thread)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self.executor.add_node(self.io)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
