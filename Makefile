@@ -37,12 +37,10 @@ HIRES_STAGE := --init-from runs/road_mnv2/model.keras --set 'model.input_hw=[256
 STAGE3 := --init-from runs/road_mnv2_hires/model.keras --set 'model.input_hw=[256, 352]' --set train.epochs=2 \
 	--set output.name=road_mnv2_linear3 --set train.cache_dir=runs/cache_linear
 
-# Replace the shipped files with the trained run's: the float pair and the checked INT8 copy the node runs.
+# Replace the shipped files with the trained run's: the float pair and the checked INT8 copy the node runs
+# (the run and the quantize options are the model card's: scripts/model_card.py RUN, QUANTIZE).
 ship: setup
-	$(PY) -m road_seg_perception.training.export runs/road_mnv2_linear3/model.keras models/road_unet_camvid.onnx \
-		--keras-copy models/road_unet_camvid.keras
-	$(PY) -m road_seg_perception.tools.quantize models/road_unet_camvid.onnx models/road_unet_camvid_int8.onnx \
-		--config config/train_road.yaml --float-nodes 8
+	$(PY) scripts/model_card.py --ship
 
 bench: setup
 	$(PY) bench/run_bench.py

@@ -2,6 +2,7 @@
 
     python scripts/model_card.py              # INT8 copies, score and time every model below, then the text
     python scripts/model_card.py --text-only  # only rewrite the paragraphs from models/MODEL_CARD.json
+    python scripts/model_card.py --ship       # only put RUN's model into models/: float pair + INT8 copy (make ship)
 
 The measuring step is ``python -m road_seg_perception.tools.model_card`` with the shipped run, the
 two cross-dataset runs and the candidates below (each a run of ``road-seg-train`` whose command is
@@ -24,6 +25,7 @@ if str(ROOT) not in sys.path:
 from road_seg_perception.tools.model_card import main as measure  # noqa: E402
 from road_seg_perception.tools.model_card import render  # noqa: E402
 from road_seg_perception.tools.quantize import main as quantize  # noqa: E402
+from road_seg_perception.training.export import main as export  # noqa: E402
 
 RUN = "runs/road_mnv2_linear3"  # stage 3; its command names stage 2, whose command names stage 1 (--init-from)
 #: Both stages of the shipped recipe without one dataset (stage 1 shortened to 4 epochs).
@@ -221,8 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-only", action="store_true", help="only rewrite the paragraphs from the card's JSON")
     p.add_argument("--runs", type=int, default=100, help="timing runs per model")
     p.add_argument("--out", default="models/MODEL_CARD.md")
+    p.add_argument("--ship", action="store_true",
+                   help=f"only export {RUN}'s model into models/ and write its INT8 copy (no measuring)")
     a = p.parse_args(argv)
     out = Path(a.out)
+    if a.ship:
+        keras_copy = Path(INT8.replace("_int8.onnx", ".keras"))
+        if export([f"{RUN}/model.keras", str(keras_copy.with_suffix(".onnx")), "--keras-copy", str(keras_copy)]):
+            return 1
+        return quantize(QUANTIZE.split()[1:])
     if not a.text_only:
         Path(INT8_ALL).parent.mkdir(parents=True, exist_ok=True)
         if quantize(QUANTIZE.split()[1:]) != 0 or quantize(QUANTIZE_ALL.split()[1:]) != 0:

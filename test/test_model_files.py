@@ -725,7 +725,11 @@ def test_node_warns_about_unknown_overrides(ros_domain_id, tmp_path, tiny_model)
 @pytest.mark.slow
 def test_keras_swaps_do_not_grow_memory(harness, shipped_model, tmp_path):
     """20 swaps between two .keras files: resident memory grows by less than a quarter of the model's weights
-    a swap (a node that kept every retired model would grow by at least the weights' size each time)."""
+    a swap (a node that kept every retired model would grow by at least the weights' size each time).
+
+    Growth is the median resident size of the last 5 swaps minus that of the first 5: a single reading
+    moves by +-20 MB from one swap to the next while the trend is flat (the allocator returns and takes
+    back whole arenas), so comparing two single readings would fail on noise."""
     import psutil
 
     a, b = tmp_path / "a.keras", tmp_path / "b.keras"
@@ -739,12 +743,14 @@ def test_keras_swaps_do_not_grow_memory(harness, shipped_model, tmp_path):
         assert h.node.wait_for_model(120)
         wait_for(lambda: not h.node._retired, what="the old model to be freed")
 
-    for i in range(4):
+    for i in range(8):  # resident size climbs over the first ~10 swaps (allocator arenas), then stays level
         swap(i)
-    before = proc.memory_info().rss
+    rss = []
     for i in range(20):
         swap(i)
-    growth_mb = (proc.memory_info().rss - before) / 2**20
+        rss.append(proc.memory_info().rss / 2**20)
+    growth_mb = float(np.median(rss[-5:]) - np.median(rss[:5]))
     weights_mb = sum(int(np.prod(w.shape)) * 4 for w in load_keras_model(a).weights) / 2**20
-    limit_mb = max(20.0, 20 * weights_mb / 4)
-    assert growth_mb < limit_mb, f"resident memory grew {growth_mb:.1f} MB over 20 swaps (limit {limit_mb:.1f} MB)"
+    limit_mb = max(20.0, 15 * weights_mb / 4)  # the medians are 15 swaps apart
+    assert growth_mb < limit_mb, (f"resident memory grew {growth_mb:.1f} MB over 15 swaps (limit {limit_mb:.1f} MB; "
+                                  f"MB after each swap: {[round(r) for r in rss]})")

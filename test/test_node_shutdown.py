@@ -81,9 +81,20 @@ class ParameterLoad:
         rclpy.try_shutdown(context=self.ctx)
 
 
+def stop_hung(proc: subprocess.Popen) -> None:
+    """End a hung node with SIGABRT, so its fault handler prints every thread's stack into the output."""
+    proc.send_signal(signal.SIGABRT)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def signal_run(module: str, model: Path, sig: int, load: ParameterLoad) -> tuple[int | str, str]:
     ns = "/s" + uuid.uuid4().hex[:8]
-    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0",
+               PYTHONFAULTHANDLER="1")
     ros_args = ["-r", f"__ns:={ns}", "-p", f"model_path:={model}"]
     proc = subprocess.Popen([sys.executable, "-m", module, "--ros-args", *ros_args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -105,9 +116,8 @@ def signal_run(module: str, model: Path, sig: int, load: ParameterLoad) -> tuple
         try:
             code: int | str = proc.wait(20)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
             code = "hung after the signal"
+            stop_hung(proc)
     finally:
         load.remove(fqn)
     reader.join(10)
@@ -129,7 +139,7 @@ def test_sigterm_and_sigint_always_exit_0(load, tiny_model, module):
     calls_before = load.calls
     with concurrent.futures.ThreadPoolExecutor(max_workers=PARALLEL) as pool:
         results = list(pool.map(lambda s: signal_run(module, tiny_model["onnx"], s, load), sigs))
-    failures = [(code, out[-1500:]) for code, out in results
+    failures = [(code, out[-6000:]) for code, out in results
                 if code != 0 or "shutting down" not in out or any(e in out for e in SHUTDOWN_ERRORS)]
     assert not failures, f"{len(failures)} of {runs} runs failed; first: {failures[0]}"
     assert load.calls > calls_before, "the parameter services were never called"
@@ -147,7 +157,8 @@ def test_second_sigint_during_clean_up_is_harmless(tiny_model, load):
 
 def signal_run_twice(model: Path, load: ParameterLoad) -> tuple[int | str, str]:
     ns = "/d" + uuid.uuid4().hex[:8]
-    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0",
+               PYTHONFAULTHANDLER="1")
     proc = subprocess.Popen([sys.executable, "-m", "road_seg_perception.ros.node", "--ros-args", "-r",
                              f"__ns:={ns}", "-p", f"model_path:={model}"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -174,8 +185,26 @@ def signal_run_twice(model: Path, load: ParameterLoad) -> tuple[int | str, str]:
     try:
         code: int | str = proc.wait(20)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
         code = "hung"
+        stop_hung(proc)
     time.sleep(0.1)
     return code, "".join(lines)
+
+
+def test_hung_clean_up_ends_with_the_stacks():
+    """A clean-up that never returns: the watchdog prints every thread's stack and the process exits 1."""
+    code = ("import threading, time\n"
+            "import rclpy.logging\n"
+            "from road_seg_perception.ros import node_process as p\n"
+            "p.CLEANUP_LIMIT_S = 1.0\n"
+            "threading.Thread(target=time.sleep, args=(60,), name='stuck_helper', daemon=True).start()\n"
+            "p._arm_cleanup_watchdog(rclpy.logging.get_logger('t'))\n"
+            "time.sleep(60)\n")
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=50)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert elapsed < 30, elapsed
+    assert "Timeout (0:00:01)!" in proc.stderr
+    assert proc.stderr.count("most recent call first") >= 2, proc.stderr  # the main thread and the helper
+    assert 'line 7 in <module>' in proc.stderr  # where the main thread hung

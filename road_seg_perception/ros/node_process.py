@@ -7,10 +7,17 @@ Python's SIGINT handler raises ``KeyboardInterrupt`` wherever the main thread is
 clean-up when a terminal's Ctrl-C and ``ros2 launch`` both deliver one. Here a signal only sets a
 flag: the spin loop notices it within :data:`SIGNAL_POLL_S`, the node is destroyed (threads joined)
 and only then is the context shut down. Further signals during the clean-up change nothing.
+
+A process's clean-up is bounded: if it (or the interpreter's exit after it) has not ended within
+:data:`CLEANUP_LIMIT_S`, ``faulthandler`` prints every thread's stack to stderr and ends the process
+with status 1. Its own waits are bounded well below that; what is left is native code (DDS entities
+torn down while a service call is in flight, daemon threads at interpreter exit), which no Python
+timeout reaches. ``faulthandler``'s watchdog is a native thread, so it fires even then.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import threading
 import time
@@ -29,6 +36,9 @@ from road_seg_perception.ros.model_loader import exit_now_if_loading
 
 #: Longest wait of one spin step: how late a signal can be noticed.
 SIGNAL_POLL_S = 0.1
+#: Longest clean-up of a node process (:func:`run_node` with ``process_exits_after``), exit included:
+#: after it, the stacks are printed and the process exits 1. The clean-up's own waits add up to 11.5 s.
+CLEANUP_LIMIT_S = 15.0
 #: Signals that end the node cleanly (exit 0).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _STOP = threading.Event()
@@ -94,6 +104,8 @@ def run_node(make_node: Callable[[], Any], logger_name: str, args: list[str] | N
         node.get_logger().info("shutting down")
         return 0
     finally:
+        if process_exits_after:
+            _arm_cleanup_watchdog(log)
         if executor is not None:
             executor.shutdown(timeout_sec=1.0)
         if node is not None:
@@ -103,6 +115,14 @@ def run_node(make_node: Callable[[], Any], logger_name: str, args: list[str] | N
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_IGN if process_exits_after else handler)
         exit_now_if_loading(0)  # a stop signal during a model load: do not wait for the load's thread
+
+
+def _arm_cleanup_watchdog(log: Any) -> None:
+    """Print every stack and exit 1 if the process is still here :data:`CLEANUP_LIMIT_S` from now."""
+    try:
+        faulthandler.dump_traceback_later(CLEANUP_LIMIT_S, exit=True)
+    except (ValueError, OSError, AttributeError, RuntimeError) as e:  # stderr missing or without a descriptor
+        log.warning(f"clean-up watchdog not armed ({type(e).__name__}: {e}); a hung clean-up will not be ended")
 
 
 def _linger(executor: SingleThreadedExecutor, stop: threading.Event, seconds: float) -> None:
