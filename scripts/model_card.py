@@ -30,13 +30,14 @@ from road_seg_perception.training.export import main as export  # noqa: E402
 RUN = "runs/road_mnv2_long4"  # stage 4; its command names stage 3, and so on back to stage 1 (--init-from)
 #: Both stages of the shipped recipe without one dataset (stage 1 shortened to 4 epochs).
 CROSS_RUNS = ["runs/road_mnv2_no_camvid_hires", "runs/road_mnv2_no_idd_hires"]
+FLOAT = "models/road_unet_camvid.onnx"  # and its .keras twin: the shipped float pair
 INT8 = "models/road_unet_camvid_int8.onnx"  # the node's default: checked, refused if a split loses > 0.005
 FLOAT_NODES = 8  # the input scaling, Conv1 and the first inverted-residual block (docs/training.md: the scan)
-QUANTIZE = (f"road-seg-quantize models/road_unet_camvid.onnx {INT8} --config config/train_road.yaml "
+QUANTIZE = (f"road-seg-quantize {FLOAT} {INT8} --config config/train_road.yaml "
             f"--float-nodes {FLOAT_NODES}")
 INT8_ALL = "runs/int8/road_unet_camvid_int8_all.onnx"
 #: every node INT8; --max-iou-drop 1: written and scored whatever it loses (the card says what it loses)
-QUANTIZE_ALL = (f"road-seg-quantize models/road_unet_camvid.onnx {INT8_ALL} --config config/train_road.yaml "
+QUANTIZE_ALL = (f"road-seg-quantize {FLOAT} {INT8_ALL} --config config/train_road.yaml "
                 "--max-iou-drop 1")
 #: The robustness augmentations measured one at a time (augment key -> value).
 ROBUST_OPTIONS = {"blur": "0.3", "noise": "4", "jpeg": "0.3", "vshift": "0.08"}
@@ -233,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     out = Path(a.out)
     if a.ship:
-        keras_copy = Path(INT8.replace("_int8.onnx", ".keras"))
-        if export([f"{RUN}/model.keras", str(keras_copy.with_suffix(".onnx")), "--keras-copy", str(keras_copy)]):
+        if export([f"{RUN}/model.keras", FLOAT, "--keras-copy", str(Path(FLOAT).with_suffix(".keras"))]) != 0:
             return 1
         return quantize(QUANTIZE.split()[1:])
     if not a.text_only:
