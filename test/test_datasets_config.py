@@ -217,7 +217,7 @@ def test_unlabelled_images_are_all_void_and_train_only_through_the_teacher(two_d
     hw = (32, 64)
     out = teacher_file(tmp_path / "cache", "frames", hw)
     cache_probabilities(_FakeTeacher(), [s.image for s in samples[:4]], [sample_name(s) for s in samples[:4]], hw, out)
-    with pytest.raises(DatasetError, match="1 of its 5 unlabelled frames have no teacher"):
+    with pytest.raises(DatasetError, match="1 of its 5 teacher-only frames have no teacher"):
         read_data(cfg)
     cache_probabilities(_FakeTeacher(), [s.image for s in samples], [sample_name(s) for s in samples], hw, out)
     train, val, info = read_data(cfg)
@@ -232,6 +232,42 @@ def test_unlabelled_images_are_all_void_and_train_only_through_the_teacher(two_d
 def test_unlabelled_images_cannot_be_scored_or_skip_the_teacher(tmp_path, bad):
     with pytest.raises(ValueError, match=r"datasets\[0\] \(frames\).*teacher"):
         DatasetConfig.from_dict({**_unlabelled(tmp_path / "frames"), **bad}, 0)
+
+
+def test_ground_truth_false_trains_through_the_teacher_only_and_still_scores_its_splits(two_datasets, tmp_path):
+    cfg = load_config(None)
+    camvid, idd = two_datasets["datasets"]
+    cfg["datasets"] = [{**camvid, "distill": 0}, {**idd, "ground_truth": False}]
+    cfg["model"]["input_hw"] = [32, 64]
+    cfg["train"]["cache_dir"] = str(tmp_path / "cache")
+    with pytest.raises(DatasetError, match=r"idd is set to ground_truth: false.*distill_weight"):
+        read_data(cfg)
+    cfg["train"]["distill_weight"] = 1.0
+    ds = DatasetConfig.from_dict(cfg["datasets"][1], 1)
+    samples, _ = dataset_samples(ds)
+    out = teacher_file(tmp_path / "cache", "idd", (32, 64))
+    cache_probabilities(_FakeTeacher(), [s.image for s in samples[:-1]], [sample_name(s) for s in samples[:-1]],
+                        (32, 64), out)
+    with pytest.raises(DatasetError, match=f"1 of its {len(samples)} teacher-only frames have no teacher"):
+        read_data(cfg)
+    cache_probabilities(_FakeTeacher(), [s.image for s in samples], [sample_name(s) for s in samples], (32, 64), out)
+    train, val, info = read_data(cfg)
+    assert info["datasets"]["idd"]["ground_truth"] is False and info["datasets"]["idd"]["teacher_frames"] == 5
+    rows = [i for i, g in enumerate(train.groups) if train.dataset_names[g] == "idd"]
+    assert len(rows) == 5 and all(np.all(train.labels[i] == VOID) for i in rows)
+    assert all(float(train.soft[i].min()) >= 0 for i in rows)  # the teacher's map is what they learn
+    others = [i for i in range(len(train)) if i not in rows]
+    assert others and all(np.isin(train.labels[i], [0, 1, VOID]).all() and (train.labels[i] == 1).any()
+                          for i in others)  # CamVid keeps its labels
+    # the validation split still carries IDD-Lite's own labels: drivable bottom half, sidewalk not
+    lab = val["idd_val"].labels[0]
+    assert lab.shape == (40, 56) and np.all(lab[20:, 8:] == 1) and np.all(lab[20:, :8] == 0) and lab[0, 0] == VOID
+
+
+@pytest.mark.parametrize("bad", [{"distill": 0}, {"train": False}])
+def test_ground_truth_false_needs_the_teacher(two_datasets, bad):
+    with pytest.raises(ValueError, match=r"datasets\[1\] \(idd\)\.ground_truth"):
+        DatasetConfig.from_dict({**two_datasets["datasets"][1], "ground_truth": False, **bad}, 1)
 
 
 def test_teacher_road_probability_on_a_camvid_frame(camvid):
@@ -281,3 +317,19 @@ def test_teacher_cross_config_only_adds_the_teacher_term_on_idd_frames():
     assert [{k: v for k, v in d.items() if k != "distill"} for d in taught["datasets"]] == \
         [{k: v for k, v in d.items() if k != "distill"} for d in plain["datasets"]]
     assert taught["output"]["name"] not in (plain["output"]["name"], "road_mnv2")
+
+
+def test_teacher_labels_cross_config_swaps_idd_labels_for_the_teacher():
+    """The teacher-labelled no-CamVid run differs from the plain one only in what IDD-Lite's frames learn."""
+    plain = load_config(REPO / "config" / "train_road_no_camvid.yaml")
+    taught = load_config(REPO / "config" / "train_road_no_camvid_teacher_labels.yaml")
+    assert taught["train"]["distill_weight"] == 1.0
+    assert {k: v for k, v in taught["train"].items() if k != "distill_weight"} == \
+        {k: v for k, v in plain["train"].items() if k != "distill_weight"}
+    assert taught["model"] == plain["model"] and taught["augment"] == plain["augment"]
+    camvid, idd = (DatasetConfig.from_dict(d, i) for i, d in enumerate(taught["datasets"]))
+    assert not camvid.train and idd.train and not idd.ground_truth and idd.distill == 1.0
+    assert idd.holdout_split == "idd_val" and taught["train"]["select_split"] == "idd_val"
+    assert [{k: v for k, v in d.items() if k not in ("distill", "ground_truth")} for d in taught["datasets"]] == \
+        [{k: v for k, v in d.items() if k != "distill"} for d in plain["datasets"]]
+    assert taught["output"]["name"] == "road_mnv2_no_camvid_teacher_labels"

@@ -97,7 +97,9 @@ class DatasetConfig:
     are held out of training and scored as the split ``holdout_name``; ``val_images``/``val_masks``
     (if set) are scored as ``<name>_val``. ``weight`` scales how many of its frames an epoch
     draws (2.0 = each frame twice); ``train: false`` only scores its validation splits.
-    ``distill: 0`` switches the teacher term off for its frames (ground truth only).
+    ``distill: 0`` switches the teacher term off for its frames (ground truth only);
+    ``ground_truth: false`` trains its frames through the teacher only (its labels still score its
+    validation splits), for a dataset whose definition of road is not the one to learn.
     """
 
     name: str
@@ -116,6 +118,7 @@ class DatasetConfig:
     weight: float = 1.0
     train: bool = True
     distill: float = 1.0
+    ground_truth: bool = True
     limit: int = 0
 
     @classmethod
@@ -147,6 +150,9 @@ class DatasetConfig:
                                        or not out.train or out.distill <= 0):
             raise ValueError(f"{where}: unlabelled images train only through the teacher: they need "
                              "train: true and distill > 0, and cannot give validation splits")
+        if not out.ground_truth and (not out.train or out.distill <= 0):
+            raise ValueError(f"{where}.ground_truth: false trains only through the teacher: it needs "
+                             "train: true and distill > 0")
         return out
 
     @property

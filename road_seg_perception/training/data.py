@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from road_seg_perception.core.preprocessing import preprocess, resize_image, resize_label
+from road_seg_perception.core.preprocessing import VOID, preprocess, resize_image, resize_label
 from road_seg_perception.training.augment import AugmentConfig, augment_with_soft
 from road_seg_perception.training.config import DatasetConfig, dataset_configs
 from road_seg_perception.training.datasets import (
@@ -205,17 +205,22 @@ def read_data(cfg: dict) -> tuple[TrainData, dict[str, Arrays], dict]:
                  "splits": {k: {"frames": len(v), "drives": sorted({s.drive for s in v}, key=lambda d: (len(d), d))}
                             for k, v in splits.items()}}
         info["datasets"][ds.name] = entry
-        if ds.format == "images" and not distill:
-            raise DatasetError(f"dataset {ds.name} is unlabelled (format: images): it trains only through "
+        teacher_only = ds.format == "images" or not ds.ground_truth
+        if teacher_only and not distill:
+            why = "unlabelled (format: images)" if ds.format == "images" else "set to ground_truth: false"
+            raise DatasetError(f"dataset {ds.name} is {why}: it trains only through "
                                "the teacher term; set train.distill_weight > 0 or remove it")
         if ds.train:
             arr = load_resized(ds, train_s, hw, cache_dir)
             if distill and ds.distill > 0:
                 entry["teacher_frames"] = attach_teacher(arr, teacher_file(cache_dir or Path("."), ds.name, hw))
-                if ds.format == "images" and entry["teacher_frames"] < len(arr):
+                if teacher_only and entry["teacher_frames"] < len(arr):
                     raise DatasetError(f"dataset {ds.name}: {len(arr) - entry['teacher_frames']} of its {len(arr)} "
-                                       "unlabelled frames have no teacher probabilities (rerun "
+                                       "teacher-only frames have no teacher probabilities (rerun "
                                        "python -m road_seg_perception.training.teacher with this config)")
+            if not ds.ground_truth:  # its labels score its splits but do not train
+                arr.labels = [np.full_like(lab, VOID) for lab in arr.labels]
+                entry["ground_truth"] = False
             parts.append((ds, arr))
         spec = label_spec(ds)
         for name, samples in splits.items():
