@@ -319,3 +319,31 @@ def test_bad_model_and_augment_settings_fail_before_data_is_read(camvid_tiny, tm
         assert train.main(_args(camvid_tiny, tmp_path / "run", "--set", nowhere, *sets)) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("select", "kept"), [("", 1), ("last", 3)])
+def test_checkpoint_selection_best_or_last(tmp_path, monkeypatch, select, kept):
+    """``select_split: last`` keeps the final epoch even when an earlier one scored higher."""
+    from types import SimpleNamespace
+
+    from road_seg_perception.training import loop
+
+    ious = iter([0.9, 0.5, 0.7])
+    monkeypatch.setattr(loop, "score_splits", lambda *a, **k: {"a": {"iou": next(ious), "f1": 0.0,
+                                                                      "precision": 0.0, "recall": 0.0}})
+    saved: list[str] = []
+    monkeypatch.setattr(loop, "atomic_save", lambda model, path: saved.append(path.name))
+    state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "wait": 0, "history": []}
+    cfg = {"model": {"input_hw": [32, 64]},
+           "train": {"threshold": 0.5, "early_stopping_patience": 0, "select_split": select}}
+    cb = loop.build_callback(tmp_path, {"a": None}, cfg, state)
+    cb.set_model(SimpleNamespace(optimizer=SimpleNamespace(learning_rate=0.01)))
+    for epoch in range(3):
+        cb.on_epoch_begin(epoch)
+        cb.on_epoch_end(epoch, {"loss": 0.1})
+    assert state["best_epoch"] == kept and state["epoch"] == 3
+    # model.keras is written at every epoch that is kept, last.keras at every epoch
+    per_epoch = [["model.keras", "last.keras"], ["model.keras", "last.keras"] if select else ["last.keras"],
+                 ["model.keras", "last.keras"] if select else ["last.keras"]]
+    assert saved == [name for names in per_epoch for name in names]
+    assert json.loads((tmp_path / "state.json").read_text())["best_epoch"] == kept

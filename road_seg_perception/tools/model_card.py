@@ -403,8 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         *dict.fromkeys(_command(Path(c.partition("=")[2]).parent) for c in a.candidate  # once, and not
                        if (Path(c.partition("=")[2]).parent / "command.txt").is_file()  # a stage again
                        and Path(c.partition("=")[2]).parent not in stages),
-        f"road-seg-export {run_dir / 'model.keras'} models/road_unet_camvid.onnx "
-        "--keras-copy models/road_unet_camvid.keras",
+        f"road-seg-export {run_dir / 'model.keras'} {a.model} --keras-copy {Path(a.model).with_suffix('.keras')}",
         f"python -m road_seg_perception.tools.model_card --run {run_dir} "
         + (f"--int8 {a.int8} " if a.int8 else "")
         + " ".join(f"--cross-run {c}" for c in a.cross_run)

@@ -42,8 +42,11 @@ def score_splits(model, val: dict[str, Arrays], hw: tuple[int, int], threshold: 
 
 
 def selection_score(split_scores: dict[str, dict], select: str = "") -> float:
-    """The checkpoint-selection score: one split's IoU (``select``) or the mean IoU over all splits."""
-    if select:
+    """The checkpoint-selection score: one split's IoU (``select``) or the mean IoU over all splits.
+
+    ``select == "last"`` keeps the final epoch (the callback saves every one); the score is then the mean.
+    """
+    if select and select != "last":
         if select not in split_scores:
             raise ValueError(f"train.select_split {select!r} is not a validation split ({', '.join(split_scores)})")
         return split_scores[select]["iou"]
@@ -85,7 +88,7 @@ def build_callback(run_dir: Path, val: Arrays | dict[str, Arrays], cfg: dict, st
             if len(per_split) > 1:
                 row.update({f"val_{n}_iou": round(v["iou"], 5) for n, v in per_split.items()})
             state["history"].append(row)
-            improved = scores["iou"] > state["best_iou"]
+            improved = select == "last" or scores["iou"] > state["best_iou"]
             if improved:
                 state.update(best_iou=scores["iou"], best_epoch=epoch + 1, wait=0)
                 atomic_save(self.model, run_dir / "model.keras")
