@@ -27,7 +27,7 @@ from road_seg_perception.tools.model_card import render  # noqa: E402
 from road_seg_perception.tools.quantize import main as quantize  # noqa: E402
 from road_seg_perception.training.export import main as export  # noqa: E402
 
-RUN = "runs/road_mnv2_long5"  # stage 5; its command names stage 3, and so on back to stage 1 (--init-from)
+RUN = "runs/road_mnv2_long5"  # stage 5; its command names stage 4, and so on back to stage 1 (--init-from)
 #: Both stages of the shipped recipe without one dataset (stage 1 shortened to 4 epochs).
 CROSS_RUNS = ["runs/road_mnv2_no_camvid_hires", "runs/road_mnv2_no_idd_hires"]
 FLOAT = "models/road_unet_camvid.onnx"  # and its .keras twin: the shipped float pair
@@ -80,6 +80,9 @@ CANDIDATES: dict[str, tuple[str, str]] = {
        for k, v in ROBUST_OPTIONS.items()},
 }
 TEACHER_CACHE = "python -m road_seg_perception.training.teacher --config config/train_road.yaml    # the teacher cache"
+#: IDD-Lite's frames (the shipped config leaves them out of the teacher term), for the no-CamVid teacher runs
+TEACHER_CACHE_IDD = ("python -m road_seg_perception.training.teacher --config config/train_road_no_camvid_teacher.yaml"
+                     "    # the teacher cache of IDD-Lite frames")
 MEASURE = "python scripts/model_card.py    # this card: every model above scored and timed, then these paragraphs"
 TARGETS = {"camvid_val": 0.97, "camvid_0001TP": 0.90, "idd_val": 0.94}
 #: The last commit whose pre-processing shrank frames with area interpolation, and its card's scores
@@ -229,9 +232,10 @@ def write_text(card_json: Path) -> dict:
     card = json.loads(card_json.read_text())
     card.update(paragraphs(card))
     commands = [c for c in card["commands"] if "tools.model_card" not in c and "scripts/model_card.py" not in c]
-    if TEACHER_CACHE not in commands:  # the distillation runs read the teacher's cache, made once before them
-        commands.insert(next((i for i, c in enumerate(commands) if "distill_weight" in c), len(commands)),
-                        TEACHER_CACHE)
+    # the distillation runs read the teacher's cache, made once before them
+    for cache, marker in ((TEACHER_CACHE, "distill_weight"), (TEACHER_CACHE_IDD, "train_road_no_camvid_teacher")):
+        if cache not in commands:
+            commands.insert(next((i for i, c in enumerate(commands) if marker in c), len(commands)), cache)
     card["commands"] = [*(c for c in commands if c not in (QUANTIZE, QUANTIZE_ALL)), QUANTIZE, QUANTIZE_ALL, MEASURE]
     card_json.write_text(json.dumps(card, indent=1))
     card_json.with_suffix(".md").write_text(render(card))
