@@ -43,6 +43,7 @@ setup(
             "road-seg-predict = road_seg_perception.tools.predict:main",
             "road-seg-export = road_seg_perception.training.export:main",
             "road-seg-quantize = road_seg_perception.tools.quantize:main",
+            "road-seg-threshold = road_seg_perception.tools.threshold:main",
             "road-seg-teacher = road_seg_perception.training.teacher:main",
             "road-seg-bag = road_seg_perception.tools.bag:main",
             "road-seg-eval = road_seg_perception.tools.fleet:main",

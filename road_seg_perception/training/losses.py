@@ -42,6 +42,30 @@ def masked_focal(y_true, y_pred, gamma: float = 2.0):
     return ops.sum(fl * v) / ops.maximum(ops.sum(v), 1.0)
 
 
+def _lovasz_grad(gt_sorted):
+    """Gradient of the Lovász extension of the Jaccard loss for labels sorted by decreasing error."""
+    gts = ops.sum(gt_sorted)
+    intersection = gts - ops.cumsum(gt_sorted)
+    union = gts + ops.cumsum(1.0 - gt_sorted)
+    jaccard = 1.0 - intersection / union
+    return ops.concatenate([jaccard[:1], jaccard[1:] - jaccard[:-1]], axis=0)
+
+
+def masked_lovasz(y_true, y_pred):
+    """Lovász hinge (Berman et al., CVPR 2018): a convex surrogate of 1 - IoU, over the batch's non-void pixels.
+
+    The whole batch is one set of pixels, as the model card's IoU pools every pixel of a split. The hinge
+    works on the logit of ``y_pred``; void pixels sort last with a negative error and add nothing.
+    """
+    t, p, v = _split(y_true, y_pred)
+    t, v = ops.reshape(t, (-1,)), ops.reshape(v, (-1,))
+    logits = ops.reshape(ops.log(p) - ops.log(1.0 - p), (-1,))
+    errors = (1.0 - logits * (2.0 * t - 1.0)) * v - (1.0 - v) * 1e3
+    order = ops.argsort(-ops.stop_gradient(errors))
+    grad = ops.stop_gradient(_lovasz_grad(ops.take(t, order)))
+    return ops.sum(ops.relu(ops.take(errors, order)) * grad)
+
+
 def soft_bce(soft, y_pred):
     """Cross-entropy to a teacher's road probability, averaged over pixels that have one (``soft >= 0``)."""
     soft = ops.cast(soft, "float32")
@@ -54,16 +78,17 @@ def soft_bce(soft, y_pred):
 
 @keras.saving.register_keras_serializable(package="road_seg")
 class RoadLoss(keras.losses.Loss):
-    """Weighted sum of masked BCE, Dice and focal terms, plus ``distill`` times the teacher term.
+    """Weighted sum of masked BCE, Dice, focal and Lovász terms, plus ``distill`` times the teacher term.
 
     A registered, safe-mode loadable loss. The teacher term is used only when the targets carry
     a second (teacher) channel.
     """
 
     def __init__(self, bce: float = 1.0, dice: float = 1.0, focal: float = 0.0, distill: float = 0.0,
-                 name: str = "road_loss", **kwargs):
+                 lovasz: float = 0.0, name: str = "road_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.bce, self.dice, self.focal, self.distill = float(bce), float(dice), float(focal), float(distill)
+        self.lovasz = float(lovasz)
 
     def call(self, y_true, y_pred):
         loss = 0.0
@@ -77,23 +102,25 @@ class RoadLoss(keras.losses.Loss):
             loss = loss + self.dice * masked_dice(y_true, y_pred)
         if self.focal:
             loss = loss + self.focal * masked_focal(y_true, y_pred)
+        if self.lovasz:
+            loss = loss + self.lovasz * masked_lovasz(y_true, y_pred)
         return loss
 
     def get_config(self):
         return {**super().get_config(), "bce": self.bce, "dice": self.dice, "focal": self.focal,
-                "distill": self.distill}
+                "distill": self.distill, "lovasz": self.lovasz}
 
 
 def parse_loss(spec: str, distill: float = 0.0) -> RoadLoss:
-    """Parse ``"bce+dice"`` or ``"bce:1,dice:0.5,focal:1"`` into a :class:`RoadLoss` (``distill``: teacher weight)."""
-    weights = {"bce": 0.0, "dice": 0.0, "focal": 0.0}
+    """Parse ``"bce+dice"`` or ``"bce:1,dice:0.5,lovasz:1"`` into a :class:`RoadLoss` (``distill``: teacher weight)."""
+    weights = {"bce": 0.0, "dice": 0.0, "focal": 0.0, "lovasz": 0.0}
     for part in spec.replace("+", ",").split(","):
         part = part.strip()
         if not part:
             continue
         name, _, w = part.partition(":")
         if name not in weights:
-            raise ValueError(f"train.loss: unknown term {name!r} in {spec!r} (use bce, dice, focal)")
+            raise ValueError(f"train.loss: unknown term {name!r} in {spec!r} (use bce, dice, focal, lovasz)")
         weights[name] = float(w) if w else 1.0
     if not any(weights.values()):
         raise ValueError(f"train.loss: {spec!r} has no terms")

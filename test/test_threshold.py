@@ -1,0 +1,86 @@
+"""road-seg-threshold: IoU per threshold on a config's training frames, the choice, and its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from road_seg_perception.core.metrics import Confusion, confusion
+from road_seg_perception.core.preprocessing import VOID
+from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
+from road_seg_perception.tools import threshold as tool
+
+
+def _write_idd(root: Path, seqs: dict[str, int]) -> None:
+    """IDD-Lite layout with a textured bottom half that is drivable (level-1 id 0)."""
+    rng = np.random.default_rng(1)
+    for seq, n in seqs.items():
+        (root / "images" / seq).mkdir(parents=True)
+        (root / "labels" / seq).mkdir(parents=True)
+        for i in range(n):
+            ids = np.full((40, 56), 6, np.uint8)
+            ids[18 + i:] = 0
+            ids[0, :3] = 255  # void
+            img = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
+            img[18 + i:] //= 3
+            assert cv2.imwrite(str(root / "images" / seq / f"{i:06d}_image.png"), img)
+            assert cv2.imwrite(str(root / "labels" / seq / f"{i:06d}_label.png"), ids)
+
+
+def _config(tmp_path: Path) -> Path:
+    root = tmp_path / "idd"
+    _write_idd(root, {"0": 2, "1": 3, "2": 3})
+    cfg = {"datasets": [{"name": "idd", "format": "idd", "root": str(root), "train_images": "images",
+                         "train_masks": "labels", "positive_ids": [0], "void_ids": [255],
+                         "holdout_every": 3, "holdout_name": "idd_val"}]}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_curves_match_pooled_confusion_and_the_choice_is_their_best(tmp_path, tiny_model, capsys):
+    cfg = _config(tmp_path)
+    out = tmp_path / "scan.json"
+    thresholds = [0.3, 0.45, 0.5, 0.55, 0.7]
+    assert tool.main(["--config", str(cfg), "--model", str(tiny_model["onnx"]), "--frames", "4", "--val",
+                      "--thresholds", *map(str, thresholds), "--json", str(out)]) == 0
+    scan = json.loads(out.read_text())
+    # sequence folder 0 is the validation split (every 3rd), so 6 training frames, 4 of them spread evenly
+    assert scan["frames"] == {"idd": 4} and list(scan["val_iou"]) == ["idd_val"]
+    # reference: the published mask at each threshold, scored with every pixel of the 4 frames pooled
+    pairs = tool.training_pairs(tool.load_config(cfg), 4)["idd"]
+    assert len(pairs) == 4 and all(lab.shape == (40, 56) and (lab == VOID).sum() == 3 for _, lab in pairs)
+    for i, t in enumerate(thresholds):
+        seg = RoadSegmenter(tiny_model["onnx"], backend="onnxruntime", post=PostConfig(threshold=t))
+        pooled = sum((confusion(seg.segment(im).mask, lab) for im, lab in pairs), Confusion())
+        assert scan["train_iou"]["idd"][i] == pytest.approx(pooled.iou, abs=1e-12)
+    best = int(np.argmax(scan["train_iou"]["idd"]))
+    assert scan["chosen"] == thresholds[best]
+    printed = capsys.readouterr().out
+    assert f"| {thresholds[best]:.2f} (chosen) |" in printed and "validation splits (not used" in printed
+
+
+def test_choose_takes_the_best_mean_over_datasets():
+    thresholds = np.array([0.3, 0.4, 0.5])
+    curves = {"a": [0.90, 0.95, 0.96], "b": [0.80, 0.85, 0.82]}  # means 0.85, 0.90, 0.89
+    assert tool.choose(curves, thresholds) == (0.4, np.mean([0.95, 0.85]))
+
+
+def test_bad_options_and_configs_fail_with_a_clear_error(tmp_path, tiny_model, capsys):
+    cfg = _config(tmp_path)
+    assert tool.main(["--config", str(cfg), "--model", str(tiny_model["onnx"]), "--thresholds", "0.5", "1.2"]) == 2
+    assert "--thresholds must lie in (0, 1)" in capsys.readouterr().err
+    assert tool.main(["--config", str(cfg), "--model", str(tiny_model["onnx"]), "--frames", "0"]) == 2
+    assert "--frames must be >= 1" in capsys.readouterr().err
+    assert tool.main(["--config", str(cfg), "--model", str(tmp_path / "missing.onnx")]) == 2
+    assert "missing.onnx" in capsys.readouterr().err
+    unlabelled = yaml.safe_load(cfg.read_text())
+    unlabelled["datasets"][0]["train"] = False
+    cfg.write_text(yaml.safe_dump(unlabelled))
+    assert tool.main(["--config", str(cfg), "--model", str(tiny_model["onnx"])]) == 2
+    assert "needs train: true" in capsys.readouterr().err  # the config is refused, naming the key
