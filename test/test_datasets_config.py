@@ -334,3 +334,11 @@ def test_teacher_labels_cross_config_swaps_idd_labels_for_the_teacher():
     assert [{k: v for k, v in d.items() if k not in ("distill", "ground_truth")} for d in taught["datasets"]] == \
         [{k: v for k, v in d.items() if k != "distill"} for d in plain["datasets"]]
     assert taught["output"]["name"] == "road_mnv2_no_camvid_teacher_labels"
+
+
+def test_evenly_spaced_spreads_from_first_to_last():
+    from road_seg_perception.training.data import evenly_spaced
+
+    assert evenly_spaced(list(range(10)), 4) == [0, 3, 6, 9]
+    assert evenly_spaced(list(range(3)), 5) == [0, 1, 2]  # never more than there are, none twice
+    assert evenly_spaced(list(range(3)), 0) == [] and evenly_spaced([], 4) == []

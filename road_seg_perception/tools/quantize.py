@@ -34,7 +34,7 @@ from road_seg_perception.core.preprocessing import preprocess
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.tools.model_card import config_splits, score_split
 from road_seg_perception.training.config import dataset_configs, load_config
-from road_seg_perception.training.data import dataset_samples
+from road_seg_perception.training.data import dataset_samples, evenly_spaced
 from road_seg_perception.training.datasets import read_image
 
 #: ONNX metadata key marking a quantised file (its value: the scheme).
@@ -72,9 +72,7 @@ def calibration_images(cfg: dict, count: int) -> list[Path]:
     for i, ds in enumerate(trained):
         samples, _ = dataset_samples(ds)
         want = count // len(trained) + (1 if i < count % len(trained) else 0)
-        if samples and want:
-            idx = np.linspace(0, len(samples) - 1, min(want, len(samples))).round().astype(int)
-            out += [samples[j].image for j in dict.fromkeys(idx.tolist())]
+        out += [sample.image for sample in evenly_spaced(samples, want)]
     if not out:
         raise ValueError("the config's datasets have no training images to calibrate on")
     return out

@@ -21,13 +21,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from road_seg_perception.core.backends import BACKENDS
 from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
 from road_seg_perception.core.fileio import atomic_write_text
 from road_seg_perception.core.metrics import Confusion, confusion
 from road_seg_perception.core.model_io import ModelFileError
 from road_seg_perception.core.segmenter import RoadSegmenter
+from road_seg_perception.tools.model_card import config_splits
 from road_seg_perception.training.config import dataset_configs, load_config
-from road_seg_perception.training.data import dataset_samples, label_spec
+from road_seg_perception.training.data import dataset_samples, evenly_spaced, label_spec
 from road_seg_perception.training.datasets import load_samples
 
 PROG = "road-seg-threshold"
@@ -42,22 +44,10 @@ def training_pairs(cfg: dict, frames: int) -> dict[str, list]:
         if not ds.train or not ds.ground_truth or ds.format == "images":
             continue  # no labels of its own to score against
         samples, _ = dataset_samples(ds)
-        if not samples:
-            continue
-        idx = np.linspace(0, len(samples) - 1, min(frames, len(samples))).round().astype(int)
-        out[ds.name] = load_samples([samples[i] for i in dict.fromkeys(idx.tolist())], label_spec(ds))
+        if samples:
+            out[ds.name] = load_samples(evenly_spaced(samples, frames), label_spec(ds))
     if not out:
         raise ValueError("the config trains on no labelled dataset: nothing to choose a threshold on")
-    return out
-
-
-def validation_pairs(cfg: dict) -> dict[str, list]:
-    """Every validation split of the config at full resolution."""
-    out: dict[str, list] = {}
-    for ds in dataset_configs(cfg):
-        _, splits = dataset_samples(ds)
-        for name, samples in splits.items():
-            out[name] = load_samples(samples, label_spec(ds))
     return out
 
 
@@ -94,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="training config whose datasets give the frames")
     p.add_argument("--model", metavar="PATH", help="model .onnx or .keras (default: the shipped model)")
-    p.add_argument("--backend", default="auto", help="inference backend (default: auto)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
     p.add_argument("--frames", type=int, default=150, help="training frames per dataset (default: 150)")
     p.add_argument("--thresholds", type=float, nargs="+", help="thresholds to scan (default: 0.20 to 0.80 by 0.05)")
     p.add_argument("--val", action="store_true", help="also score the validation splits (reported, not used)")
@@ -111,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--thresholds must lie in (0, 1), got {thresholds.tolist()}")
         cfg = load_config(Path(a.config))
         train = training_pairs(cfg, a.frames)
-        val = validation_pairs(cfg) if a.val else {}
+        val = config_splits(cfg) if a.val else {}
         seg = RoadSegmenter(a.model, backend=a.backend)
     except (ValueError, FileNotFoundError, ModelFileError) as exc:
         return fail(PROG, exc, EXIT_USAGE, a.debug)

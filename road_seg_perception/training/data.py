@@ -112,6 +112,14 @@ def dataset_samples(ds: DatasetConfig) -> tuple[list[Sample], dict[str, list[Sam
 RESIZE = "bilinear"
 
 
+def evenly_spaced(samples: list[Sample], count: int) -> list[Sample]:
+    """Up to ``count`` of ``samples``, spread evenly from the first to the last (drives stay in their order)."""
+    if not samples or count < 1:
+        return []
+    idx = np.linspace(0, len(samples) - 1, min(count, len(samples))).round().astype(int)
+    return [samples[j] for j in dict.fromkeys(idx.tolist())]
+
+
 def _cache_key(ds: DatasetConfig, samples: list[Sample], hw: tuple[int, int]) -> str:
     h = hashlib.sha1()
     h.update(json.dumps([ds.format, list(ds.positive_ids), list(ds.void_ids), list(hw), RESIZE]).encode())
