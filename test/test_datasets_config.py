@@ -12,7 +12,14 @@ from conftest import REPO
 
 from road_seg_perception.core.metrics import confusion
 from road_seg_perception.core.preprocessing import VOID
-from road_seg_perception.training.config import DEFAULTS, DatasetConfig, TrainingConfig, UNetConfig, load_config
+from road_seg_perception.training.config import (
+    DEFAULTS,
+    DatasetConfig,
+    TrainingConfig,
+    UNetConfig,
+    dataset_configs,
+    load_config,
+)
 from road_seg_perception.training.data import (
     attach_teacher,
     dataset_samples,
@@ -108,6 +115,20 @@ def test_dataset_entries_are_checked_with_their_index():
         DatasetConfig.from_dict({"name": "b", "root": "x", "format": "coco"}, 1)
     with pytest.raises(ValueError, match="val_masks"):
         DatasetConfig.from_dict({"name": "c", "root": "x", "val_images": "val"})
+
+
+def test_set_reaches_a_dataset_by_name():
+    cfg = load_config(REPO / "config/train_road.yaml", ["datasets.idd.weight=2.5", "datasets.camvid.limit=7"])
+    by_name = {d.name: d for d in dataset_configs(cfg)}
+    assert (by_name["idd"].weight, by_name["camvid"].weight) == (2.5, 3.0)
+    assert (by_name["camvid"].limit, by_name["idd"].limit) == (7, 0)
+    assert by_name["idd"].positive_ids == (0,)  # the rest of the entry is kept
+    with pytest.raises(KeyError, match="no entry named 'kitti'.*camvid.*idd"):
+        load_config(REPO / "config/train_road.yaml", ["datasets.kitti.weight=2"])
+    with pytest.raises(KeyError, match=r"datasets\[1\]\.wieght"):
+        dataset_configs(load_config(REPO / "config/train_road.yaml", ["datasets.idd.wieght=2"]))
+    with pytest.raises(KeyError, match="datasets.idd must be a mapping"):
+        load_config(REPO / "config/train_road.yaml", ["datasets.idd=2"])
 
 
 def test_missing_holdout_drive_lists_the_drives(two_datasets):

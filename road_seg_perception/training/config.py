@@ -203,8 +203,23 @@ def deep_update(base: dict, update: dict, path: str = "") -> dict:
             if not isinstance(v, dict):
                 raise KeyError(f"config key {key!r} must be a mapping")
             out[k] = deep_update(out[k], v, key + ".")
+        elif isinstance(out[k], list) and isinstance(v, dict):
+            out[k] = _update_named(out[k], v, key)
         else:
             out[k] = v
+    return out
+
+
+def _update_named(entries: list, update: dict, key: str) -> list:
+    """Update the entries of a list of named mappings by name (``datasets.idd.weight=2``)."""
+    out = copy.deepcopy(entries)
+    by_name = {e.get("name"): i for i, e in enumerate(out) if isinstance(e, dict)}
+    for name, v in update.items():
+        if name not in by_name:
+            raise KeyError(f"config key {key!r} has no entry named {name!r} (names: {sorted(map(str, by_name))})")
+        if not isinstance(v, dict):
+            raise KeyError(f"config key {key}.{name} must be a mapping")
+        out[by_name[name]] = {**out[by_name[name]], **v}  # its keys are checked where the entry is read
     return out
 
 
