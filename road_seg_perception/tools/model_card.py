@@ -30,6 +30,7 @@ from tqdm import tqdm
 from road_seg_perception.core.metrics import SplitScore
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.core.timing import time_keras_predict, time_segmenter
+from road_seg_perception.tools import card_carry
 from road_seg_perception.training.config import dataset_configs, load_config
 from road_seg_perception.training.data import dataset_samples, label_spec
 from road_seg_perception.training.datasets import load_samples
@@ -144,13 +145,18 @@ def _command(run_dir: Path) -> str:
     return f.read_text().strip() if f.is_file() else f"road-seg-train --config {run_dir / 'config.yaml'}"
 
 
-def _init_from(run_dir: Path) -> Path | None:
-    """The run folder whose ``model.keras`` this run started from (``--init-from`` in its command), if any."""
+def _init_dir(run_dir: Path) -> Path | None:
+    """The folder of the model this run started from (``--init-from`` in its command), if any."""
     words = shlex.split(_command(run_dir))
     if "--init-from" not in words[:-1]:
         return None
-    parent = Path(words[words.index("--init-from") + 1]).parent
-    return parent if (parent / "metrics.json").is_file() else None
+    return Path(words[words.index("--init-from") + 1]).parent
+
+
+def _init_from(run_dir: Path) -> Path | None:
+    """The run folder whose ``model.keras`` this run started from, if it is a run (has ``metrics.json``)."""
+    parent = _init_dir(run_dir)
+    return parent if parent is not None and (parent / "metrics.json").is_file() else None
 
 
 def run_stages(run_dir: Path) -> list[Path]:
@@ -172,6 +178,14 @@ def _history(run: dict) -> list[dict]:
     return [{k: v for k, v in h.items() if k in ("epoch", "seconds") or (k.startswith("val_") and k.endswith("_iou")
                                                                         and k != "val_iou")}
             for h in run.get("history", [])]
+
+
+def _carried(row: dict) -> str:
+    return " (carried)" if row.get("carried_from") else ""
+
+
+def _or_dash(v) -> str:
+    return "-" if v is None else str(v)
 
 
 def _f(v) -> str:
@@ -246,7 +260,7 @@ def render(card: dict) -> str:
             s = splits.get(r["split"], {})
             te = s.get("teacher")
             title = SPLIT_TITLES.get(r["split"], r["split"])
-            lines.append(f"| `{r['run']}` | {', '.join(r['trained_on'])} | {title} | "
+            lines.append(f"| `{r['run']}`{_carried(r)} | {', '.join(r['trained_on'])} | {title} | "
                          f"**{r['iou']:.4f}** | {r['precision']:.4f} | {r['recall']:.4f} | "
                          f"{_f(s['prior']['iou']) if s else '-'} | {_f(te['iou']) if te else '-'} |")
     if card.get("targets"):
@@ -268,8 +282,13 @@ def render(card: dict) -> str:
                   "| candidate | " + " | ".join(f"{n} IoU" for n in names) + " | ONNX Runtime total ms | fps |",
                   "| --- | " + " | ".join("---" for _ in names) + " | --- | --- |"]
         for c in card["candidates"]:
-            lines.append(f"| {c['name']} | " + " | ".join(_f(c['splits'].get(n)) for n in names)
-                         + f" | {c['total_ms']} | {c['fps']} |")
+            lines.append(f"| {c['name']}{_carried(c)} | " + " | ".join(_f(c['splits'].get(n)) for n in names)
+                         + f" | {_or_dash(c['total_ms'])} | {_or_dash(c['fps'])} |")
+    origins = sorted({r["carried_from"] for r in [*card.get("cross", []), *card.get("candidates", [])]
+                      if r.get("carried_from")})
+    if origins:
+        lines += ["", "(carried): the model's file was not at hand when this card was measured, so its row is the one "
+                  f"the card measured at commit {', '.join(origins)} (`--previous`), not scored or timed again."]
     if card.get("tradeoff"):
         lines += ["", card["tradeoff"]]
     lines += [
@@ -333,8 +352,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", default="", help="a paragraph under the accuracy table (targets met or not)")
     p.add_argument("--note", default="", help="a line about how the run went (interruptions, resumes)")
     p.add_argument("--out", default="models/MODEL_CARD.md")
+    p.add_argument("--previous", default="", metavar="GIT_REF",
+                   help="carry the rows of models whose files are missing (candidates, cross runs, earlier stages) "
+                        "from the card committed at this git ref, marked as carried ('' = a missing file is an error)")
     a = p.parse_args(argv)
+    try:
+        return _measure(a)
+    except card_carry.CarryError as e:
+        print(f"model_card: error: {e}")
+        return 2
+
+
+def _stage_sentence(run_dir: Path) -> str:
+    """'Then N epochs at HxW from the stage before's checkpoint ...' for one fine-tuning stage."""
+    c = load_config(run_dir / "config.yaml")
+    h, w = c["model"]["input_hw"]
+    extra = card_carry.extra_settings(_command(run_dir))
+    return (f" Then {c['train']['epochs']} epochs at {h}x{w} from the stage before's checkpoint (`--init-from`), "
+            f"learning rate x{c['train']['finetune_lr_scale']}, "
+            + (f"with `{'`, `'.join(extra)}`." if extra else "same data and augmentation."))
+
+
+def _measure(a: argparse.Namespace) -> int:
     run_dir = Path(a.run)
+    prev, origin = card_carry.previous_card(a.previous) if a.previous else ({}, "")
     run = json.loads((run_dir / "metrics.json").read_text())
     data = read_splits(run_dir)
     seg = RoadSegmenter(a.model, backend="onnxruntime")
@@ -353,12 +394,15 @@ def main(argv: list[str] | None = None) -> int:
               + (f"  teacher {splits[name]['teacher']['iou']:.4f}" if teacher else ""), flush=True)
     frame = data[next(iter(data))][0][0]
     stages = run_stages(run_dir)
-    arch, recipe = _cfg_summary(load_config(stages[0] / "config.yaml"))
-    for d in stages[1:]:
-        c = load_config(d / "config.yaml")
-        h, w = c["model"]["input_hw"]
-        recipe += (f" Then {c['train']['epochs']} epochs at {h}x{w} from the stage before's checkpoint "
-                   f"(`--init-from`), learning rate x{c['train']['finetune_lr_scale']}, same data and augmentation.")
+    carried, carried_cmds = [], []
+    if prev and (start := _init_dir(stages[0])) is not None:  # the first stage here began from an earlier card's
+        carried, carried_cmds = card_carry.carry_stages(prev, origin, start.name)
+    if carried:
+        arch, recipe = prev["architecture"], prev["recipe"]
+        recipe += "".join(_stage_sentence(d) for d in stages)
+    else:
+        arch, recipe = _cfg_summary(load_config(stages[0] / "config.yaml"))
+        recipe += "".join(_stage_sentence(d) for d in stages[1:])
     card = {
         "splits": splits, "input_hw": run["input_hw"], "threshold": seg.post.threshold,
         "parameters": run["parameters"], "macs": run["macs"], "architecture": arch, "recipe": recipe,
@@ -366,10 +410,19 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(), "runs": a.runs,
         "latency": latency_table(Path(a.model), frame, a.runs, int8=Path(a.int8) if a.int8 else None),
         "tradeoff": a.tradeoff, "targets": a.targets,
-        "note": a.note, "cross": [], "candidates": [], "stages": [_stage(d) for d in stages],
+        "note": a.note, "cross": [], "candidates": [], "stages": [*carried, *(_stage(d) for d in stages)],
+        "measured_at": card_carry.head_commit(),
     }
+    missing_cross = set()
     for cr in a.cross_run:
         cdir = Path(cr)
+        if not ((cdir / "config.yaml").is_file() and (cdir / "model.onnx").is_file()):
+            if not prev:
+                raise card_carry.CarryError(f"cross-dataset run {cdir} has no config.yaml or model.onnx "
+                                            "(--previous GIT_REF carries its rows from an earlier card)")
+            card["cross"] += card_carry.carry_cross(prev, origin, cdir.name)
+            missing_cross.add(str(cdir / "model.onnx"))
+            continue
         ccfg = load_config(cdir / "config.yaml")
         trained = [d.name for d in dataset_configs(ccfg) if d.train]
         cseg = RoadSegmenter(cdir / "model.onnx", backend="onnxruntime")
@@ -380,35 +433,47 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"cross {cdir.name} on {name}: {r['iou']:.4f}", flush=True)
     cross_models = [f"cross run {Path(c).name}={Path(c) / 'model.onnx'}" for c in a.cross_run]
     shipped = [f"shipped={a.model}", *([f"shipped INT8 copy={a.int8}"] if a.int8 else [])]
-    segs = []
+    segs, timed = [], []
     for item in [*shipped, *cross_models, *a.candidate]:
         name, _, path = item.partition("=")
         kind = {"shipped": "model", "shipped INT8 copy": "int8"}.get(name, "")  # already scored above
+        if not kind and (path in missing_cross or not Path(path).is_file()):
+            if not prev:
+                raise card_carry.CarryError(f"candidate model {path} does not exist (--previous GIT_REF carries "
+                                            "its row from an earlier card)")
+            card["candidates"].append(card_carry.carry_candidate(prev, origin, name, path))
+            continue
         cseg = RoadSegmenter(path, backend="onnxruntime")
         segs.append(cseg)
         card["candidates"].append({"name": name, "model": path,
                                    "splits": {n: s[kind]["iou"] for n, s in splits.items()} if kind
                                    else {n: score_split(cseg, pairs)["iou"] for n, pairs in data.items()}})
-    for c, ms in zip(card["candidates"], interleaved_totals(segs, frame, a.runs), strict=True):
+        timed.append(card["candidates"][-1])
+    for c, ms in zip(timed, interleaved_totals(segs, frame, a.runs), strict=True):
         c.update(total_ms=round(ms, 1), fps=round(1000.0 / ms, 1))
     if teacher is not None:
         ms = _median_ms(lambda: teacher.mask(frame), runs=max(3, a.runs // 10))
         card["candidates"].append({"name": "teacher road-segmentation-adas-0001 (reference, not shippable)",
                                    "model": a.teacher, "total_ms": round(ms, 1), "fps": round(1000.0 / ms, 1),
                                    "splits": {n: s["teacher"]["iou"] for n, s in splits.items()}})
+    stage_runs = [*((run_dir.parent / st["run"], cmd) for st, cmd in zip(carried, carried_cmds, strict=True)),
+                  *((d, _command(d)) for d in stages)]
     card["commands"] = [
-        *(_command(d) + f"    # stage {i} of {len(stages)}{' (the shipped run)' if d == run_dir else ''}; "
-          f"resumable: road-seg-train --resume {d}" for i, d in enumerate(stages, 1)),
-        *(_command(Path(c)) for c in a.cross_run),
-        *dict.fromkeys(_command(Path(c.partition("=")[2]).parent) for c in a.candidate  # once, and not
-                       if (Path(c.partition("=")[2]).parent / "command.txt").is_file()  # a stage again
-                       and Path(c.partition("=")[2]).parent not in stages),
+        *(cmd + f"    # stage {i} of {len(stage_runs)}{' (the shipped run)' if d == run_dir else ''}; "
+          f"resumable: road-seg-train --resume {d}" for i, (d, cmd) in enumerate(stage_runs, 1)),
+        *dict.fromkeys([
+            *(_command(Path(c)) for c in a.cross_run if str(Path(c) / "model.onnx") not in missing_cross),
+            *card_carry.other_commands(prev),  # the earlier card's, for what is carried
+            *(_command(Path(c.partition("=")[2]).parent) for c in a.candidate  # once, and not
+              if (Path(c.partition("=")[2]).parent / "command.txt").is_file()  # a stage again
+              and Path(c.partition("=")[2]).parent not in stages)]),
         f"road-seg-export {run_dir / 'model.keras'} {a.model} --keras-copy {Path(a.model).with_suffix('.keras')}",
         f"python -m road_seg_perception.tools.model_card --run {run_dir} "
         + (f"--int8 {a.int8} " if a.int8 else "")
         + " ".join(f"--cross-run {c}" for c in a.cross_run)
         + "".join(f" --candidate \"{c}\"" for c in a.candidate)
         + (f" --runs {a.runs}" if a.runs != 50 else "")
+        + (f" --previous {a.previous}" if a.previous else "")
         + "".join(f" --{k} \"...\"" for k in ("note", "targets", "tradeoff") if getattr(a, k)),
     ]
     out = Path(a.out)

@@ -1,0 +1,94 @@
+"""Rows of an earlier model card for models whose files are not on the machine making the card.
+
+A card scores and times every candidate it lists. Training all of them again takes many hours, so
+when a candidate's model file (or a cross-dataset run, or an earlier training stage) is missing,
+``model_card --previous REF`` takes its row from the card committed at ``REF`` instead, marked
+``carried_from`` with the commit the numbers were measured at: not re-scored and not re-timed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+CARD_JSON = "models/MODEL_CARD.json"
+#: a stage line of a card's "Reproduce" list: ``COMMAND    # stage 2 of 5...``
+_STAGE = re.compile(r"^(?P<cmd>.*?)\s+# stage (?P<i>\d+) of \d+")
+#: ``--set`` keys that every stage sentence states already (or that do not change the recipe)
+_STATED = ("model.input_hw", "train.epochs", "train.finetune_lr_scale", "output.name", "train.cache_dir")
+
+
+class CarryError(RuntimeError):
+    """A model the card lists is missing and no earlier card has its row."""
+
+
+def previous_card(ref: str, repo: Path | str = ".") -> tuple[dict, str]:
+    """The card committed at git ``ref`` and the short commit its numbers come from."""
+    try:
+        text = subprocess.run(["git", "show", f"{ref}:{CARD_JSON}"], cwd=repo, check=True, capture_output=True,
+                              text=True).stdout
+        commit = subprocess.run(["git", "rev-parse", "--short", ref], cwd=repo, check=True, capture_output=True,
+                                text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise CarryError(f"--previous {ref}: cannot read {CARD_JSON} at that commit ({e})") from e
+    card = json.loads(text)
+    return card, card.get("measured_at") or commit
+
+
+def head_commit(repo: Path | str = ".") -> str:
+    """The short commit the working tree is at ('' outside git): recorded as the card's ``measured_at``."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, check=True, capture_output=True,
+                              text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def carry_candidate(prev: dict, origin: str, name: str, path: str) -> dict:
+    """The earlier card's row for model ``path`` (found by file, else by name), renamed ``name``, untimed."""
+    rows = prev.get("candidates", [])
+    row = next((c for c in rows if c.get("model") == path), None) or next((c for c in rows if c["name"] == name),
+                                                                          None)
+    if row is None:
+        raise CarryError(f"candidate model {path} is missing and the earlier card has no row for it")
+    return {**row, "name": name, "model": path, "total_ms": None, "fps": None,
+            "carried_from": row.get("carried_from") or origin}
+
+
+def carry_cross(prev: dict, origin: str, run: str) -> list[dict]:
+    """The earlier card's cross-dataset rows of run folder name ``run``."""
+    rows = [{**r, "carried_from": r.get("carried_from") or origin} for r in prev.get("cross", []) if r["run"] == run]
+    if not rows:
+        raise CarryError(f"cross-dataset run {run} is missing and the earlier card has no row for it")
+    return rows
+
+
+def carry_stages(prev: dict, origin: str, last_run: str) -> tuple[list[dict], list[str]]:
+    """The earlier card's training stages up to run ``last_run`` and their commands (stage comments removed)."""
+    stages = prev.get("stages", [])
+    names = [s["run"] for s in stages]
+    if last_run not in names:
+        raise CarryError(f"the run {last_run} that the first stage starts from has no metrics.json and the earlier "
+                         f"card has no stage of that name (its stages: {names})")
+    n = names.index(last_run) + 1
+    cmds = {int(m["i"]): m["cmd"] for c in prev.get("commands", []) if (m := _STAGE.match(c))}
+    if sorted(cmds)[:n] != list(range(1, n + 1)):
+        raise CarryError(f"the earlier card's commands do not list stages 1 to {n}")
+    return ([{**s, "carried_from": s.get("carried_from") or origin} for s in stages[:n]],
+            [cmds[i] for i in range(1, n + 1)])
+
+
+def other_commands(prev: dict) -> list[str]:
+    """The earlier card's commands for everything but its stages, its export and its measuring line."""
+    return [c for c in prev.get("commands", []) if not _STAGE.match(c) and not c.startswith("road-seg-export ")
+            and "road_seg_perception.tools.model_card" not in c]
+
+
+def extra_settings(command: str) -> list[str]:
+    """The ``--set`` overrides of a training command beyond those a stage sentence states."""
+    words = shlex.split(command)
+    sets = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set"]
+    return [s for s in sets if s.partition("=")[0].strip() not in _STATED]

@@ -1,0 +1,93 @@
+"""Rows of an earlier model card carried for models that are missing, marked and never re-timed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from test_model_card import card
+
+from road_seg_perception.tools import card_carry as CC
+from road_seg_perception.tools import model_card as MC
+
+PREV = {
+    "measured_at": "abc1234",
+    "architecture": "arch", "recipe": "Loss bce.",
+    "candidates": [{"name": "stages 1-2 (shipped)", "model": "runs/b/model.onnx", "total_ms": 9.5, "fps": 105.3,
+                    "splits": {"camvid_val": 0.95}},
+                   {"name": "old label", "model": "runs/x/model.onnx", "total_ms": 7.0, "fps": 142.9,
+                    "splits": {"camvid_val": 0.9}, "carried_from": "0000001"}],
+    "cross": [{"run": "x_hires", "trained_on": ["idd"], "split": "camvid_val", "iou": 0.8},
+              {"run": "y_hires", "trained_on": ["camvid"], "split": "idd_val", "iou": 0.83, "precision": 0.9,
+               "recall": 0.85}],
+    "stages": [{"run": "a", "history": []}, {"run": "b", "history": []}],
+    "commands": ["road-seg-train --config c.yaml    # stage 1 of 2; resumable: road-seg-train --resume runs/a",
+                 "road-seg-train --config c.yaml --init-from runs/a/model.keras --set train.epochs=2"
+                 "    # stage 2 of 2 (the shipped run); resumable: road-seg-train --resume runs/b",
+                 "road-seg-train --config x.yaml", "python -m road_seg_perception.training.teacher --config c.yaml",
+                 "road-seg-export runs/b/model.keras models/m.onnx --keras-copy models/m.keras",
+                 "python -m road_seg_perception.tools.model_card --run runs/b"],
+}
+
+
+def test_candidate_rows_are_found_by_file_then_name_and_lose_their_times():
+    row = CC.carry_candidate(PREV, "def5678", "stages 1-2 (shipped before stage 3)", "runs/b/model.onnx")
+    assert row["name"] == "stages 1-2 (shipped before stage 3)" and row["splits"] == {"camvid_val": 0.95}
+    assert row["total_ms"] is None and row["fps"] is None and row["carried_from"] == "def5678"
+    by_name = CC.carry_candidate(PREV, "def5678", "old label", "runs/moved/model.onnx")
+    assert by_name["carried_from"] == "0000001"  # carried twice: still the commit that measured it
+    with pytest.raises(CC.CarryError, match="runs/z/model.onnx"):
+        CC.carry_candidate(PREV, "def5678", "new", "runs/z/model.onnx")
+
+
+def test_cross_rows_and_stages_are_carried_with_their_commands():
+    rows = CC.carry_cross(PREV, "abc1234", "x_hires")
+    assert [(r["split"], r["iou"], r["carried_from"]) for r in rows] == [("camvid_val", 0.8, "abc1234")]
+    with pytest.raises(CC.CarryError, match="no_such"):
+        CC.carry_cross(PREV, "abc1234", "no_such")
+    stages, cmds = CC.carry_stages(PREV, "abc1234", "b")
+    assert [s["run"] for s in stages] == ["a", "b"] and all(s["carried_from"] == "abc1234" for s in stages)
+    assert cmds == ["road-seg-train --config c.yaml",
+                    "road-seg-train --config c.yaml --init-from runs/a/model.keras --set train.epochs=2"]
+    assert [s["run"] for s in CC.carry_stages(PREV, "abc1234", "a")[0]] == ["a"]
+    with pytest.raises(CC.CarryError, match=r"stages: \['a', 'b'\]"):
+        CC.carry_stages(PREV, "abc1234", "c")
+    assert CC.other_commands(PREV) == ["road-seg-train --config x.yaml",
+                                       "python -m road_seg_perception.training.teacher --config c.yaml"]
+
+
+def test_extra_settings_are_the_sets_a_stage_sentence_does_not_state():
+    cmd = ("road-seg-train --config c.yaml --init-from runs/b/model.keras --set 'model.input_hw=[256, 352]' "
+           "--set train.epochs=3 --set train.finetune_lr_scale=0.15 --set datasets.idd.weight=2.0 "
+           "--set output.name=c --set train.cache_dir=runs/x")
+    assert CC.extra_settings(cmd) == ["datasets.idd.weight=2.0"]
+    assert CC.extra_settings("road-seg-train --config c.yaml") == []
+
+
+def test_previous_card_reads_the_committed_card(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "MODEL_CARD.json").write_text(json.dumps({k: v for k, v in PREV.items()
+                                                                      if k != "measured_at"}))
+    git("add", "-A")
+    git("commit", "-qm", "card")
+    got, origin = CC.previous_card("HEAD", tmp_path)
+    assert got["stages"] == PREV["stages"] and origin == CC.head_commit(tmp_path) and len(origin) >= 7
+    with pytest.raises(CC.CarryError, match="nope"):
+        CC.previous_card("nope", tmp_path)
+
+
+def test_render_marks_carried_rows_and_names_their_commit():
+    c = card()
+    c["candidates"].append(CC.carry_candidate(PREV, "abc1234", "stage 2", "runs/b/model.onnx"))
+    c["cross"] += CC.carry_cross(PREV, "abc1234", "y_hires")
+    md = MC.render(c)
+    assert "| stage 2 (carried) | 0.9500 | - | - | - | - |" in md  # splits, then ms and fps
+    assert "| `y_hires` (carried) | camvid | IDD-Lite validation sequences | **0.8300** |" in md
+    assert "the card measured at commit abc1234 (`--previous`), not scored or timed again" in md
+    assert "(carried)" not in MC.render(card())
