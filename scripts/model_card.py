@@ -6,9 +6,10 @@
 
 The measuring step is ``python -m road_seg_perception.tools.model_card`` with the shipped run, the
 two cross-dataset runs and the candidates below (each a run of ``road-seg-train`` whose command is
-in its run folder, so in the card's "Reproduce" list). The paragraphs (note, targets, trade-off)
-are computed from the card's JSON only, so ``--text-only`` gives the same text again; the tests
-check that the committed card is what this script makes of its committed numbers.
+in its run folder, so in the card's "Reproduce" list). A candidate, cross run or earlier stage that
+is not on the machine keeps its row from the card committed at HEAD, marked "(carried)". The
+paragraphs (note, targets, trade-off) are computed from the card's JSON only, so ``--text-only``
+gives the same text again; the tests check that the committed card is what this script makes of its committed numbers.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ TEACHER_CACHE = "python -m road_seg_perception.training.teacher --config config/
 #: IDD-Lite's frames (the shipped config leaves them out of the teacher term), for the no-CamVid teacher runs
 TEACHER_CACHE_IDD = ("python -m road_seg_perception.training.teacher --config config/train_road_no_camvid_teacher.yaml"
                      "    # the teacher cache of IDD-Lite frames")
+#: a model whose file is missing here (a run not trained again) keeps the row of the card committed at HEAD,
+#: marked (carried), instead of stopping the card
+PREVIOUS = "HEAD"
 MEASURE = "python scripts/model_card.py    # this card: every model above scored and timed, then these paragraphs"
 TARGETS = {"camvid_val": 0.97, "camvid_0001TP": 0.90, "idd_val": 0.94}
 #: The last commit whose pre-processing shrank frames with area interpolation, and its card's scores
@@ -178,12 +182,14 @@ def paragraphs(card: dict) -> dict[str, str]:
         f"with ONNX Runtime, {budget(q['fps'])} in this run; the float model, {onnx['fps']} frames/s, "
         f"{budget(onnx['fps'])}. In the candidates table (timed in interleaved rounds, to compare with each other) "
         f"the float model takes {ms('shipped')} ms a frame, its INT8 copy {ms('int8')} ms, the copy "
-        f"with every node INT8 {ms('int8_all')} ms and stage 1's 192x256 model {ms('stage1')} ms. The copy with "
+        f"with every node INT8 {ms('int8_all')} ms"
+        + (f" and stage 1's 192x256 model {ms('stage1')} ms" if ms("stage1") else "") + ". The copy with "
         f"every node INT8 scores {deltas(t, i8)} against the float model{int8_verdict}; keeping the first "
         f"{FLOAT_NODES} nodes (the input scaling, `Conv1` and the first inverted-residual block) in float keeps the "
         "INT8 copy within "
-        f"0.005 ({deltas(t, i8t)}) for {ms('int8') / ms('int8_all'):.2f}x the all-INT8 time. The 256x352 stage "
-        f"costs {ms('shipped') / ms('stage1'):.2f}x the 192x256 model's time per frame in float; these ratios, not "
+        f"0.005 ({deltas(t, i8t)}) for {ms('int8') / ms('int8_all'):.2f}x the all-INT8 time. "
+        + (f"The 256x352 stage costs {ms('shipped') / ms('stage1'):.2f}x the 192x256 model's time per frame in "
+           "float; these" if ms("stage1") else "These") + " ratios, not "
         "the absolute figures, carry from one run or machine to another. "
         f"Length: stage 5 (6 epochs at 256x352, lr x0.15) against stage 4: {deltas(c('stage4'), t)}; stage 4 "
         f"(6 epochs at 256x352, lr x0.3) against stage 3: {deltas(c('stage3'), c('stage4'))}. "
@@ -260,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(INT8_ALL).parent.mkdir(parents=True, exist_ok=True)
         if quantize(QUANTIZE.split()[1:]) != 0 or quantize(QUANTIZE_ALL.split()[1:]) != 0:
             return 1
-        args = ["--run", RUN, "--int8", INT8, "--runs", str(a.runs), "--out", str(out)]
+        args = ["--run", RUN, "--int8", INT8, "--runs", str(a.runs), "--out", str(out), "--previous", PREVIOUS]
         for run in CROSS_RUNS:
             args += ["--cross-run", run]
         for label, path in CANDIDATES.values():
