@@ -347,3 +347,12 @@ def test_checkpoint_selection_best_or_last(tmp_path, monkeypatch, select, kept):
                  ["model.keras", "last.keras"] if select else ["last.keras"]]
     assert saved == [name for names in per_epoch for name in names]
     assert json.loads((tmp_path / "state.json").read_text())["best_epoch"] == kept
+
+
+def test_done_line_names_every_split_and_their_mean():
+    from road_seg_perception.training.cli import done_scores
+
+    one = {"val": {"iou": 0.9, "f1": 0.95, "precision": 0.96, "recall": 0.94}}
+    assert done_scores(one) == "val IoU 0.9000  F1 0.9500  P 0.9600  R 0.9400"
+    three = {"camvid_0001TP": {"iou": 0.9262}, "camvid_val": {"iou": 0.9711}, "idd_val": {"iou": 0.9350}}
+    assert done_scores(three) == "mean val IoU 0.9441  [camvid_0001TP 0.9262  camvid_val 0.9711  idd_val 0.9350]"

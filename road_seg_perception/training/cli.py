@@ -234,10 +234,19 @@ def run(args: argparse.Namespace, folder: list[RunFolder] | None = None, argv: l
     metrics = finish(run_dir, cfg, val, info, state)
     if run_dir != kept_dir:  # a non-chief worker: its copy of the run is not kept
         shutil.rmtree(run_dir, ignore_errors=True)
-    v = metrics["val"]
-    print(f"done: {kept_dir}/model.keras  best epoch {metrics['best_epoch']}  val IoU {v['iou']:.4f}  "
-          f"F1 {v['f1']:.4f}  P {v['precision']:.4f}  R {v['recall']:.4f}", flush=True)
+    print(f"done: {kept_dir}/model.keras  best epoch {metrics['best_epoch']}  {done_scores(metrics['splits'])}",
+          flush=True)
     return metrics
+
+
+def done_scores(splits: dict[str, dict]) -> str:
+    """The closing line's scores: IoU, F1, precision and recall of one split, or every split's IoU and their mean."""
+    if len(splits) == 1:
+        v = next(iter(splits.values()))
+        return f"val IoU {v['iou']:.4f}  F1 {v['f1']:.4f}  P {v['precision']:.4f}  R {v['recall']:.4f}"
+    ious = {name: v["iou"] for name, v in splits.items()}
+    return (f"mean val IoU {sum(ious.values()) / len(ious):.4f}  ["
+            + "  ".join(f"{name} {iou:.4f}" for name, iou in ious.items()) + "]")
 
 
 def _pretrained_encoder(args: argparse.Namespace) -> bool:
