@@ -76,8 +76,16 @@ def test_previous_card_reads_the_committed_card(tmp_path):
                                                                       if k != "measured_at"}))
     git("add", "-A")
     git("commit", "-qm", "card")
+    card_commit = CC.head_commit(tmp_path)
+    (tmp_path / "other.txt").write_text("a later commit that leaves the card alone")
+    git("add", "-A")
+    git("commit", "-qm", "other")
     got, origin = CC.previous_card("HEAD", tmp_path)
-    assert got["stages"] == PREV["stages"] and origin == CC.head_commit(tmp_path) and len(origin) >= 7
+    assert got["stages"] == PREV["stages"] and origin == card_commit != CC.head_commit(tmp_path)
+    measured = {**PREV, "measured_at": "1234abc"}
+    (tmp_path / "models" / "MODEL_CARD.json").write_text(json.dumps(measured))
+    git("commit", "-qam", "card 2")
+    assert CC.previous_card("HEAD", tmp_path)[1] == "1234abc"  # the commit it was measured at, when recorded
     with pytest.raises(CC.CarryError, match="nope"):
         CC.previous_card("nope", tmp_path)
 
@@ -89,5 +97,5 @@ def test_render_marks_carried_rows_and_names_their_commit():
     md = MC.render(c)
     assert "| stage 2 (carried) | 0.9500 | - | - | - | - |" in md  # splits, then ms and fps
     assert "| `y_hires` (carried) | camvid | IDD-Lite validation sequences | **0.8300** |" in md
-    assert "the card measured at commit abc1234 (`--previous`), not scored or timed again" in md
+    assert "the card of commit abc1234 (`--previous`), not scored or timed again" in md
     assert "(carried)" not in MC.render(card())

@@ -26,12 +26,12 @@ class CarryError(RuntimeError):
 
 
 def previous_card(ref: str, repo: Path | str = ".") -> tuple[dict, str]:
-    """The card committed at git ``ref`` and the short commit its numbers come from."""
+    """The card at git ``ref`` and the commit its numbers come from (``measured_at``, else the one that wrote it)."""
     try:
         text = subprocess.run(["git", "show", f"{ref}:{CARD_JSON}"], cwd=repo, check=True, capture_output=True,
                               text=True).stdout
-        commit = subprocess.run(["git", "rev-parse", "--short", ref], cwd=repo, check=True, capture_output=True,
-                                text=True).stdout.strip()
+        commit = subprocess.run(["git", "log", "-1", "--format=%h", ref, "--", CARD_JSON], cwd=repo, check=True,
+                                capture_output=True, text=True).stdout.strip()  # the commit that wrote that card
     except (OSError, subprocess.CalledProcessError) as e:
         raise CarryError(f"--previous {ref}: cannot read {CARD_JSON} at that commit ({e})") from e
     card = json.loads(text)

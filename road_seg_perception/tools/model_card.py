@@ -288,7 +288,7 @@ def render(card: dict) -> str:
                       if r.get("carried_from")})
     if origins:
         lines += ["", "(carried): the model's file was not at hand when this card was measured, so its row is the one "
-                  f"the card measured at commit {', '.join(origins)} (`--previous`), not scored or timed again."]
+                  f"in the card of commit {', '.join(origins)} (`--previous`), not scored or timed again."]
     if card.get("tradeoff"):
         lines += ["", card["tradeoff"]]
     lines += [
