@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="model_card", description="Write models/MODEL_CARD.md from measurements.")
     p.add_argument("--model", default="models/road_unet_camvid.onnx")
     p.add_argument("--int8", default="", help="the model's INT8 copy (road-seg-quantize): scored and timed beside it")
-    p.add_argument("--run", required=True, help="run directory of the shipped model (config.yaml, metrics.json)")
+    p.add_argument("--run", required=True, help="run directory of the shipped model (config.yaml, metrics.json; "
+                   "with --previous, a missing one keeps the earlier card's training record)")
     p.add_argument("--cross-run", action="append", default=[],
                    help="run directory of a model trained without one dataset (repeatable): scored on its splits")
     p.add_argument("--candidate", action="append", default=[], metavar="NAME=MODEL.onnx",
@@ -352,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", default="", help="a paragraph under the accuracy table (targets met or not)")
     p.add_argument("--note", default="", help="a line about how the run went (interruptions, resumes)")
     p.add_argument("--out", default="models/MODEL_CARD.md")
+    p.add_argument("--config", default="config/train_road.yaml",
+                   help="training config whose validation splits are scored when the --run folder is missing")
     p.add_argument("--previous", default="", metavar="GIT_REF",
                    help="carry the rows of models whose files are missing (candidates, cross runs, earlier stages) "
                         "from the card committed at this git ref, marked as carried ('' = a missing file is an error)")
@@ -376,8 +379,12 @@ def _stage_sentence(run_dir: Path) -> str:
 def _measure(a: argparse.Namespace) -> int:
     run_dir = Path(a.run)
     prev, origin = card_carry.previous_card(a.previous) if a.previous else ({}, "")
-    run = json.loads((run_dir / "metrics.json").read_text())
-    data = read_splits(run_dir)
+    have_run = (run_dir / "metrics.json").is_file()
+    if not have_run and not prev:
+        raise card_carry.CarryError(f"shipped run {run_dir} has no metrics.json (--previous GIT_REF carries its "
+                                    "training record from an earlier card)")
+    run = json.loads((run_dir / "metrics.json").read_text()) if have_run else None
+    data = read_splits(run_dir) if have_run else config_splits(load_config(a.config))
     seg = RoadSegmenter(a.model, backend="onnxruntime")
     int8_seg = RoadSegmenter(a.int8, backend="onnxruntime") if a.int8 else None
     teacher = None
@@ -393,9 +400,11 @@ def _measure(a: argparse.Namespace) -> int:
         print(f"{name}: model {splits[name]['model']['iou']:.4f}  prior {splits[name]['prior']['iou']:.4f}"
               + (f"  teacher {splits[name]['teacher']['iou']:.4f}" if teacher else ""), flush=True)
     frame = data[next(iter(data))][0][0]
-    stages = run_stages(run_dir)
+    stages = run_stages(run_dir) if have_run else []
     carried, carried_cmds = [], []
-    if prev and (start := _init_dir(stages[0])) is not None:  # the first stage here began from an earlier card's
+    if not have_run:  # the shipped run's folder is not here: its stages, record and commands are the earlier card's
+        carried, carried_cmds = card_carry.carry_stages(prev, origin, run_dir.name)
+    elif prev and (start := _init_dir(stages[0])) is not None:  # the first stage began from an earlier card's
         carried, carried_cmds = card_carry.carry_stages(prev, origin, start.name)
     if carried:
         arch, recipe = prev["architecture"], prev["recipe"]
@@ -403,10 +412,12 @@ def _measure(a: argparse.Namespace) -> int:
     else:
         arch, recipe = _cfg_summary(load_config(stages[0] / "config.yaml"))
         recipe += "".join(_stage_sentence(d) for d in stages[1:])
+    record = run if have_run else prev
     card = {
-        "splits": splits, "input_hw": run["input_hw"], "threshold": seg.post.threshold,
-        "parameters": run["parameters"], "macs": run["macs"], "architecture": arch, "recipe": recipe,
-        "datasets": run["data"]["datasets"], "epochs_run": run["epochs_run"], "best_epoch": run["best_epoch"],
+        "splits": splits, "input_hw": record["input_hw"], "threshold": seg.post.threshold,
+        "parameters": record["parameters"], "macs": record["macs"], "architecture": arch, "recipe": recipe,
+        "datasets": run["data"]["datasets"] if have_run else prev["datasets"], "epochs_run": record["epochs_run"],
+        "best_epoch": record["best_epoch"],
         "cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(), "runs": a.runs,
         "latency": latency_table(Path(a.model), frame, a.runs, int8=Path(a.int8) if a.int8 else None),
         "tradeoff": a.tradeoff, "targets": a.targets,
