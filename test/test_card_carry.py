@@ -18,7 +18,8 @@ PREV = {
                     "splits": {"camvid_val": 0.95}},
                    {"name": "old label", "model": "runs/x/model.onnx", "total_ms": 7.0, "fps": 142.9,
                     "splits": {"camvid_val": 0.9}, "carried_from": "0000001"}],
-    "cross": [{"run": "x_hires", "trained_on": ["idd"], "split": "camvid_val", "iou": 0.8},
+    "cross": [{"run": "x_hires", "trained_on": ["idd"], "split": "camvid_val", "iou": 0.8, "precision": 0.81,
+               "recall": 0.95},
               {"run": "y_hires", "trained_on": ["camvid"], "split": "idd_val", "iou": 0.83, "precision": 0.9,
                "recall": 0.85}],
     "stages": [{"run": "a", "history": []}, {"run": "b", "history": []}],
@@ -99,3 +100,60 @@ def test_render_marks_carried_rows_and_names_their_commit():
     assert "| `y_hires` (carried) | camvid | IDD-Lite validation sequences | **0.8300** |" in md
     assert "the card of commit abc1234 (`--previous`), not scored or timed again" in md
     assert "(carried)" not in MC.render(card())
+
+
+def _git(repo, *args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                   capture_output=True)
+
+
+def test_card_of_a_machine_without_the_runs_scores_the_shipped_model_and_carries_the_rest(tmp_path, tiny_model,
+                                                                                           monkeypatch):
+    """The shipped run, a cross run and a candidate are all missing: the card still comes out, marked."""
+    import yaml
+    from test_datasets_config import _write_camvid, _write_idd
+
+    _write_idd(tmp_path / "idd", {"0": 2, "1": 1, "2": 1, "3": 1})
+    _write_camvid(tmp_path / "cv", [f"0001TP_{i:06d}" for i in range(2)] + [f"0006R0_{i:06d}" for i in range(2)])
+    cfg = {"datasets": [
+        {"name": "camvid", "format": "camvid", "root": str(tmp_path / "cv"), "holdout_drives": ["0001TP"],
+         "holdout_name": "camvid_0001TP"},
+        {"name": "idd", "format": "idd", "root": str(tmp_path / "idd"), "train_images": "images",
+         "train_masks": "labels", "positive_ids": [0], "void_ids": [255], "holdout_every": 3,
+         "holdout_name": "idd_val"}], "model": {"input_hw": [32, 64]}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    cross_row = {"name": "cross run x_hires", "model": "runs/x_hires/model.onnx", "total_ms": 5.0, "fps": 200.0,
+                 "splits": {"camvid_val": 0.8}}
+    prev = {**PREV, "candidates": [*PREV["candidates"], cross_row],
+            "stages": [{"run": "a", "input_hw": [32, 64], "epochs_run": 1, "best_epoch": 1, "history": []},
+                               {"run": "b", "input_hw": [32, 64], "epochs_run": 1, "best_epoch": 1, "history": []}],
+            "input_hw": [32, 64], "parameters": 10, "macs": 1e6, "epochs_run": 1, "best_epoch": 1,
+            "datasets": {"camvid": {"format": "camvid", "positive_ids": [3], "train_frames": 2, "train_drives": 1,
+                                    "weight": 1.0, "splits": {}}}}
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "MODEL_CARD.json").write_text(json.dumps(prev))
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "card")
+    monkeypatch.chdir(tmp_path)
+    args = ["--run", "runs/b", "--model", str(tiny_model["onnx"]), "--config", "c.yaml", "--teacher", "",
+            "--runs", "2", "--cross-run", "runs/x_hires", "--candidate", "old label=runs/x/model.onnx",
+            "--out", "out/MODEL_CARD.md"]
+    assert MC.main(args) == 2  # no earlier card to carry from: the missing run is named
+    assert MC.main([*args, "--previous", "HEAD"]) == 0
+    got = json.loads((tmp_path / "out" / "MODEL_CARD.json").read_text())
+    assert set(got["splits"]) == {"camvid_0001TP", "idd_val"} and got["splits"]["idd_val"]["model"]["frames"] == 3
+    assert [s["run"] for s in got["stages"]] == ["a", "b"] and got["recipe"] == "Loss bce."
+    assert got["measured_at"] == CC.head_commit(tmp_path)
+    rows = {c["name"]: c for c in got["candidates"]}
+    assert rows["shipped"]["total_ms"] > 0 and "carried_from" not in rows["shipped"]
+    assert rows["old label"]["carried_from"] == "0000001" and rows["old label"]["fps"] is None
+    assert rows["cross run x_hires"]["carried_from"] == "abc1234"  # the earlier card's measured_at
+    assert [(r["run"], r["iou"]) for r in got["cross"]] == [("x_hires", 0.8)]
+    assert got["commands"][:2] == [
+        "road-seg-train --config c.yaml    # stage 1 of 2; resumable: road-seg-train --resume runs/a",
+        "road-seg-train --config c.yaml --init-from runs/a/model.keras --set train.epochs=2"
+        "    # stage 2 of 2 (the shipped run); resumable: road-seg-train --resume runs/b"]
+    assert "road-seg-train --config x.yaml" in got["commands"]
+    md = (tmp_path / "out" / "MODEL_CARD.md").read_text()
+    assert "| old label (carried) |" in md and "`x_hires` (carried)" in md
