@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from test_model_card import card
+from sample_data import sample_card, write_camvid, write_idd
 
 from road_seg_perception.tools import card_carry as CC
 from road_seg_perception.tools import model_card as MC
@@ -92,14 +92,14 @@ def test_previous_card_reads_the_committed_card(tmp_path):
 
 
 def test_render_marks_carried_rows_and_names_their_commit():
-    c = card()
+    c = sample_card()
     c["candidates"].append(CC.carry_candidate(PREV, "abc1234", "stage 2", "runs/b/model.onnx"))
     c["cross"] += CC.carry_cross(PREV, "abc1234", "y_hires")
     md = MC.render(c)
     assert "| stage 2 (carried) | 0.9500 | - | - | - | - |" in md  # splits, then ms and fps
     assert "| `y_hires` (carried) | camvid | IDD-Lite validation sequences | **0.8300** |" in md
     assert "the card of commit abc1234 (`--previous`), not scored or timed again" in md
-    assert "(carried)" not in MC.render(card())
+    assert "(carried)" not in MC.render(sample_card())
 
 
 def _git(repo, *args):
@@ -111,10 +111,9 @@ def test_card_of_a_machine_without_the_runs_scores_the_shipped_model_and_carries
                                                                                            monkeypatch):
     """The shipped run, a cross run and a candidate are all missing: the card still comes out, marked."""
     import yaml
-    from test_datasets_config import _write_camvid, _write_idd
 
-    _write_idd(tmp_path / "idd", {"0": 2, "1": 1, "2": 1, "3": 1})
-    _write_camvid(tmp_path / "cv", [f"0001TP_{i:06d}" for i in range(2)] + [f"0006R0_{i:06d}" for i in range(2)])
+    write_idd(tmp_path / "idd", {"0": 2, "1": 1, "2": 1, "3": 1})
+    write_camvid(tmp_path / "cv", [f"0001TP_{i:06d}" for i in range(2)] + [f"0006R0_{i:06d}" for i in range(2)])
     cfg = {"datasets": [
         {"name": "camvid", "format": "camvid", "root": str(tmp_path / "cv"), "holdout_drives": ["0001TP"],
          "holdout_name": "camvid_0001TP"},

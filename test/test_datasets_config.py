@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import REPO
+from sample_data import write_camvid, write_idd
 
 from road_seg_perception.core.metrics import confusion
 from road_seg_perception.core.preprocessing import VOID
@@ -39,37 +40,10 @@ from road_seg_perception.training.datasets import (
 from road_seg_perception.training.teacher import DEFAULT_TEACHER, Teacher, cache_probabilities
 
 
-def _write_idd(root: Path, seqs: dict[str, int], seed: int = 0) -> None:
-    """IDD-Lite layout: images/<seq>/<id>_image.jpg, labels/<seq>/<id>_label.png (0 drivable in the bottom half)."""
-    rng = np.random.default_rng(seed)
-    for seq, n in seqs.items():
-        (root / "images" / seq).mkdir(parents=True)
-        (root / "labels" / seq).mkdir(parents=True)
-        for i in range(n):
-            ids = np.full((40, 56), 6, np.uint8)  # sky
-            ids[20:] = 0  # drivable
-            ids[20:, :8] = 1  # sidewalk
-            ids[0, 0] = 255  # void
-            img = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
-            assert cv2.imwrite(str(root / "images" / seq / f"{i:06d}_image.jpg"), img)
-            assert cv2.imwrite(str(root / "labels" / seq / f"{i:06d}_label.png"), ids)
-
-
-def _write_camvid(root: Path, names: list[str]) -> None:
-    for sub in ("train", "trainannot"):
-        (root / sub).mkdir(parents=True)
-    for n in names:
-        ids = np.full((36, 48), 1, np.uint8)
-        ids[18:] = 3
-        ids[18, :4] = 11
-        assert cv2.imwrite(str(root / "train" / f"{n}.png"), np.full((36, 48, 3), 90, np.uint8))
-        assert cv2.imwrite(str(root / "trainannot" / f"{n}.png"), ids)
-
-
 @pytest.fixture()
 def two_datasets(tmp_path) -> dict:
-    _write_idd(tmp_path / "idd", {"0": 2, "1": 3, "2": 2, "10": 1})
-    _write_camvid(tmp_path / "cv", [f"0001TP_{i:06d}" for i in range(2)] + [f"0006R0_{i:06d}" for i in range(3)])
+    write_idd(tmp_path / "idd", {"0": 2, "1": 3, "2": 2, "10": 1})
+    write_camvid(tmp_path / "cv", [f"0001TP_{i:06d}" for i in range(2)] + [f"0006R0_{i:06d}" for i in range(3)])
     return {"datasets": [
         {"name": "camvid", "format": "camvid", "root": str(tmp_path / "cv"), "holdout_drives": ["0001TP"],
          "holdout_name": "camvid_0001TP", "weight": 2.0},
@@ -80,7 +54,7 @@ def two_datasets(tmp_path) -> dict:
 
 
 def test_idd_pairs_by_sequence_folder_and_reads_level1_ids(tmp_path):
-    _write_idd(tmp_path, {"0": 2, "10": 1, "2": 1})
+    write_idd(tmp_path, {"0": 2, "10": 1, "2": 1})
     samples = pair_samples(tmp_path / "images", tmp_path / "labels", LabelSpec(format="idd", positive_ids=[0],
                                                                               void_ids=[255]))
     assert [s.drive for s in samples] == ["0", "0", "2", "10"]  # natural order of the sequence folders
@@ -90,7 +64,7 @@ def test_idd_pairs_by_sequence_folder_and_reads_level1_ids(tmp_path):
 
 
 def test_idd_image_without_label_is_named(tmp_path):
-    _write_idd(tmp_path, {"3": 1})
+    write_idd(tmp_path, {"3": 1})
     (tmp_path / "labels" / "3" / "000000_label.png").unlink()
     with pytest.raises(DatasetError, match="000000_image.jpg"):
         pair_samples(tmp_path / "images", tmp_path / "labels", LabelSpec(format="idd"))
@@ -363,3 +337,18 @@ def test_evenly_spaced_spreads_from_first_to_last():
     assert evenly_spaced(list(range(10)), 4) == [0, 3, 6, 9]
     assert evenly_spaced(list(range(3)), 5) == [0, 1, 2]  # never more than there are, none twice
     assert evenly_spaced(list(range(3)), 0) == [] and evenly_spaced([], 4) == []
+
+
+def test_cache_writers_at_once_each_leave_a_complete_file(tmp_path):
+    """Workers of one run write the same cache file together: every write lands whole, no temp file stays."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from road_seg_perception.training.data import save_npz
+
+    path = tmp_path / "cache" / "camvid-32x64-x.npz"
+    arrays = [np.full((50, 32, 64), i, np.uint8) for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda a: save_npz(path, images=a), arrays))
+    with np.load(path) as z:
+        assert z["images"].shape == (50, 32, 64) and len(np.unique(z["images"])) == 1
+    assert [p.name for p in path.parent.iterdir()] == [path.name]

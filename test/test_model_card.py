@@ -6,31 +6,13 @@ import json
 
 import numpy as np
 from conftest import REPO
+from sample_data import S, sample_card
 
 from road_seg_perception.tools import model_card as MC
 
-S = {"iou": 0.9, "mean_frame_iou": 0.89, "f1": 0.95, "precision": 0.96, "recall": 0.94, "frames": 10}
-
-
-def card() -> dict:
-    split = {"model": S, "prior": {**S, "iou": 0.6}, "teacher": {**S, "iou": 0.97}}
-    return {"splits": {"camvid_val": split, "camvid_0001TP": {**split, "model": {**S, "iou": 0.91}},
-                       "idd_val": {"model": S, "prior": {**S, "iou": 0.7}}},
-            "input_hw": [192, 256], "threshold": 0.5, "parameters": 1000, "macs": 2e6, "architecture": "arch",
-            "recipe": "recipe", "datasets": {"camvid": {"format": "camvid", "positive_ids": [3], "train_frames": 5,
-                                                        "train_drives": 2, "weight": 3.0,
-                                                        "splits": {"camvid_0001TP": {"frames": 62, "drives": ["x"]}}}},
-            "epochs_run": 3, "best_epoch": 2, "cpu": "x86_64", "threads": 2, "runs": 5,
-            "latency": [{"path": "onnxruntime", "total": 7.0}], "tradeoff": "t", "targets": "Targets: met.",
-            "note": "", "cross": [{"run": "r_no_camvid", "trained_on": ["idd"], "split": "camvid_val", **S,
-                                   "iou": 0.88}],
-            "candidates": [{"name": "shipped", "total_ms": 8.0, "fps": 125.0,
-                            "splits": {"camvid_val": 0.9, "camvid_0001TP": 0.91, "idd_val": 0.9}}],
-            "commands": ["cmd"]}
-
 
 def test_render_has_a_row_per_split_with_prior_and_teacher():
-    md = MC.render(card())
+    md = MC.render(sample_card())
     assert "| CamVid val (drive 0016E5) | 10 | **0.9000** | 0.9600 | 0.9400 | 0.8900 | 0.6000 | 0.9700 |" in md
     assert "| CamVid drive 0001TP (dusk, held out) | 10 | **0.9100** |" in md
     assert "| IDD-Lite validation sequences | 10 | **0.9000** | 0.9600 | 0.9400 | 0.8900 | 0.7000 | - |" in md
@@ -38,11 +20,11 @@ def test_render_has_a_row_per_split_with_prior_and_teacher():
     assert "| shipped | 0.9000 | 0.9100 | 0.9000 | 8.0 | 125.0 |" in md
     assert "Targets: met." in md and "trained on 5 frames of 2 drive(s), drawn x3.0" in md
     assert "INT8" not in md.split("## Accuracy")[1].split("## CPU")[0]  # no INT8 column without INT8 scores
-    json.dumps(card())  # the card stays JSON-serialisable
+    json.dumps(sample_card())  # the card stays JSON-serialisable
 
 
 def test_render_adds_the_int8_column_when_every_split_has_it():
-    c = card()
+    c = sample_card()
     for i, s in enumerate(c["splits"].values()):
         s["int8"] = {**S, "iou": 0.8 + i / 100}
     md = MC.render(c)
@@ -104,7 +86,7 @@ def test_a_run_started_from_another_lists_both_stages(tmp_path):
     stage = MC._stage(second)
     assert stage["input_hw"] == [256, 352] and stage["history"] == [
         {"epoch": 1, "seconds": 3.0, "val_camvid_val_iou": 0.9}]
-    md = MC.render({**card(), "stages": [MC._stage(first), stage]})
+    md = MC.render({**sample_card(), "stages": [MC._stage(first), stage]})
     assert "- Stage 1 (`road_a`): 2 epochs at 192x256, checkpoint chosen at epoch 1" in md
     assert "- Stage 2 (`road_a_hires`, from the model of the stage before): 2 epochs at 256x352" in md
 

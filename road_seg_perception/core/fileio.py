@@ -26,9 +26,9 @@ def exclusive_temp(path: Path, suffix: str = ".tmp") -> Path:
     raise FileExistsError(f"cannot make a temporary file beside {path}")
 
 
-def _replace_atomically(path: Path, write, suffix: str = ".tmp") -> None:
-    """``write(tmp)`` to a new temp file beside ``path``, then rename it over ``path``; a failure leaves
-    ``path`` as it was and no temp file."""
+def write_atomically(path: Path, write, suffix: str = ".tmp") -> None:
+    """``write(tmp)`` to a new temp file (unique to this call) beside ``path``, then rename it over ``path``;
+    a failure leaves ``path`` as it was and no temp file."""
     path = Path(path)
     tmp = exclusive_temp(path, suffix)
     try:
@@ -41,14 +41,14 @@ def _replace_atomically(path: Path, write, suffix: str = ".tmp") -> None:
 
 def atomic_save(model, path: Path) -> None:
     """Save a Keras model so that ``path`` is never left half-written (a failed save leaves no temp file)."""
-    _replace_atomically(path, model.save, suffix=".tmp.keras")
+    write_atomically(path, model.save, suffix=".tmp.keras")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file so that ``path`` is never left half-written."""
-    _replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a binary file so that ``path`` is never left half-written."""
-    _replace_atomically(path, lambda tmp: tmp.write_bytes(data))
+    write_atomically(path, lambda tmp: tmp.write_bytes(data))

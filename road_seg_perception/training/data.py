@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from road_seg_perception.core.fileio import write_atomically
 from road_seg_perception.core.preprocessing import VOID, preprocess, resize_image, resize_label
 from road_seg_perception.training.augment import AugmentConfig, augment_with_soft
 from road_seg_perception.training.config import DatasetConfig, dataset_configs
@@ -130,14 +131,15 @@ def _cache_key(ds: DatasetConfig, samples: list[Sample], hw: tuple[int, int]) ->
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Write an ``.npz`` atomically (a temporary file, then a rename)."""
-    import os
-
+    """Write an ``.npz`` atomically (a temporary file of its own, then a rename): processes that write the
+    same cache at once (the workers of one run) each leave a complete file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    write_atomically(path, write, suffix=".tmp.npz")
 
 
 def sample_name(s: Sample) -> str:

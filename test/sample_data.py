@@ -1,0 +1,55 @@
+"""Small on-disk datasets and a model card dict that several test files build their cases from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+S = {"iou": 0.9, "mean_frame_iou": 0.89, "f1": 0.95, "precision": 0.96, "recall": 0.94, "frames": 10}
+
+
+def sample_card() -> dict:
+    """A small model card with every section render() draws (splits, cross rows, a candidate)."""
+    split = {"model": S, "prior": {**S, "iou": 0.6}, "teacher": {**S, "iou": 0.97}}
+    return {"splits": {"camvid_val": split, "camvid_0001TP": {**split, "model": {**S, "iou": 0.91}},
+                       "idd_val": {"model": S, "prior": {**S, "iou": 0.7}}},
+            "input_hw": [192, 256], "threshold": 0.5, "parameters": 1000, "macs": 2e6, "architecture": "arch",
+            "recipe": "recipe", "datasets": {"camvid": {"format": "camvid", "positive_ids": [3], "train_frames": 5,
+                                                        "train_drives": 2, "weight": 3.0,
+                                                        "splits": {"camvid_0001TP": {"frames": 62, "drives": ["x"]}}}},
+            "epochs_run": 3, "best_epoch": 2, "cpu": "x86_64", "threads": 2, "runs": 5,
+            "latency": [{"path": "onnxruntime", "total": 7.0}], "tradeoff": "t", "targets": "Targets: met.",
+            "note": "", "cross": [{"run": "r_no_camvid", "trained_on": ["idd"], "split": "camvid_val", **S,
+                                   "iou": 0.88}],
+            "candidates": [{"name": "shipped", "total_ms": 8.0, "fps": 125.0,
+                            "splits": {"camvid_val": 0.9, "camvid_0001TP": 0.91, "idd_val": 0.9}}],
+            "commands": ["cmd"]}
+
+
+def write_idd(root: Path, seqs: dict[str, int], seed: int = 0) -> None:
+    """IDD-Lite layout: images/<seq>/<id>_image.jpg, labels/<seq>/<id>_label.png (0 drivable in the bottom half)."""
+    rng = np.random.default_rng(seed)
+    for seq, n in seqs.items():
+        (root / "images" / seq).mkdir(parents=True)
+        (root / "labels" / seq).mkdir(parents=True)
+        for i in range(n):
+            ids = np.full((40, 56), 6, np.uint8)  # sky
+            ids[20:] = 0  # drivable
+            ids[20:, :8] = 1  # sidewalk
+            ids[0, 0] = 255  # void
+            img = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
+            assert cv2.imwrite(str(root / "images" / seq / f"{i:06d}_image.jpg"), img)
+            assert cv2.imwrite(str(root / "labels" / seq / f"{i:06d}_label.png"), ids)
+
+
+def write_camvid(root: Path, names: list[str]) -> None:
+    for sub in ("train", "trainannot"):
+        (root / sub).mkdir(parents=True)
+    for n in names:
+        ids = np.full((36, 48), 1, np.uint8)
+        ids[18:] = 3
+        ids[18, :4] = 11
+        assert cv2.imwrite(str(root / "train" / f"{n}.png"), np.full((36, 48, 3), 90, np.uint8))
+        assert cv2.imwrite(str(root / "trainannot" / f"{n}.png"), ids)
