@@ -25,24 +25,25 @@ class CarryError(RuntimeError):
     """A model the card lists is missing and no earlier card has its row."""
 
 
+def _git(repo: Path | str, *args: str) -> str:
+    """The output of ``git ARGS`` in ``repo``; OSError or CalledProcessError when git cannot give it."""
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
 def previous_card(ref: str, repo: Path | str = ".") -> tuple[dict, str]:
     """The card at git ``ref`` and the commit its numbers come from (``measured_at``, else the one that wrote it)."""
     try:
-        text = subprocess.run(["git", "show", f"{ref}:{CARD_JSON}"], cwd=repo, check=True, capture_output=True,
-                              text=True).stdout
-        commit = subprocess.run(["git", "log", "-1", "--format=%h", ref, "--", CARD_JSON], cwd=repo, check=True,
-                                capture_output=True, text=True).stdout.strip()  # the commit that wrote that card
+        card = json.loads(_git(repo, "show", f"{ref}:{CARD_JSON}"))
+        commit = _git(repo, "log", "-1", "--format=%h", ref, "--", CARD_JSON)  # the commit that wrote that card
     except (OSError, subprocess.CalledProcessError) as e:
         raise CarryError(f"--previous {ref}: cannot read {CARD_JSON} at that commit ({e})") from e
-    card = json.loads(text)
     return card, card.get("measured_at") or commit
 
 
 def head_commit(repo: Path | str = ".") -> str:
     """The short commit the working tree is at ('' outside git): recorded as the card's ``measured_at``."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, check=True, capture_output=True,
-                              text=True).stdout.strip()
+        return _git(repo, "rev-parse", "--short", "HEAD")
     except (OSError, subprocess.CalledProcessError):
         return ""
 
