@@ -482,6 +482,26 @@ def test_atomic_writes_replace_links_and_leave_no_temp_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blob", "state.json", "victim"]
 
 
+def test_write_atomically_returns_the_writers_result_and_a_refused_result_leaves_the_old_file(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_text("old")
+
+    def check(limit: int):
+        def write(tmp: Path) -> int:
+            tmp.write_text("new")
+            size = tmp.stat().st_size
+            if size > limit:  # a writer refuses what it wrote by raising, as the exporter does on a parity miss
+                raise RuntimeError(f"{size} > {limit}")
+            return size
+        return write
+
+    with pytest.raises(RuntimeError, match="3 > 2"):
+        fileio.write_atomically(path, check(2), suffix=".tmp.onnx")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+    assert fileio.write_atomically(path, check(3), suffix=".tmp.onnx") == 3
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
 # ----------------------------------------------------------------------------- 13 + 17: empty inputs
 
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def exclusive_temp(path: Path, suffix: str = ".tmp") -> Path:
@@ -26,17 +30,19 @@ def exclusive_temp(path: Path, suffix: str = ".tmp") -> Path:
     raise FileExistsError(f"cannot make a temporary file beside {path}")
 
 
-def write_atomically(path: Path, write, suffix: str = ".tmp") -> None:
-    """``write(tmp)`` to a new temp file (unique to this call) beside ``path``, then rename it over ``path``;
-    a failure leaves ``path`` as it was and no temp file."""
+def write_atomically(path: Path, write: Callable[[Path], T], suffix: str = ".tmp") -> T:
+    """``write(tmp)`` to a new temp file (unique to this call) beside ``path``, then rename it over ``path``
+    and return what ``write`` returned; a failure (``write`` raising, to refuse its result) leaves ``path`` as
+    it was and no temp file."""
     path = Path(path)
     tmp = exclusive_temp(path, suffix)
     try:
-        write(tmp)
+        result = write(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return result
 
 
 def atomic_save(model, path: Path) -> None:

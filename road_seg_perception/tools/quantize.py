@@ -19,7 +19,6 @@ has the scan); the file records the names of the nodes it kept in float.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
-from road_seg_perception.core.fileio import exclusive_temp
+from road_seg_perception.core.fileio import write_atomically
 from road_seg_perception.core.model_io import ONNX_WEIGHTS_KEY, ModelFileError, check_model_path
 from road_seg_perception.core.preprocessing import preprocess
 from road_seg_perception.core.segmenter import RoadSegmenter
@@ -144,18 +143,17 @@ def quantize_checked(src: Path, out: Path, cfg: dict, frames: int = 120, max_dro
     if not splits:
         raise ValueError("the config has no validation split to check the quantised model on")
     images = calibration_images(cfg, frames)
-    tmp = exclusive_temp(out, ".tmp.onnx")
-    try:
+
+    def write(tmp: Path) -> dict[str, dict[str, float]]:
         quantize_int8(src, tmp, images, float_nodes)
         report = compare_splits(src, tmp, splits)
         worst = max(report, key=lambda k: report[k]["drop"])
         if report[worst]["drop"] > max_drop:
             raise AccuracyLossError(f"INT8 loses {report[worst]['drop']:.4f} road IoU on {worst} "
                                     f"(> {max_drop}); {out} not written", report)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return report
+        return report
+
+    return write_atomically(out, write, suffix=".tmp.onnx")
 
 
 def _print_report(report: dict[str, dict[str, float]]) -> None:

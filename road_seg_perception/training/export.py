@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
-from road_seg_perception.core.fileio import atomic_save, exclusive_temp
+from road_seg_perception.core.fileio import atomic_save, write_atomically
 from road_seg_perception.core.model_io import ONNX_WEIGHTS_KEY, ModelFileError, keras_weights_digest, load_keras_model
 from road_seg_perception.core.preprocessing import preprocess
 
@@ -56,8 +56,8 @@ def export_onnx(model, path: str | Path, samples: list[np.ndarray], tolerance: f
         raise ValueError(f"ONNX output {path} is a folder; give a file path such as {path / 'model.onnx'}")
     x = np.stack(samples).astype(np.float32)
     ref = np.asarray(model(x, training=False))
-    tmp = exclusive_temp(path, ".tmp.onnx")
-    try:
+
+    def write(tmp: Path) -> float:
         model.export(str(tmp), format="onnx", verbose=False)
         stamp_weights_digest(tmp, model_weights_digest(model))
         sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
@@ -65,11 +65,9 @@ def export_onnx(model, path: str | Path, samples: list[np.ndarray], tolerance: f
         diff = float(np.max(np.abs(got - ref)))
         if diff > tolerance:
             raise RuntimeError(f"ONNX export {path} differs from Keras by {diff:.2e} (> {tolerance:.0e})")
-        os.replace(tmp, path)  # a link at ``path`` is replaced, not followed
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return diff
+        return diff
+
+    return write_atomically(path, write, suffix=".tmp.onnx")  # a link at ``path`` is replaced, not followed
 
 
 def main(argv: list[str] | None = None) -> int:
