@@ -6,6 +6,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import yaml
 
 S = {"iou": 0.9, "mean_frame_iou": 0.89, "f1": 0.95, "precision": 0.96, "recall": 0.94, "frames": 10}
 
@@ -53,3 +54,31 @@ def write_camvid(root: Path, names: list[str]) -> None:
         ids[18, :4] = 11
         assert cv2.imwrite(str(root / "train" / f"{n}.png"), np.full((36, 48, 3), 90, np.uint8))
         assert cv2.imwrite(str(root / "trainannot" / f"{n}.png"), ids)
+
+
+def _write_idd_bands(root: Path, seqs: dict[str, int]) -> None:
+    """IDD-Lite layout with a textured bottom half that is drivable (level-1 id 0)."""
+    rng = np.random.default_rng(1)
+    for seq, n in seqs.items():
+        (root / "images" / seq).mkdir(parents=True)
+        (root / "labels" / seq).mkdir(parents=True)
+        for i in range(n):
+            ids = np.full((40, 56), 6, np.uint8)
+            ids[18 + i:] = 0
+            ids[0, :3] = 255  # void
+            img = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
+            img[18 + i:] //= 3
+            assert cv2.imwrite(str(root / "images" / seq / f"{i:06d}_image.png"), img)
+            assert cv2.imwrite(str(root / "labels" / seq / f"{i:06d}_label.png"), ids)
+
+
+def threshold_config(tmp_path: Path) -> Path:
+    """A config of one IDD-Lite-like dataset of 8 frames in 3 sequence folders (folder 0 validates)."""
+    root = tmp_path / "idd"
+    _write_idd_bands(root, {"0": 2, "1": 3, "2": 3})
+    cfg = {"datasets": [{"name": "idd", "format": "idd", "root": str(root), "train_images": "images",
+                         "train_masks": "labels", "positive_ids": [0], "void_ids": [255],
+                         "holdout_every": 3, "holdout_name": "idd_val"}]}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path

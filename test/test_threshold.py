@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import yaml
+from sample_data import threshold_config
 
 from road_seg_perception.core.metrics import Confusion, confusion
 from road_seg_perception.core.preprocessing import VOID
@@ -16,35 +15,8 @@ from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
 from road_seg_perception.tools import threshold as tool
 
 
-def _write_idd(root: Path, seqs: dict[str, int]) -> None:
-    """IDD-Lite layout with a textured bottom half that is drivable (level-1 id 0)."""
-    rng = np.random.default_rng(1)
-    for seq, n in seqs.items():
-        (root / "images" / seq).mkdir(parents=True)
-        (root / "labels" / seq).mkdir(parents=True)
-        for i in range(n):
-            ids = np.full((40, 56), 6, np.uint8)
-            ids[18 + i:] = 0
-            ids[0, :3] = 255  # void
-            img = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
-            img[18 + i:] //= 3
-            assert cv2.imwrite(str(root / "images" / seq / f"{i:06d}_image.png"), img)
-            assert cv2.imwrite(str(root / "labels" / seq / f"{i:06d}_label.png"), ids)
-
-
-def _config(tmp_path: Path) -> Path:
-    root = tmp_path / "idd"
-    _write_idd(root, {"0": 2, "1": 3, "2": 3})
-    cfg = {"datasets": [{"name": "idd", "format": "idd", "root": str(root), "train_images": "images",
-                         "train_masks": "labels", "positive_ids": [0], "void_ids": [255],
-                         "holdout_every": 3, "holdout_name": "idd_val"}]}
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def test_curves_match_pooled_confusion_and_the_choice_is_their_best(tmp_path, tiny_model, capsys):
-    cfg = _config(tmp_path)
+    cfg = threshold_config(tmp_path)
     out = tmp_path / "scan.json"
     thresholds = [0.3, 0.45, 0.5, 0.55, 0.7]
     assert tool.main(["--config", str(cfg), "--model", str(tiny_model["onnx"]), "--frames", "4", "--val",
@@ -72,7 +44,7 @@ def test_choose_takes_the_best_mean_over_datasets():
 
 
 def test_bad_options_and_configs_fail_with_a_clear_error(tmp_path, tiny_model, capsys):
-    cfg = _config(tmp_path)
+    cfg = threshold_config(tmp_path)
     assert tool.main(["--config", str(cfg), "--model", str(tiny_model["onnx"]), "--thresholds", "0.5", "1.2"]) == 2
     assert "--thresholds must lie in (0, 1)" in capsys.readouterr().err
     assert tool.main(["--config", str(cfg), "--model", str(tiny_model["onnx"]), "--frames", "0"]) == 2

@@ -8,7 +8,13 @@ per dataset, spread evenly over its drives), thresholds the road probability at 
 over its frames. The threshold it proposes maximises the mean of the datasets' IoU:
 chosen on frames the model trained on, never on a validation split. ``--val`` also scores the
 config's validation splits at every threshold, to show what the choice does there (reported, not
-used). The proposal goes to the node as ``threshold:=T`` and to every tool as ``--threshold T``.
+used). The proposal goes to the node as ``threshold:=T`` and to every tool as ``--threshold T``,
+or into the model itself: ``--write OUT.keras`` (with a ``.keras`` ``--model``) saves a copy whose
+logit bias is shifted so that the default 0.5 on its output is the chosen ``T`` on the model's
+(``training/operating_point.py``); export that copy with ``road-seg-export``.
+
+    road-seg-threshold --config config/train_road.yaml --model runs/NAME/model.keras \
+        --write runs/NAME/model_operating.keras
 """
 
 from __future__ import annotations
@@ -80,6 +86,18 @@ def table(thresholds: np.ndarray, curves: dict[str, list[float]], chosen: float)
     return "\n".join(lines)
 
 
+def write_operating_model(model: Path, out: Path, threshold: float) -> float:
+    """Save ``model`` (.keras) to ``out`` with ``threshold`` baked into its logit bias; returns the bias shift."""
+    from road_seg_perception.core.fileio import atomic_save
+    from road_seg_perception.core.model_io import load_keras_model
+    from road_seg_perception.training.operating_point import bake_threshold
+
+    keras_model = load_keras_model(model)
+    shift = bake_threshold(keras_model, threshold)
+    atomic_save(keras_model, out)
+    return shift
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="training config whose datasets give the frames")
@@ -89,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--thresholds", type=float, nargs="+", help="thresholds to scan (default: 0.20 to 0.80 by 0.05)")
     p.add_argument("--val", action="store_true", help="also score the validation splits (reported, not used)")
     p.add_argument("--json", metavar="OUT", help="write the curves and the choice as JSON")
+    p.add_argument("--write", metavar="OUT.keras",
+                   help="save a copy of the .keras --model whose output at 0.5 is the chosen threshold's mask")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     a = p.parse_args(argv)
     thresholds = np.asarray(a.thresholds if a.thresholds else THRESHOLDS, dtype=np.float64)
@@ -97,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--json {a.json} is a folder")
         if a.frames < 1:
             raise ValueError(f"--frames must be >= 1, got {a.frames}")
+        if a.write and not (str(a.model or "").endswith(".keras") and a.write.endswith(".keras")):
+            raise ValueError("--write needs a .keras --model and a .keras output path")
         if not np.all((thresholds > 0) & (thresholds < 1)):
             raise ValueError(f"--thresholds must lie in (0, 1), got {thresholds.tolist()}")
         cfg = load_config(Path(a.config))
@@ -120,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     if val_curves:
         print("validation splits (not used for the choice):")
         print(table(thresholds, val_curves, chosen))
+    if a.write:
+        try:
+            shift = write_operating_model(Path(a.model), Path(a.write), chosen)
+        except (ValueError, OSError, ModelFileError) as exc:
+            return fail(PROG, exc, EXIT_RUNTIME, a.debug)
+        print(f"wrote {a.write}: logit bias {shift:+.4f}, so threshold 0.5 on its output = {chosen:.2f} on {a.model}'s")
     if a.json:
         atomic_write_text(Path(a.json), json.dumps({
             "model": seg.info["model"], "config": a.config, "frames": frames,
