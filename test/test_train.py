@@ -356,3 +356,47 @@ def test_done_line_names_every_split_and_their_mean():
     assert done_scores(one) == "val IoU 0.9000  F1 0.9500  P 0.9600  R 0.9400"
     three = {"camvid_0001TP": {"iou": 0.9262}, "camvid_val": {"iou": 0.9711}, "idd_val": {"iou": 0.9350}}
     assert done_scores(three) == "mean val IoU 0.9441  [camvid_0001TP 0.9262  camvid_val 0.9711  idd_val 0.9350]"
+
+
+def test_metrics_val_pools_every_split_and_each_split_keeps_its_own_scores(tmp_path, tiny_model):
+    """With several validation splits, ``val`` and the confusion matrix count all their pixels, not the first's."""
+    import shutil
+
+    from road_seg_perception.core.segmenter import PostConfig, RoadSegmenter
+    from road_seg_perception.training import artifacts
+    from road_seg_perception.training.data import Arrays
+
+    shutil.copy(tiny_model["keras"], tmp_path / "model.keras")
+    rng = np.random.default_rng(5)
+
+    def split(n: int, road_from: int) -> Arrays:
+        pairs = []
+        for _ in range(n):
+            label = np.zeros((32, 64), np.uint8)
+            label[road_from:] = 1
+            label[0, :5] = 255
+            pairs.append((rng.integers(0, 255, (32, 64, 3), dtype=np.uint8), label))
+        return Arrays(pairs, [f"f{i}" for i in range(n)])
+
+    val = {"a": split(2, 10), "b": split(3, 20)}
+    seg = RoadSegmenter(tiny_model["onnx"], backend="onnxruntime", post=PostConfig(threshold=0.5))
+    threshold = float(np.median([seg.segment(im, with_probability=True).probability for im in val["a"].images]))
+    cfg = {"model": {"input_hw": [32, 64]}, "train": {"threshold": threshold}, "output": {"onnx": False, "samples": 1}}
+    state = {"best_epoch": 1, "epoch": 1, "history": [{"epoch": 1, "loss": 0.5, "val_iou": 0.5, "val_f1": 0.6}]}
+    m = artifacts.finish(tmp_path, cfg, val, {}, state)
+
+    seg.post = PostConfig(threshold=threshold)
+    each = {k: sum((confusion(seg.segment(im).mask, lab) for im, lab in zip(v.images, v.labels, strict=True)),
+                   Confusion()) for k, v in val.items()}
+    pooled = each["a"] + each["b"]
+    assert 0 < pooled.tp and 0 < pooled.fp + pooled.fn  # both kinds of pixels, so the pooling shows
+    total = pooled.tp + pooled.fp + pooled.fn + pooled.tn
+    got = m["confusion_matrix"]["matrix"]
+    assert total == sum(map(sum, got)) == sum(int((lab != 255).sum()) for v in val.values() for lab in v.labels)
+    for a, b in zip([[pooled.tn, pooled.fp], [pooled.fn, pooled.tp]], got, strict=True):
+        assert np.abs(np.subtract(a, b)).max() <= 0.002 * total  # Keras here, ONNX there: 1e-4 at the threshold
+    assert m["val"]["iou"] == pytest.approx(pooled.iou, abs=0.005)
+    for k in val:
+        assert m["splits"][k]["frames"] == len(val[k])
+        assert m["splits"][k]["iou"] == pytest.approx(each[k].iou, abs=0.005)
+    assert m["splits"]["a"]["iou"] != pytest.approx(m["splits"]["b"]["iou"], abs=1e-3)  # the splits differ

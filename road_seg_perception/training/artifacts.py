@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from road_seg_perception.core.fileio import atomic_write_text
-from road_seg_perception.core.metrics import confusion
+from road_seg_perception.core.metrics import Confusion, confusion
 from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.core.overlay import draw_overlay, side_by_side
 from road_seg_perception.core.postprocess import probability_to_mask
@@ -97,18 +97,17 @@ def finish(run_dir: Path, cfg: dict, val: Arrays | dict[str, Arrays], info: dict
     thr = float(cfg["train"]["threshold"])
     best = load_keras_model(run_dir / "model.keras")
     scored = {}
-    total = None
+    c = Confusion()  # every split's pixels pooled: "val" and the confusion matrix
     for name, arr in splits.items():
-        c, per_frame = evaluate(best, arr, hw, thr)
-        scored[name] = {**{k: round(v, 5) for k, v in c.scores().items()},
+        split, per_frame = evaluate(best, arr, hw, thr)
+        c += split
+        scored[name] = {**{k: round(v, 5) for k, v in split.scores().items()},
                         "mean_frame_iou": round(float(np.mean(per_frame)), 5), "frames": len(arr)}
-        total = c if total is None else total
-    c = total
     metrics = {
         "data": info, "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
         "threshold": thr, "input_hw": list(hw), "parameters": int(best.count_params()),
         "macs": count_flops(best),
-        "val": next(iter(scored.values())),
+        "val": {k: round(v, 5) for k, v in c.scores().items()},  # the validation splits' pixels pooled
         "splits": scored,
         "confusion_matrix": {"rows": "truth [not road, road]", "cols": "prediction [not road, road]",
                              "matrix": [[c.tn, c.fp], [c.fn, c.tp]]},
