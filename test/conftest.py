@@ -11,7 +11,7 @@ from domain_ids import domain_id
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_MODEL = REPO / "models" / "road_unet_camvid.onnx"  # float, the .keras file's weights
-SHIPPED_INT8 = REPO / "models" / "road_unet_camvid_int8.onnx"  # what the node runs by default
+SHIPPED_INT8 = REPO / "models" / "road_unet_camvid_int8.onnx"  # the node's default on a CPU where INT8 pays
 
 
 def camvid_root() -> Path:

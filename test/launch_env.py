@@ -12,11 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from road_seg_perception.core.segmenter import default_model_path
+
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build" / "colcon"
 INSTALL = BUILD / "install"
 SHARE = INSTALL / "road_seg_perception" / "share" / "road_seg_perception"
-SHIPPED_MODEL = REPO / "models" / "road_unet_camvid_int8.onnx"  # the default model
+#: the node's default model on this machine: the INT8 copy, or the float one on an x86-64 CPU without VNNI
+SHIPPED_MODEL = REPO / "models" / default_model_path().name
 _built = False
 
 

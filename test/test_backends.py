@@ -71,19 +71,40 @@ def test_model_files_pair_an_int8_copy_with_the_float_keras_it_came_from(tmp_pat
     assert resolve_model_files(tmp_path / "x_int8.onnx") == (tmp_path / "x_int8.onnx", None)
 
 
-@pytest.mark.parametrize(("backend", "device", "gpu", "name"), [
-    ("auto", "auto", False, "road_unet_camvid_int8.onnx"),    # CPU: the INT8 copy
-    ("onnxruntime", "auto", True, "road_unet_camvid.onnx"),   # ONNX Runtime with a GPU: float
-    ("onnxruntime", "cpu", True, "road_unet_camvid_int8.onnx"),
-    ("keras", "auto", False, "road_unet_camvid.onnx"),        # Keras runs the float .keras beside it
+@pytest.mark.parametrize(("backend", "device", "gpu", "vnni", "name"), [
+    ("auto", "auto", False, True, "road_unet_camvid_int8.onnx"),    # CPU with VNNI: the INT8 copy
+    ("auto", "auto", False, False, "road_unet_camvid.onnx"),        # x86-64 CPU without VNNI: float
+    ("onnxruntime", "auto", True, True, "road_unet_camvid.onnx"),   # ONNX Runtime with a GPU: float
+    ("onnxruntime", "cpu", True, True, "road_unet_camvid_int8.onnx"),
+    ("onnxruntime", "cpu", True, False, "road_unet_camvid.onnx"),
+    ("keras", "auto", False, True, "road_unet_camvid.onnx"),        # Keras runs the float .keras beside it
 ])
-def test_the_default_model_is_int8_on_a_cpu_and_float_elsewhere(monkeypatch, backend, device, gpu, name):
+def test_the_default_model_is_int8_on_a_cpu_where_it_pays_and_float_elsewhere(monkeypatch, backend, device, gpu,
+                                                                               vnni, name):
     from types import SimpleNamespace
 
+    from road_seg_perception.core import segmenter
     from road_seg_perception.ros import node
 
     monkeypatch.setattr(node, "onnx_gpu_available", lambda: gpu)
+    monkeypatch.setattr(segmenter, "cpu_int8_pays", lambda: vnni)
     cfg = SimpleNamespace(model_path="", backend=backend, device=device)
     assert Path(node.RoadSegmentation._model_file(cfg)).name == name
     assert node.RoadSegmentation._model_file(SimpleNamespace(model_path="m.onnx", backend=backend,
                                                              device=device)) == "m.onnx"
+
+
+CPUINFO = "processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: fpu sse2 avx2 fma {extra}\nbogomips\t: 4000\n"
+
+
+@pytest.mark.parametrize(("cpuinfo", "machine", "pays"), [
+    (CPUINFO.format(vendor="AuthenticAMD", extra=""), "x86_64", False),            # AVX2 only: float is faster
+    (CPUINFO.format(vendor="GenuineIntel", extra="avx512f avx512_vnni"), "x86_64", True),
+    (CPUINFO.format(vendor="GenuineIntel", extra="avx_vnni"), "AMD64", True),      # AVX-VNNI without AVX-512
+    ("processor\t: 0\nmodel name\t: unknown\n", "x86_64", True),             # no flags to read: keep INT8
+    (CPUINFO.format(vendor="x", extra=""), "aarch64", True),                     # not x86-64: keep INT8
+])
+def test_int8_pays_on_x86_only_with_vnni(cpuinfo, machine, pays):
+    from road_seg_perception.core.backends import cpu_int8_pays
+
+    assert cpu_int8_pays(cpuinfo, machine) is pays

@@ -76,7 +76,7 @@ class TestNodeOutputs(unittest.TestCase):
                           if int(values(s).get("frames_processed", 0)) >= 2)
             v = values(status)
             self.assertEqual((v["backend"], v["input_topic"], v["active"]), ("onnxruntime", IMAGE_TOPIC, "true"))
-            self.assertTrue(v["model"].endswith("road_unet_camvid_int8.onnx"), v["model"])
+            self.assertTrue(v["model"].endswith(SHIPPED_MODEL.name), v["model"])  # the default for this CPU
             self.assertEqual(int(v["frames_bad"]), 0)
         finally:
             probe.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 from pathlib import Path
 from typing import Protocol
 
@@ -184,6 +185,28 @@ def onnx_gpu_available() -> bool:
     except ImportError:
         return False
     return any(p in ort.get_available_providers() for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider"))
+
+
+#: x86-64 CPU flags of the integer dot-product instructions that make ONNX Runtime's INT8 kernels pay.
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
+
+
+def cpu_int8_pays(cpuinfo: str | None = None, machine: str | None = None) -> bool:
+    """Whether the shipped INT8 copy should beat the float model on this CPU (``cpuinfo``: /proc/cpuinfo's text).
+
+    False only on an x86-64 CPU whose flags lack VNNI: there ONNX Runtime ran the INT8 copy slower than
+    the float model (docs/training.md, "INT8"). Other CPUs, and any whose flags cannot be read, keep it.
+    """
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64"):
+        return True
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return True
+    flags = next((line.partition(":")[2].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return not flags or bool(VNNI_FLAGS.intersection(flags))
 
 
 def resolve_model_files(path: Path) -> tuple[Path | None, Path | None]:

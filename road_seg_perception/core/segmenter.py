@@ -17,16 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from road_seg_perception.core.backends import Backend, open_backend
+from road_seg_perception.core.backends import Backend, cpu_int8_pays, open_backend
 from road_seg_perception.core.model_io import ModelFileError
 from road_seg_perception.core.postprocess import probability_to_mask
 from road_seg_perception.core.preprocessing import preprocess, upsample_probability
 
 #: Where the shipped default model lives inside the source tree.
 PACKAGE_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-#: The INT8 copy (``road-seg-quantize``): the default on a CPU.
+#: The INT8 copy (``road-seg-quantize``): the default on a CPU where INT8 pays (:func:`cpu_int8_pays`).
 DEFAULT_MODEL_NAME = "road_unet_camvid_int8.onnx"
-#: The float export (same weights as ``road_unet_camvid.keras``): the default on a GPU and for Keras.
+#: The float export (same weights as ``road_unet_camvid.keras``): the default on a GPU, for Keras, and on
+#: x86-64 CPUs without VNNI.
 FLOAT_MODEL_NAME = "road_unet_camvid.onnx"
 
 
@@ -44,9 +45,10 @@ def installed_share_dir(package: str = "road_seg_perception") -> Path | None:
 def default_model_path(float_model: bool = False) -> Path:
     """The shipped model: the installed ``share/road_seg_perception/models`` copy, else the source tree's.
 
-    The INT8 copy, or with ``float_model`` the float export (INT8 pays on a CPU, not on a GPU).
+    The INT8 copy, or the float export with ``float_model`` (INT8 pays on a CPU, not on a GPU) or on a
+    CPU where INT8 does not pay (:func:`~road_seg_perception.core.backends.cpu_int8_pays`).
     """
-    name = FLOAT_MODEL_NAME if float_model else DEFAULT_MODEL_NAME
+    name = FLOAT_MODEL_NAME if float_model or not cpu_int8_pays() else DEFAULT_MODEL_NAME
     share = installed_share_dir()
     if share is not None and (share / "models" / name).is_file():
         return share / "models" / name

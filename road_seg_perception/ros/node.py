@@ -514,7 +514,8 @@ class RoadSegmentation:
 
     @staticmethod
     def _model_file(cfg: NodeConfig) -> str:
-        """``model_path``, else the shipped model: float for Keras or when ONNX Runtime has a GPU, else INT8."""
+        """``model_path``, else the shipped model: float for Keras, when ONNX Runtime has a GPU or on an x86-64
+        CPU without VNNI, else INT8."""
         if cfg.model_path:
             return cfg.model_path
         gpu = cfg.device != "cpu" and cfg.backend != "keras" and onnx_gpu_available()
