@@ -44,8 +44,9 @@ STAGE4 := --init-from runs/road_mnv2_linear3/model.keras --set 'model.input_hw=[
 STAGE5 := --init-from runs/road_mnv2_long4/model.keras --set 'model.input_hw=[256, 352]' --set train.epochs=6 \
 	--set train.finetune_lr_scale=0.15 --set output.name=road_mnv2_long5
 
-# Replace the shipped files with the trained run's: the float pair and the checked INT8 copy the node runs
-# (the run and the quantize options are the model card's: scripts/model_card.py RUN, QUANTIZE).
+# Replace the shipped files with the trained run's, its operating threshold (road-seg-threshold on training
+# frames) baked into its logit bias: the float pair and the checked INT8 copy the node runs (the run, the
+# threshold and the quantize options are the model card's: scripts/model_card.py RUN, OPERATING_CMD, QUANTIZE).
 ship: setup
 	$(PY) scripts/model_card.py --ship
 

@@ -2,7 +2,8 @@
 
     python scripts/model_card.py              # INT8 copies, score and time every model below, then the text
     python scripts/model_card.py --text-only  # only rewrite the paragraphs from models/MODEL_CARD.json
-    python scripts/model_card.py --ship       # only put RUN's model into models/: float pair + INT8 copy (make ship)
+    python scripts/model_card.py --ship       # only put RUN's model into models/: its operating point baked in,
+                                              # float pair + INT8 copy (make ship)
 
 The measuring step is ``python -m road_seg_perception.tools.model_card`` with the shipped run, the
 two cross-dataset runs and the candidates below (each a run of ``road-seg-train`` whose command is
@@ -26,11 +27,17 @@ if str(ROOT) not in sys.path:
 from road_seg_perception.tools.model_card import main as measure  # noqa: E402
 from road_seg_perception.tools.model_card import render  # noqa: E402
 from road_seg_perception.tools.quantize import main as quantize  # noqa: E402
+from road_seg_perception.tools.threshold import main as choose_threshold  # noqa: E402
 from road_seg_perception.training.export import main as export  # noqa: E402
 
 RUN = "runs/road_mnv2_long5"  # stage 5; its command names stage 4, and so on back to stage 1 (--init-from)
 #: Both stages of the shipped recipe without one dataset (stage 1 shortened to 4 epochs).
 CROSS_RUNS = ["runs/road_mnv2_no_camvid_hires", "runs/road_mnv2_no_idd_hires"]
+#: The shipped files are RUN's model with the threshold road-seg-threshold chooses on training frames baked
+#: into its logit bias (training/operating_point.py), so 0.5 on their output is that threshold on RUN's.
+OPERATING = f"{RUN}/model_operating.keras"
+OPERATING_CMD = f"road-seg-threshold --config config/train_road.yaml --model {RUN}/model.keras --write {OPERATING}"
+OPERATING_THRESHOLD = 0.35  # what OPERATING_CMD chooses for RUN (checked by --ship)
 FLOAT = "models/road_unet_camvid.onnx"  # and its .keras twin: the shipped float pair
 INT8 = "models/road_unet_camvid_int8.onnx"  # the node's default: checked, refused if a split loses > 0.005
 FLOAT_NODES = 8  # the input scaling, Conv1 and the first inverted-residual block (docs/training.md: the scan)
@@ -46,7 +53,9 @@ ROBUST_OPTIONS = {"blur": "0.3", "noise": "4", "jpeg": "0.3", "vshift": "0.08"}
 #: COMMIT:models/road_unet_camvid.onnx > PATH`` (commits bd35435, dedfaaa, 3367e46; see the trade-off text).
 CANDIDATES: dict[str, tuple[str, str]] = {
     "int8_all": ("the shipped model with every node INT8 (`road-seg-quantize`, no `--float-nodes`)", INT8_ALL),
-    "stage4": ("stages 1-4 (the model shipped before this one)", "runs/road_mnv2_long4/model.onnx"),
+    "stage5": ("stage 5 without its operating point, thresholded at 0.5 (shipped before it was added)",
+               f"{RUN}/model.onnx"),
+    "stage4": ("stages 1-4 (shipped before stage 5 was added)", "runs/road_mnv2_long4/model.onnx"),
     "stage3": ("stages 1-3 (shipped before stage 4 was added)", "runs/road_mnv2_linear3/model.onnx"),
     "stage2": ("stages 1 + 2, trained on area-resized frames (shipped before stage 3 was added)",
                "runs/road_mnv2_hires/model.onnx"),
@@ -94,6 +103,12 @@ TARGETS = {"camvid_val": 0.97, "camvid_0001TP": 0.90, "idd_val": 0.94}
 AREA_COMMIT = "accbf8a"
 AREA_SCORED_STAGE2 = {"camvid_val": 0.9696, "camvid_0001TP": 0.9238, "idd_val": 0.9297}
 CROSS_TARGETS = {"camvid_val": 0.90, "idd_val": 0.82}
+#: The stage-1 cross runs as the card of this commit scored them: trained on area-resized frames, like the
+#: controls, robustness and teacher runs compared with them below (rows carried from that card).
+CROSS_AREA_COMMIT = "e02311c"
+AREA_SCORED_CROSS = {"camvid_val": 0.8258, "idd_val": 0.8378}  # the two cross rows (stage 2) of that card
+AREA_SCORED_CROSS_S1 = {"x_camvid_s1": {"camvid_0001TP": 0.8170, "camvid_val": 0.8530, "idd_val": 0.9197},
+                        "x_idd_s1": {"camvid_0001TP": 0.8892, "camvid_val": 0.9584, "idd_val": 0.8521}}
 
 
 def paragraphs(card: dict) -> dict[str, str]:
@@ -134,7 +149,7 @@ def paragraphs(card: dict) -> dict[str, str]:
     note += (" Stage 3 repeats stage 2's settings on frames that the shared pre-processing resizes bilinearly; "
              "stage 4 trains 6 more epochs at 256x352 from stage 3 at three tenths of the learning rate (cosine "
              "decay), and stage 5 6 more from stage 4 at 0.15 of it. Stages 1 and 2, and every candidate below but "
-             "stages 3 to 5, were trained when it shrank "
+             "stages 3 to 5 and the two cross runs (both of their stages), were trained when it shrank "
              "frames with area "
              f"interpolation (up to commit {AREA_COMMIT}), and every model here is scored through today's bilinear "
              "resize. Epochs take about 5 min at 192x256 and 8-10 min at 256x352 on 2 idle cores. Checkpoints are "
@@ -151,20 +166,24 @@ def paragraphs(card: dict) -> dict[str, str]:
         f"{CROSS_TARGETS['camvid_val']:.2f} for CamVid val without CamVid ({cc['iou']:.4f}, "
         f"{met(cc['iou'], CROSS_TARGETS['camvid_val'])}) and >= {CROSS_TARGETS['idd_val']:.2f} for IDD-Lite without "
         f"IDD-Lite ({ci['iou']:.4f}, {met(ci['iou'], CROSS_TARGETS['idd_val'])}). "
-        f"The INT8 copy the node runs scores {i8t['camvid_val']:.4f} / {i8t['camvid_0001TP']:.4f} / "
+        f"The INT8 copy scores {i8t['camvid_val']:.4f} / {i8t['camvid_0001TP']:.4f} / "
         f"{i8t['idd_val']:.4f} (CamVid val / 0001TP / IDD-Lite val), {deltas(t, i8t)} against the float model. "
-        "The cross-dataset runs are the first two stages of the shipped recipe (on area-resized frames) with stage 1 "
-        "shortened to 4 epochs; their "
+        "The cross-dataset runs are the first two stages of the shipped recipe with stage 1 shortened to 4 epochs "
+        "(on bilinear frames), scored at 0.5 of their own output; their "
         f"stage 1 alone scored {s1x['camvid_val']:.4f} (CamVid val without CamVid) and {s1i['idd_val']:.4f} "
         f"(IDD-Lite val without IDD-Lite), so the 256x352 stage moves these rows by "
-        f"{cc['iou'] - s1x['camvid_val']:+.3f} and {ci['iou'] - s1i['idd_val']:+.3f}. Without CamVid the model "
+        f"{cc['iou'] - s1x['camvid_val']:+.3f} and {ci['iou'] - s1i['idd_val']:+.3f}. The same two runs trained on "
+        f"area-resized frames (the card of commit {CROSS_AREA_COMMIT}) scored {AREA_SCORED_CROSS['camvid_val']:.4f} "
+        f"and {AREA_SCORED_CROSS['idd_val']:.4f}: one run of a cross row moves by several hundredths with the seed "
+        "and the resize, so these rows compare recipes only when the gap is larger than that. Without CamVid the model "
         "learns IDD-Lite's \"drivable\", which includes shoulders, parking and kerb-side dirt that CamVid calls "
         f"pavement: its precision on CamVid val is {cc['precision']:.4f} against a recall of {cc['recall']:.4f}, "
         "so the gap there is as much one of definitions as of generalisation.")
     onnx = next(r for r in card["latency"] if r["path"] == "onnxruntime (session.run)")
     q = next(r for r in card["latency"] if "INT8" in r["path"])
     s1, i8 = c("stage1"), c("int8_all")
-    no_camvid, no_idd = s1x, s1i  # the stage-1 cross runs, against stage-1 controls below
+    # the stage-1 cross runs on area-resized frames, against the controls below trained the same way
+    no_camvid, no_idd = AREA_SCORED_CROSS_S1["x_camvid_s1"], AREA_SCORED_CROSS_S1["x_idd_s1"]
     xc, xi = c("x_camvid_ctl"), c("x_idd_ctl")
     robust = "; ".join(f"{k[2:]} {d(no_camvid, c(k), 'camvid_val')} / {d(no_camvid, c(k), 'camvid_0001TP')} / "
                        f"{d(no_camvid, c(k), 'idd_val')}" for k in (f"x_{o}" for o in ROBUST_OPTIONS))
@@ -178,9 +197,12 @@ def paragraphs(card: dict) -> dict[str, str]:
         return "meets the 60 frames/s budget" if fps >= 60 else "misses the 60 frames/s budget"
 
     tradeoff = (
-        f"Speed (latency table above, pre + infer + post): the INT8 copy the node runs, {q['fps']} frames/s bare "
+        f"Speed (latency table above, pre + infer + post): the INT8 copy, {q['fps']} frames/s bare "
         f"with ONNX Runtime, {budget(q['fps'])} in this run; the float model, {onnx['fps']} frames/s, "
-        f"{budget(onnx['fps'])}. In the candidates table (timed in interleaved rounds, to compare with each other) "
+        f"{budget(onnx['fps'])}; on this card's CPU the node runs "
+        + ("the INT8 copy (VNNI instructions)" if card.get("int8_pays", True) else
+           "the float model (an x86-64 CPU without VNNI instructions)") + " by default. In the candidates table "
+        "(timed in interleaved rounds, to compare with each other) "
         f"the float model takes {ms('shipped')} ms a frame, its INT8 copy {ms('int8')} ms, the copy "
         f"with every node INT8 {ms('int8_all')} ms"
         + (f" and stage 1's 192x256 model {ms('stage1')} ms" if ms("stage1") else "") + ". The copy with "
@@ -191,7 +213,12 @@ def paragraphs(card: dict) -> dict[str, str]:
         + (f"The 256x352 stage costs {ms('shipped') / ms('stage1'):.2f}x the 192x256 model's time per frame in "
            "float; these" if ms("stage1") else "These") + " ratios, not "
         "the absolute figures, carry from one run or machine to another. "
-        f"Length: stage 5 (6 epochs at 256x352, lr x0.15) against stage 4: {deltas(c('stage4'), t)}; stage 4 "
+        f"Operating point: the shipped files are stage 5 with the threshold `road-seg-threshold` chooses on "
+        f"training frames ({OPERATING_THRESHOLD}, validation splits unused) baked into the bias of its logit, so "
+        f"the default 0.5 on their output is {OPERATING_THRESHOLD} on stage 5's; against stage 5 at 0.5: "
+        f"{deltas(c('stage5'), t)}. Every other model here is thresholded at 0.5 of its own output. "
+        f"Length: stage 5 (6 epochs at 256x352, lr x0.15) against stage 4: {deltas(c('stage4'), c('stage5'))}; "
+        "stage 4 "
         f"(6 epochs at 256x352, lr x0.3) against stage 3: {deltas(c('stage3'), c('stage4'))}. "
         "Resize: stage 3, trained and scored on bilinear frames, against the same 2 epochs on area-resized "
         f"frames: {deltas(c('area3'), c('stage3'))}, and against stages 1 + 2 as the card of commit {AREA_COMMIT} "
@@ -205,18 +232,20 @@ def paragraphs(card: dict) -> dict[str, str]:
         "trained on area-resized frames). "
         "Exposure augmentation (`gamma` 0.6-1.8, `white_balance` 0.1) from the first epoch and 10 epochs, against the "
         f"8-epoch recipe without it: {deltas(c('eight'), s1)} on the trained-on domains, but on a domain it never "
-        "trained on it carries much further: the 4-epoch cross runs (stage 1) with and without it give CamVid val "
+        "trained on it carries much further: the 4-epoch cross runs (stage 1, on area-resized frames as the card of "
+        f"commit {CROSS_AREA_COMMIT} scored them) with and without it give CamVid val "
         f"without CamVid {no_camvid['camvid_val']:.3f} against {xc['camvid_val']:.3f}, IDD-Lite val without IDD-Lite "
         f"{no_idd['idd_val']:.3f} against {xi['idd_val']:.3f}, and the dusk drive 0001TP for the model trained "
         f"without IDD-Lite (CamVid only) {no_idd['camvid_0001TP']:.3f} against {xi['camvid_0001TP']:.3f}. "
         "Each other robustness option alone, added to stage 1 of the run without CamVid (so scored on a camera it "
-        f"never saw; CamVid val / 0001TP / IDD-Lite val against that run, one seed each): {robust}; none is "
-        "switched on. "
+        "never saw; CamVid val / 0001TP / IDD-Lite val against that area-resized stage 1, one seed each): "
+        f"{robust}; none is switched on. "
         f"Training length (the earlier recipe, 3 against 8 epochs): {deltas(c('three'), c('eight'))}. "
         "Distillation (teacher term 0.5 on CamVid frames only, the teacher's road being narrower than IDD-Lite's "
         f"drivable), two 150-step runs of the earlier recipe: {deltas(c('ab_base'), c('ab_distill'))}; the teacher "
         "on IDD-Lite frames for the run without CamVid (`config/train_road_no_camvid_teacher.yaml`, meant to teach "
-        f"CamVid's narrower road without CamVid): {deltas(no_camvid, c('x_teacher'))} against that run's stage 1; "
+        f"CamVid's narrower road without CamVid): {deltas(no_camvid, c('x_teacher'))} against that area-resized "
+        "stage 1; "
         "IDD-Lite's frames learning the teacher's road in place of their own labels "
         "(`config/train_road_no_camvid_teacher_labels.yaml`, `ground_truth: false`, its last epoch kept, still no "
         f"CamVid frame): {deltas(no_camvid, c('x_teacher_labels'))} (IDD-Lite val scores the labels it no longer "
@@ -243,6 +272,11 @@ def write_text(card_json: Path) -> dict:
     for cache, marker in ((TEACHER_CACHE, "distill_weight"), (TEACHER_CACHE_IDD, "train_road_no_camvid_teacher")):
         if cache not in commands:
             commands.insert(next((i for i, c in enumerate(commands) if marker in c), len(commands)), cache)
+    # the shipped pair is exported from the copy with the operating point, made just before
+    export = f"road-seg-export {RUN}/model.keras "
+    commands = [c.replace(export, f"road-seg-export {OPERATING} ") for c in commands if c != OPERATING_CMD]
+    at = next((i for i, c in enumerate(commands) if c.startswith(f"road-seg-export {OPERATING} ")), len(commands))
+    commands.insert(at, OPERATING_CMD)
     card["commands"] = [*(c for c in commands if c not in (QUANTIZE, QUANTIZE_ALL)), QUANTIZE, QUANTIZE_ALL, MEASURE]
     card_json.write_text(json.dumps(card, indent=1))
     card_json.with_suffix(".md").write_text(render(card))
@@ -259,7 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     out = Path(a.out)
     if a.ship:
-        if export([f"{RUN}/model.keras", FLOAT, "--keras-copy", str(Path(FLOAT).with_suffix(".keras"))]) != 0:
+        scan = Path("out/operating_threshold.json")
+        scan.parent.mkdir(parents=True, exist_ok=True)
+        if choose_threshold([*OPERATING_CMD.split()[1:], "--json", str(scan)]) != 0:
+            return 1
+        if (chosen := json.loads(scan.read_text())["chosen"]) != OPERATING_THRESHOLD:
+            print(f"road-seg-threshold chose {chosen}, not OPERATING_THRESHOLD {OPERATING_THRESHOLD}: update it")
+            return 1
+        if export([OPERATING, FLOAT, "--keras-copy", str(Path(FLOAT).with_suffix(".keras"))]) != 0:
             return 1
         return quantize(QUANTIZE.split()[1:])
     if not a.text_only:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from road_seg_perception.core.backends import cpu_int8_pays
 from road_seg_perception.core.metrics import SplitScore
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.core.timing import time_keras_predict, time_segmenter
@@ -100,7 +101,7 @@ def latency_table(model: Path, frame: np.ndarray, runs: int, keras: bool = True,
     rows = []
     if int8 is not None:
         t = time_segmenter(RoadSegmenter(int8, backend="onnxruntime"), frame, runs=runs)
-        rows.append({"path": "onnxruntime INT8 copy (session.run; the node's default)",
+        rows.append({"path": "onnxruntime INT8 copy (session.run; the node's default where INT8 pays)",
                      **{k: round(v, 1) for k, v in t.items()}})
     for backend in ("onnxruntime", "keras") if keras else ("onnxruntime",):
         seg = RoadSegmenter(model.with_suffix(".keras") if backend == "keras" else model, backend=backend)
@@ -211,7 +212,8 @@ def render(card: dict) -> str:
         "Binary road segmenter for 480x360-class camera frames. Shipped as `road_unet_camvid.keras` (Keras 3,",
         "safe-mode loadable, no custom code), `road_unet_camvid.onnx` (same weights) and, when the card has an",
         "INT8 column, `road_unet_camvid_int8.onnx` (its INT8 copy from `road-seg-quantize`: what the node runs",
-        "by default on a CPU). The file names are kept from the first model; the network inside is described below.",
+        "by default on a CPU, but for x86-64 CPUs without VNNI instructions, where it runs the float `.onnx`). The",
+        "file names are kept from the first model; the network inside is described below.",
         "",
         "Every number below was produced by the commands at the end of this card; rerun them to check.",
         "",
@@ -267,8 +269,10 @@ def render(card: dict) -> str:
         lines += ["", card["targets"]]
     lines += [
         "",
-        f"## CPU latency per 480x360 frame ({card['cpu']}, {card['threads']} threads; median of "
-        f"{card['runs']} runs, ms)",
+        f"## CPU latency per 480x360 frame ({card['cpu']}, {card['threads']} threads"
+        + ("" if "int8_pays" not in card else "; VNNI: yes, the node runs the INT8 copy" if card["int8_pays"]
+           else "; no VNNI: the node runs the float model")
+        + f"; median of {card['runs']} runs, ms)",
         "",
         "| path | pre | infer | post | total | p95 total | fps |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -419,6 +423,7 @@ def _measure(a: argparse.Namespace) -> int:
         "datasets": run["data"]["datasets"] if have_run else prev["datasets"], "epochs_run": record["epochs_run"],
         "best_epoch": record["best_epoch"],
         "cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(), "runs": a.runs,
+        "int8_pays": cpu_int8_pays(),
         "latency": latency_table(Path(a.model), frame, a.runs, int8=Path(a.int8) if a.int8 else None),
         "tradeoff": a.tradeoff, "targets": a.targets,
         "note": a.note, "cross": [], "candidates": [], "stages": [*carried, *(_stage(d) for d in stages)],
