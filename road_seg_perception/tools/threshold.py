@@ -29,14 +29,15 @@ from tqdm import tqdm
 
 from road_seg_perception.core.backends import BACKENDS
 from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
-from road_seg_perception.core.fileio import atomic_write_text
+from road_seg_perception.core.fileio import atomic_save, atomic_write_text
 from road_seg_perception.core.metrics import Confusion, confusion
-from road_seg_perception.core.model_io import ModelFileError
+from road_seg_perception.core.model_io import ModelFileError, load_keras_model
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.tools.model_card import config_splits
 from road_seg_perception.training.config import dataset_configs, load_config
 from road_seg_perception.training.data import dataset_samples, evenly_spaced, label_spec
 from road_seg_perception.training.datasets import load_samples
+from road_seg_perception.training.operating_point import bake_threshold
 
 PROG = "road-seg-threshold"
 #: Thresholds scanned by default: 0.20, 0.25, ..., 0.80.
@@ -88,10 +89,6 @@ def table(thresholds: np.ndarray, curves: dict[str, list[float]], chosen: float)
 
 def write_operating_model(model: Path, out: Path, threshold: float) -> float:
     """Save ``model`` (.keras) to ``out`` with ``threshold`` baked into its logit bias; returns the bias shift."""
-    from road_seg_perception.core.fileio import atomic_save
-    from road_seg_perception.core.model_io import load_keras_model
-    from road_seg_perception.training.operating_point import bake_threshold
-
     keras_model = load_keras_model(model)
     shift = bake_threshold(keras_model, threshold)
     atomic_save(keras_model, out)

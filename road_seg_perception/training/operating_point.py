@@ -30,6 +30,11 @@ def _producer(tensor):
     return tensor._keras_history.operation  # noqa: SLF001  Keras 3's public-by-convention graph link
 
 
+def _activation(layer) -> str:
+    """The name of a layer's activation ('' for a layer without one)."""
+    return getattr(getattr(layer, "activation", None), "__name__", "")
+
+
 def logit_bias_layer(model):
     """The 1-channel convolution whose bias sets the logit of the model's sigmoid output.
 
@@ -39,15 +44,15 @@ def logit_bias_layer(model):
     if len(model.outputs) != 1:
         raise ValueError(f"model {model.name} has {len(model.outputs)} outputs, expected 1")
     layer = _producer(model.outputs[0])
-    act = getattr(getattr(layer, "activation", None), "__name__", "")
-    if type(layer).__name__ == "Activation" and act == "sigmoid":
+    if _activation(layer) != "sigmoid":
+        raise ValueError(f"model {model.name} does not end in a sigmoid (its output layer is {layer.name})")
+    wanted = "sigmoid"  # a convolution with the sigmoid built in ...
+    if type(layer).__name__ == "Activation":  # ... or a separate sigmoid after the logit
         layer = _producer(layer.input)
         while type(layer).__name__ in _SHIFT_INVARIANT:
             layer = _producer(layer.input)
-        act = "sigmoid" if getattr(getattr(layer, "activation", None), "__name__", "") == "linear" else "other"
-    elif act != "sigmoid":
-        raise ValueError(f"model {model.name} does not end in a sigmoid (its output layer is {layer.name})")
-    if type(layer).__name__ != "Conv2D" or layer.filters != 1 or not layer.use_bias or act != "sigmoid":
+        wanted = "linear"
+    if type(layer).__name__ != "Conv2D" or layer.filters != 1 or not layer.use_bias or _activation(layer) != wanted:
         raise ValueError(f"the logit of model {model.name} comes from {layer.name} ({type(layer).__name__}), "
                          "not from a 1-filter Conv2D with a bias (through upsampling layers only)")
     return layer
