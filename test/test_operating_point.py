@@ -90,3 +90,7 @@ def test_cli_write_needs_keras_files(tmp_path, tiny_model, capsys):
                       str(tmp_path / "x.keras")]) == 2
     assert "--write needs a .keras --model" in capsys.readouterr().err
     assert not (tmp_path / "x.keras").exists()
+    before = tiny_model["keras"].read_bytes()
+    keras_file = str(tiny_model["keras"])
+    assert tool.main(["--config", str(cfg), "--model", keras_file, "--write", keras_file]) == 2
+    assert "is the --model file" in capsys.readouterr().err and tiny_model["keras"].read_bytes() == before

@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--frames must be >= 1, got {a.frames}")
         if a.write and not (str(a.model or "").endswith(".keras") and a.write.endswith(".keras")):
             raise ValueError("--write needs a .keras --model and a .keras output path")
+        if a.write and Path(a.write).resolve() == Path(a.model).resolve():
+            raise ValueError(f"--write {a.write} is the --model file: write the copy elsewhere")
         if not np.all((thresholds > 0) & (thresholds < 1)):
             raise ValueError(f"--thresholds must lie in (0, 1), got {thresholds.tolist()}")
         cfg = load_config(Path(a.config))
