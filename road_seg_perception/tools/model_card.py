@@ -313,11 +313,15 @@ def render(card: dict) -> str:
     return "\n".join(lines)
 
 
+ENCODER_NAMES = {"mobilenet_v2": "MobileNetV2", "mobilenet_v3_small": "MobileNetV3-Small"}
+
+
 def _cfg_summary(cfg: dict) -> tuple[str, str]:
     m, t, a = cfg["model"], cfg["train"], cfg["augment"]
-    if m["encoder"] == "mobilenet_v2":
-        arch = ("MobileNetV2 encoder (ImageNet weights, `keras.applications` layout) tapped at strides 2-32, and a "
-                f"light decoder: 1x1 projections of the skips, bilinear upsampling and one depthwise-separable "
+    if m["encoder"] in ENCODER_NAMES:
+        arch = (f"{ENCODER_NAMES[m['encoder']]} encoder (ImageNet weights, `keras.applications` layout) tapped at "
+                "strides 2-32, and a light decoder: 1x1 projections of the skips, bilinear upsampling and one "
+                "depthwise-separable "
                 f"convolution per level ({m['decoder_filters']} channels at the finest), a 1x1 sigmoid head "
                 "(`road_seg_perception/training/model.py`).")
     else:

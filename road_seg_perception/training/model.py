@@ -7,6 +7,8 @@ stay loadable and the encoder can be frozen or transferred by name.
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 from keras import layers
 
@@ -35,8 +37,30 @@ def _conv_bn_relu(x, filters: int, name: str, stride: int = 1, dilation: int = 1
 #: MobileNetV2 feature maps used as skips (strides 2, 4, 8, 16) and the deepest one (stride 32).
 MOBILENET_V2_TAPS = ("block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu",
                      "block_13_expand_relu", "block_16_project_BN")
+#: MobileNetV3-Small taps at the same strides: the activation that follows each of these named layers
+#: (Keras names those activations by a global counter, so they are found by position).
+MOBILENET_V3_SMALL_TAPS_AFTER = ("conv_bn", "expanded_conv_1_expand_bn", "expanded_conv_3_expand_bn",
+                                 "expanded_conv_8_expand_bn", "conv_1_bn")
 #: Momentum for the pretrained encoder's BatchNorm: its statistics adapt within a short run.
 ENCODER_BN_MOMENTUM = 0.99
+
+
+def _load_encoder_weights(base: keras.Model, weights: str, encoder: str) -> None:
+    try:
+        with warnings.catch_warnings():  # Keras warns about every weightless sub-container (activations)
+            warnings.filterwarnings("ignore", message="Skipping nested container")
+            base.load_weights(weights)
+    except (ValueError, KeyError, OSError) as e:
+        raise ValueError(f"model.encoder_weights {weights} does not fit encoder {encoder}: {e}") from e
+
+
+def _pretrained_encoder(base: keras.Model, weights: str, encoder: str, taps: list) -> keras.Model:
+    if weights:
+        _load_encoder_weights(base, weights, encoder)
+    for lyr in base.layers:
+        if isinstance(lyr, layers.BatchNormalization):
+            lyr.momentum = ENCODER_BN_MOMENTUM
+    return keras.Model(base.input, taps, name=f"enc_{encoder}")
 
 
 def mobilenet_v2_encoder(input_hw: tuple[int, int], weights: str = "") -> keras.Model:
@@ -46,13 +70,24 @@ def mobilenet_v2_encoder(input_hw: tuple[int, int], weights: str = "") -> keras.
     ``""`` leaves the weights random (tests).
     """
     base = keras.applications.MobileNetV2(input_shape=(*input_hw, 3), include_top=False, weights=None)
-    if weights:
-        base.load_weights(weights)
-    for lyr in base.layers:
-        if isinstance(lyr, layers.BatchNormalization):
-            lyr.momentum = ENCODER_BN_MOMENTUM
-    outs = [base.get_layer(n).output for n in MOBILENET_V2_TAPS]
-    return keras.Model(base.input, outs, name="enc_mobilenet_v2")
+    taps = [base.get_layer(n).output for n in MOBILENET_V2_TAPS]
+    return _pretrained_encoder(base, weights, "mobilenet_v2", taps)
+
+
+def mobilenet_v3_small_encoder(input_hw: tuple[int, int], weights: str = "") -> keras.Model:
+    """ImageNet MobileNetV3-Small (``[-1, 1]`` input, no built-in rescaling) truncated to its taps.
+
+    Named ``enc_mobilenet_v3_small``; ``weights`` is a local ``.weights.h5`` file of
+    ``keras.applications.MobileNetV3Small(include_top=False)``, ``""`` leaves them random.
+    """
+    base = keras.applications.MobileNetV3Small(input_shape=(*input_hw, 3), include_top=False, weights=None,
+                                               include_preprocessing=False)
+    names = [lyr.name for lyr in base.layers]
+    taps = [base.layers[names.index(n) + 1].output for n in MOBILENET_V3_SMALL_TAPS_AFTER]
+    return _pretrained_encoder(base, weights, "mobilenet_v3_small", taps)
+
+
+PRETRAINED_ENCODERS = {"mobilenet_v2": mobilenet_v2_encoder, "mobilenet_v3_small": mobilenet_v3_small_encoder}
 
 
 def _sep_block(x, filters: int, name: str):
@@ -68,15 +103,15 @@ def _project(x, filters: int, name: str):
 
 
 def build_mobilenet_unet(cfg: UNetConfig) -> keras.Model:
-    """MobileNetV2 encoder + light separable decoder: ``(N, H, W, 3)`` in [0, 1] -> road probability.
+    """Pretrained MobileNet encoder + light separable decoder: ``(N, H, W, 3)`` in [0, 1] -> road probability.
 
-    The ``[0, 1] -> [-1, 1]`` scaling MobileNetV2 was trained with is the model's first layer, so
-    callers feed the same input as to every other road model.
+    ``cfg.encoder`` picks MobileNetV2 or MobileNetV3-Small. The ``[0, 1] -> [-1, 1]`` scaling both were
+    trained with is the model's first layer, so callers feed the same input as to every other road model.
     """
     f = cfg.decoder_filters
     inputs = keras.Input(shape=(*cfg.input_hw, 3), name="image")
     x = layers.Rescaling(2.0, offset=-1.0, name="enc_input_scale")(inputs)
-    s2, s4, s8, s16, s32 = mobilenet_v2_encoder(cfg.input_hw, cfg.encoder_weights)(x)
+    s2, s4, s8, s16, s32 = PRETRAINED_ENCODERS[cfg.encoder](cfg.input_hw, cfg.encoder_weights)(x)
     x = _project(s32, f * 4, "dec5")
     if cfg.dropout > 0:
         x = layers.Dropout(cfg.dropout, name="dec5_dropout")(x)
@@ -88,13 +123,13 @@ def build_mobilenet_unet(cfg: UNetConfig) -> keras.Model:
     x = layers.Conv2D(1, 1, name="head_logits")(x)
     x = layers.UpSampling2D(2, interpolation="bilinear", name="head_up")(x)
     outputs = layers.Activation("sigmoid", dtype="float32", name="head")(x)
-    return keras.Model(inputs, outputs, name="road_mobilenet_v2")
+    return keras.Model(inputs, outputs, name=f"road_{cfg.encoder}")
 
 
 def build_model(cfg: UNetConfig) -> keras.Model:
     """Build the configured road model (``cfg.encoder`` chooses the architecture)."""
     cfg.validate()
-    return build_mobilenet_unet(cfg) if cfg.encoder == "mobilenet_v2" else build_unet(cfg)
+    return build_mobilenet_unet(cfg) if cfg.encoder in PRETRAINED_ENCODERS else build_unet(cfg)
 
 
 def build_unet(cfg: UNetConfig = UNetConfig()) -> keras.Model:
