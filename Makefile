@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test lint ros-build demo train ship bench soak clean
+.PHONY: setup test lint ros-build demo train ship samples bench soak clean
 
 setup:
 	@ROAD_SEG_VENV=$(VENV) scripts/setup_env.sh
@@ -49,6 +49,11 @@ STAGE5 := --init-from runs/road_mnv2_long4/model.keras --set 'model.input_hw=[25
 # threshold and the quantize options are the model card's: scripts/model_card.py RUN, OPERATING_CMD, QUANTIZE).
 ship: setup
 	$(PY) scripts/model_card.py --ship
+
+# The README's figure: the shipped float model's masks beside the ground truth, 2 frames of each validation split.
+samples: setup
+	$(PY) -m road_seg_perception.tools.sample_sheet --config config/train_road.yaml \
+		--model models/road_unet_camvid.onnx --per-split 2 --out docs/samples.jpg
 
 bench: setup
 	$(PY) bench/run_bench.py

@@ -40,3 +40,38 @@ def side_by_side(panels: list[np.ndarray], gap: int = 4) -> np.ndarray:
             row.append(spacer)
         row.append(p)
     return np.concatenate(row, axis=1)
+
+
+#: Ground truth is drawn in magenta beside the prediction's green; void pixels are dimmed.
+TRUTH_COLOR = (255, 0, 255)
+
+
+def compare_panel(image: np.ndarray, pred: np.ndarray, label: np.ndarray, void: int = 255) -> np.ndarray:
+    """A prediction overlay (0/255 ``pred``) beside the ground truth (``label`` 0/1/``void``), RGB."""
+    truth = draw_overlay(image, np.where(label == 1, 255, 0).astype(np.uint8), color=TRUTH_COLOR)
+    truth[label == void] //= 3
+    return side_by_side([draw_overlay(image, pred), truth])
+
+
+#: Height of the dark strip above each row of a sheet that holds the row's title.
+TITLE_HEIGHT = 24
+
+
+def text_strip(text: str, width: int, height: int = TITLE_HEIGHT, dark: bool = True) -> np.ndarray:
+    """A strip of ``width`` with ``text`` on it (white on dark grey, or black on white), shrunk to fit."""
+    strip = np.full((height, width, 3), 40 if dark else 255, np.uint8)
+    (text_w, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+    scale = 0.5 * min(1.0, (width - 16) / max(text_w, 1))
+    cv2.putText(strip, text, (8, height - 8), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255) if dark else (0, 0, 0),
+                1, cv2.LINE_AA)
+    return strip
+
+
+def stack_rows(rows: list[tuple[str, np.ndarray]], width: int) -> np.ndarray:
+    """Stack ``(title, panel)`` rows vertically, each panel resized (aspect kept) to ``width`` under its title."""
+    out = []
+    for title, panel in rows:
+        out.append(text_strip(title, width))
+        out.append(cv2.resize(panel, (width, int(round(panel.shape[0] * width / panel.shape[1]))),
+                              interpolation=cv2.INTER_AREA))
+    return np.concatenate(out)

@@ -11,7 +11,7 @@ import numpy as np
 from road_seg_perception.core.fileio import atomic_write_text
 from road_seg_perception.core.metrics import Confusion, confusion
 from road_seg_perception.core.model_io import load_keras_model
-from road_seg_perception.core.overlay import draw_overlay, side_by_side
+from road_seg_perception.core.overlay import compare_panel, stack_rows
 from road_seg_perception.core.postprocess import probability_to_mask
 from road_seg_perception.core.preprocessing import VOID, preprocess
 from road_seg_perception.training.data import Arrays
@@ -63,17 +63,10 @@ def write_samples(run_dir: Path, model, val: Arrays, hw, threshold: float, n: in
     for i, prob in zip(idx, probs, strict=True):
         image, label = val.images[i], val.labels[i]
         pred = probability_to_mask(prob, label.shape[:2], threshold)
-        gt = np.where(label == 1, 255, 0).astype(np.uint8)
-        gt_over = draw_overlay(image, gt, color=(255, 0, 255))
-        gt_over[label == VOID] //= 3
-        panel = side_by_side([draw_overlay(image, pred), gt_over])
         iou = confusion(pred, label).iou
-        cv2.putText(panel, f"{val.names[i]}  IoU {iou:.3f}  (left: prediction, right: ground truth)",
-                    (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
-        rows.append(panel)
-    width = int(rows[0].shape[1] * 0.6)  # splits may differ in frame size: every row gets this width
-    grid = np.concatenate([cv2.resize(r, (width, int(round(r.shape[0] * width / r.shape[1]))),
-                                      interpolation=cv2.INTER_AREA) for r in rows])
+        rows.append((f"{val.names[i]}  IoU {iou:.3f}  (left: prediction, right: ground truth)",
+                     compare_panel(image, pred, label, VOID)))
+    grid = stack_rows(rows, int(rows[0][1].shape[1] * 0.6))
     cv2.imwrite(str(run_dir / "samples.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 

@@ -1,0 +1,94 @@
+"""A model's masks beside the ground truth on frames of every validation split of a config (an image sheet).
+
+    python -m road_seg_perception.tools.sample_sheet --config config/train_road.yaml \\
+        --model models/road_unet_camvid.onnx --per-split 2 --out docs/samples.jpg
+
+Frames are spread evenly over each split; each row is titled with its split, frame and road IoU, and
+the sheet's last line is the command that wrote it. Masks come from ``RoadSegmenter``, the node's path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from road_seg_perception.core.fileio import write_atomically
+from road_seg_perception.core.metrics import confusion
+from road_seg_perception.core.overlay import compare_panel, stack_rows, text_strip
+from road_seg_perception.core.preprocessing import VOID
+from road_seg_perception.core.segmenter import RoadSegmenter
+from road_seg_perception.training.config import dataset_configs, load_config
+from road_seg_perception.training.data import dataset_samples, label_spec, sample_name
+from road_seg_perception.training.datasets import load_samples
+
+#: Every row is scaled to this width (pixels): two 480-wide panels side by side, shrunk.
+SHEET_WIDTH = 960
+#: Height of the white strip at the bottom that holds the command.
+FOOTER_HEIGHT = 28
+
+
+def evenly(count: int, n: int) -> list[int]:
+    """``n`` indices spread evenly over ``range(count)`` (all of them when ``n >= count``)."""
+    return sorted({int(i) for i in np.linspace(0, count - 1, num=min(n, count))}) if count else []
+
+
+def sheet_rows(seg: RoadSegmenter, cfg: dict, per_split: int) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+    """``(title, panel, mask, iou)`` for ``per_split`` frames of every validation split of ``cfg``."""
+    rows = []
+    for ds in dataset_configs(cfg):
+        _, splits = dataset_samples(ds)
+        for split, samples in splits.items():
+            picked = [samples[i] for i in evenly(len(samples), per_split)]
+            for s, (image, label) in zip(picked, load_samples(picked, label_spec(ds)), strict=True):
+                mask = seg.segment(image).mask
+                iou = confusion(mask, label).iou
+                title = f"{split}: {sample_name(s)}  IoU {iou:.3f}  (left: prediction, right: ground truth)"
+                rows.append((title, compare_panel(image, mask, label, VOID), mask, iou))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m road_seg_perception.tools.sample_sheet",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="training config whose validation splits are shown")
+    p.add_argument("--model", required=True, help=".onnx or .keras model")
+    p.add_argument("--per-split", type=int, default=2, help="frames per validation split (default 2)")
+    p.add_argument("--out", required=True, help="image to write (.png, or .jpg for a smaller file)")
+    a = p.parse_args(argv)
+    if a.per_split < 1:
+        p.error("--per-split must be >= 1")
+    if not Path(a.model).is_file():
+        p.error(f"--model {a.model} does not exist")
+    try:
+        cfg = load_config(a.config)
+    except (FileNotFoundError, ValueError) as e:
+        p.error(f"--config {a.config}: {e}")
+    seg = RoadSegmenter(a.model)
+    try:
+        rows = sheet_rows(seg, cfg, a.per_split)
+    finally:
+        seg.close()
+    if not rows:
+        p.error(f"--config {a.config} has no validation split")
+    for title, *_ in rows:
+        print(title)
+    command = "python -m road_seg_perception.tools.sample_sheet " + shlex.join(argv if argv is not None else
+                                                                              sys.argv[1:])
+    sheet = stack_rows([(title, panel) for title, panel, _, _ in rows], SHEET_WIDTH)
+    sheet = np.concatenate([sheet, text_strip(command, SHEET_WIDTH, FOOTER_HEIGHT, dark=False)])
+    ok, png = cv2.imencode(Path(a.out).suffix or ".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    if not ok:
+        print(f"could not encode {a.out}", file=sys.stderr)
+        return 1
+    write_atomically(Path(a.out), lambda tmp: tmp.write_bytes(png.tobytes()))
+    print(f"wrote {a.out} ({len(rows)} frames)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
