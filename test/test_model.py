@@ -255,3 +255,45 @@ def test_exposure_norm_makes_the_model_gain_and_gamma_invariant(tmp_path):
     np.testing.assert_allclose(np.asarray(loaded(x, training=False)), np.asarray(model(x, training=False)), atol=1e-6)
     assert export_onnx(loaded, tmp_path / "m.onnx", [x[0]]) <= 1e-4
     keras.backend.clear_session()
+
+
+def test_export_at_another_input_size_keeps_the_weights(tiny_model, tmp_path, capsys):
+    """``road-seg-export --input-hw``: the same weights for another input size, checked against Keras."""
+    import onnx
+
+    from road_seg_perception.core.model_io import ONNX_WEIGHTS_KEY, keras_weights_digest
+    from road_seg_perception.core.preprocessing import preprocess
+    from road_seg_perception.core.segmenter import RoadSegmenter
+    from road_seg_perception.training import export
+
+    model = build_unet(UNetConfig(input_hw=(32, 64), base_filters=4, levels=2, dropout=0.0))
+    rng = np.random.default_rng(6)  # weights far from zero, small BN variances: outputs differ pixel to pixel
+    model.set_weights([np.abs(rng.normal(0.05, 0.03, w.shape)).astype(np.float32) + 1e-3 if "variance" in v.path else
+                       rng.normal(0, 0.5, w.shape).astype(np.float32) for v, w in zip(model.weights,
+                                                                                     model.get_weights(), strict=True)])
+    src = tmp_path / "m.keras"
+    model.save(src)
+    out = tmp_path / "small.onnx"
+    assert export.main([str(src), str(out), "--input-hw", "48", "96"]) == 0
+    seg = RoadSegmenter(out, backend="onnxruntime")
+    assert seg.input_hw == (48, 96)
+    frame = np.zeros((120, 160, 3), np.uint8)
+    frame[60:], frame[:, 80:, 1] = 200, 90  # a bright lower half, a greener right half, and noise
+    frame += np.random.default_rng(4).integers(0, 40, (120, 160, 3), dtype=np.uint8)
+    assert seg.segment(frame).mask.shape == (120, 160)
+    original = load_keras_model(src)
+    resized = export.with_input_hw(original, (48, 96))
+    assert resized.input_shape == (None, 48, 96, 3) and resized.output_shape[1:3] == (48, 96)
+    for a, b in zip(original.get_weights(), resized.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    ref = np.asarray(resized(preprocess(frame, (48, 96))[None], training=False))[0, ..., 0]
+    assert ref.std() > 0.05  # a varied output, so that the comparison below means something
+    np.testing.assert_allclose(seg.probability(frame), ref, atol=1e-3)  # small BN variances amplify float error
+    stamp = {p.key: p.value for p in onnx.load(str(out)).metadata_props}[ONNX_WEIGHTS_KEY]
+    assert stamp == keras_weights_digest(src)  # the same weights as its .keras
+    # 50 rows do not halve twice into whole rows: refused, naming the option; nothing written
+    assert export.main([str(src), str(tmp_path / "bad.onnx"), "--input-hw", "50", "96"]) == 2
+    assert "--input-hw 50 96" in capsys.readouterr().err and not (tmp_path / "bad.onnx").exists()
+    with pytest.raises(SystemExit):
+        export.main([str(tiny_model["keras"]), str(tmp_path / "bad.onnx"), "--input-hw", "0", "96"])
+    keras.backend.clear_session()

@@ -70,10 +70,46 @@ def export_onnx(model, path: str | Path, samples: list[np.ndarray], tolerance: f
     return write_atomically(path, write, suffix=".tmp.onnx")  # a link at ``path`` is replaced, not followed
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``road-seg-export MODEL.keras [OUT.onnx] [--keras-copy OUT.keras]``: export a trained model.
+def with_input_hw(model, hw: tuple[int, int]):
+    """The same network and weights built for ``hw`` (height, width) input: every input layer whose shape
+    is the model's input size (the model's own and a nested encoder's) gets ``hw``. ``ValueError`` if the
+    network cannot take that size (its layers' strides do not divide it)."""
+    import keras
 
-    ``--keras-copy`` also writes an inference-only ``.keras`` (no optimizer state), as shipped in ``models/``.
+    old = tuple(model.input_shape[1:3])
+
+    def patch(o):
+        if isinstance(o, dict):
+            if o.get("class_name") == "InputLayer":
+                shape = list(o["config"]["batch_shape"])
+                if tuple(shape[1:3]) == old:
+                    o["config"]["batch_shape"] = [shape[0], *hw, *shape[3:]]
+            for v in o.values():
+                patch(v)
+        elif isinstance(o, list):
+            for v in o:
+                patch(v)
+
+    config = model.get_config()
+    patch(config)
+    try:
+        resized = model.__class__.from_config(config, custom_objects=keras.saving.get_custom_objects())
+        resized.set_weights(model.get_weights())
+        out = np.asarray(resized(np.zeros((1, *hw, model.input_shape[3]), np.float32), training=False))
+        if out.shape[1:3] != tuple(hw):
+            raise ValueError(f"output {out.shape[1]}x{out.shape[2]} differs from the input")
+    except Exception as e:  # Keras raises backend-specific errors for sizes its strides do not divide
+        raise ValueError(f"--input-hw {hw[0]} {hw[1]}: the model (trained at {old[0]}x{old[1]}) cannot take this "
+                         f"size ({str(e).splitlines()[0]}); give sizes divisible by its stride (32 for MobileNet "
+                         "encoders)") from e
+    return resized
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``road-seg-export MODEL.keras [OUT.onnx] [--keras-copy OUT.keras] [--input-hw H W]``: export a model.
+
+    ``--keras-copy`` also writes an inference-only ``.keras`` (no optimizer state), as shipped in ``models/``;
+    ``--input-hw`` exports the same weights for another input size (a smaller one runs faster).
     """
     import argparse
 
@@ -81,12 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p.add_argument("output", nargs="?")
     p.add_argument("--keras-copy", metavar="OUT.keras", help="also save an inference-only .keras copy")
+    p.add_argument("--input-hw", type=int, nargs=2, metavar=("H", "W"),
+                   help="export the same weights for this input size instead of the trained one (e.g. 192 256 "
+                        "for a slower CPU; the model card scores the shipped model at such sizes)")
     p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     a = p.parse_args(argv)
+    if a.input_hw and min(a.input_hw) < 1:
+        p.error(f"--input-hw must be positive, got {a.input_hw[0]} {a.input_hw[1]}")
     out = a.output or str(Path(a.model).with_suffix(".onnx"))
     try:
         check_outputs(Path(a.model), Path(out), Path(a.keras_copy) if a.keras_copy else None)
         model = load_keras_model(a.model)
+        if a.input_hw and tuple(a.input_hw) != tuple(model.input_shape[1:3]):
+            model = with_input_hw(model, tuple(a.input_hw))
     except (ModelFileError, ValueError, OSError) as e:
         return fail("road-seg-export", e, EXIT_USAGE, a.debug)
     try:
