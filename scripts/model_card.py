@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -47,6 +50,16 @@ INT8_ALL = "runs/int8/road_unet_camvid_int8_all.onnx"
 #: every node INT8; --max-iou-drop 1: written and scored whatever it loses (the card says what it loses)
 QUANTIZE_ALL = (f"road-seg-quantize {FLOAT} {INT8_ALL} --config config/train_road.yaml "
                 "--max-iou-drop 1")
+#: The shipped weights exported for smaller inputs (road-seg-export --input-hw; no retraining): key -> (H, W).
+INPUT_SIZES = {"hw224x320": (224, 320), "hw192x256": (192, 256)}
+
+
+def input_size_export(hw: tuple[int, int]) -> str:
+    """The command that writes the shipped float weights exported for input ``hw``."""
+    return (f"road-seg-export {Path(FLOAT).with_suffix('.keras')} runs/input_hw/road_unet_camvid_{hw[0]}x{hw[1]}.onnx "
+            f"--input-hw {hw[0]} {hw[1]}")
+
+
 #: The robustness augmentations measured one at a time (augment key -> value).
 ROBUST_OPTIONS = {"blur": "0.3", "noise": "4", "jpeg": "0.3", "vshift": "0.08"}
 #: key -> (label in the card, model file). Earlier shipped models come from git: ``git show
@@ -59,6 +72,11 @@ CANDIDATES: dict[str, tuple[str, str]] = {
     "stage3": ("stages 1-3 (shipped before stage 4 was added)", "runs/road_mnv2_linear3/model.onnx"),
     "stage2": ("stages 1 + 2, trained on area-resized frames (shipped before stage 3 was added)",
                "runs/road_mnv2_hires/model.onnx"),
+    **{k: (f"the shipped weights at {h}x{w} input (`road-seg-export --input-hw {h} {w}`)",
+           f"runs/input_hw/road_unet_camvid_{h}x{w}.onnx") for k, (h, w) in INPUT_SIZES.items()},
+    "mnv3s": ("MobileNetV3-Small encoder, stages 1 + 2 (`config/train_road_mnv3s.yaml`, 10 + 2 epochs)",
+              "runs/road_mnv3s_hires/model.onnx"),
+    "mnv3s_s1": ("MobileNetV3-Small encoder, stage 1 alone: 10 epochs at 192x256", "runs/road_mnv3s/model.onnx"),
     "area3": ("stage 3 control: the same 2 epochs on area-resized frames", "runs/road_mnv2_area3/model.onnx"),
     "stage1": ("stage 1 alone: 10 epochs at 192x256, trained on area-resized frames", "runs/road_mnv2/model.onnx"),
     "ft2_control": ("stage 1 + 2 epochs at 192x256, lr x0.1 (control for stage 2's resolution)",
@@ -103,6 +121,7 @@ TARGETS = {"camvid_val": 0.97, "camvid_0001TP": 0.90, "idd_val": 0.94}
 AREA_COMMIT = "accbf8a"
 AREA_SCORED_STAGE2 = {"camvid_val": 0.9696, "camvid_0001TP": 0.9238, "idd_val": 0.9297}
 CROSS_TARGETS = {"camvid_val": 0.90, "idd_val": 0.82}
+SPLIT_NAMES = {"camvid_val": "CamVid val", "camvid_0001TP": "0001TP", "idd_val": "IDD-Lite val"}
 #: The stage-1 cross runs as the card of this commit scored them: trained on area-resized frames, like the
 #: controls, robustness and teacher runs compared with them below (rows carried from that card).
 CROSS_AREA_COMMIT = "e02311c"
@@ -119,6 +138,9 @@ def paragraphs(card: dict) -> dict[str, str]:
 
     def c(key: str) -> dict:
         return cand[CANDIDATES[key][0]]["splits"]
+
+    def fps_of(key: str) -> float:
+        return cand[CANDIDATES[key][0]]["fps"]
 
     def ms(key: str) -> float:
         return cand[{"shipped": "shipped", "int8": "shipped INT8 copy"}.get(key) or CANDIDATES[key][0]]["total_ms"]
@@ -149,10 +171,12 @@ def paragraphs(card: dict) -> dict[str, str]:
     note += (" Stage 3 repeats stage 2's settings on frames that the shared pre-processing resizes bilinearly; "
              "stage 4 trains 6 more epochs at 256x352 from stage 3 at three tenths of the learning rate (cosine "
              "decay), and stage 5 6 more from stage 4 at 0.15 of it. Stages 1 and 2, and every candidate below but "
-             "stages 3 to 5 and the two cross runs (both of their stages), were trained when it shrank "
-             "frames with area "
+             "stages 3 to 5, the two cross runs (both of their stages) and the MobileNetV3-Small runs, were trained "
+             "when it shrank frames with area "
              f"interpolation (up to commit {AREA_COMMIT}), and every model here is scored through today's bilinear "
-             "resize. Epochs take about 5 min at 192x256 and 8-10 min at 256x352 on 2 idle cores. Checkpoints are "
+             "resize. An epoch is 264 steps of 8 frames; on the 2-core x86-64 machines these runs were trained "
+             "on, a step took about 1.1-1.9 s at 192x256 and 1.8-3.4 s at 256x352, by CPU (the progress bar of "
+             "`road-seg-train` shows it). Checkpoints are "
              "chosen by the mean over the three splits, so drive 0001TP took part in that choice.")
     cross = {r["split"]: r for r in card["cross"]}
     s1x, s1i = c("x_camvid_s1"), c("x_idd_s1")
@@ -193,6 +217,34 @@ def paragraphs(card: dict) -> dict[str, str]:
     int8_verdict = (f": it loses up to {worst:.3f}, more than the 0.005 `road-seg-quantize` allows, so it is "
                     "refused by default" if worst > 0.005 else ", within the 0.005 `road-seg-quantize` allows")
 
+    def input_sizes() -> str:
+        """The shipped weights at smaller inputs: what they lose and what they save."""
+        parts = []
+        for k, (h, w) in INPUT_SIZES.items():
+            parts.append(f"{h}x{w} {deltas(t, c(k))} for {ms(k) / ms('shipped'):.2f}x the time a frame "
+                         f"({fps_of(k)} frames/s, which {budget(fps_of(k))})")
+        return ("Input size, a speed option that needs no training: the shipped weights exported for a smaller "
+                "input (`road-seg-export models/road_unet_camvid.keras OUT.onnx --input-hw H W`) score, against "
+                f"256x352: {'; '.join(parts)}; the recipe's scale augmentation (0.8-1.3) covers the first, "
+                "192x256 is 0.75 of the trained size. ")
+
+    def encoder_ab() -> str:
+        """The encoder comparison: MobileNetV3-Small against MobileNetV2 stage for stage, and against the
+        shipped weights at the input size that runs as fast."""
+        v3, fast = c("mnv3s"), c("hw192x256")
+        ahead = [k for k in v3 if v3[k] > fast[k]]
+        verdict = ("so the smaller input is the faster option and MobileNetV3-Small stays a candidate" if not ahead else
+                   f"MobileNetV3-Small is ahead on {', '.join(SPLIT_NAMES[k] for k in ahead)}")
+        return ("Encoder: MobileNetV3-Small in place of MobileNetV2 (`config/train_road_mnv3s.yaml`, the same data, "
+                "augmentation, decoder and first two stages on bilinear frames) scores "
+                f"{deltas(c('stage2'), v3)} against MobileNetV2's stages 1 + 2 for {ms('mnv3s') / ms('shipped'):.2f}x "
+                f"the time a frame of MobileNetV2 at the same input size (the shipped model; {fps_of('mnv3s')} "
+                f"frames/s, which {budget(fps_of('mnv3s'))}); stage 1 alone against MobileNetV2's stage 1: "
+                f"{deltas(s1, c('mnv3s_s1'))} (MobileNetV2's two stages trained on area-resized frames, which the "
+                "resize comparison below puts within 0.001 of bilinear ones). At about the same time a frame "
+                f"({ms('mnv3s')} against {ms('hw192x256')} ms), the shipped weights at 192x256 score "
+                f"{deltas(v3, fast)} against it: {verdict}. ")
+
     def budget(fps: float) -> str:
         return "meets the 60 frames/s budget" if fps >= 60 else "misses the 60 frames/s budget"
 
@@ -210,6 +262,7 @@ def paragraphs(card: dict) -> dict[str, str]:
         f"{FLOAT_NODES} nodes (the input scaling, `Conv1` and the first inverted-residual block) in float keeps the "
         "INT8 copy within "
         f"0.005 ({deltas(t, i8t)}) for {ms('int8') / ms('int8_all'):.2f}x the all-INT8 time. "
+        + input_sizes()
         + (f"The 256x352 stage costs {ms('shipped') / ms('stage1'):.2f}x the 192x256 model's time per frame in "
            "float; these" if ms("stage1") else "These") + " ratios, not "
         "the absolute figures, carry from one run or machine to another. "
@@ -220,6 +273,7 @@ def paragraphs(card: dict) -> dict[str, str]:
         f"Length: stage 5 (6 epochs at 256x352, lr x0.15) against stage 4: {deltas(c('stage4'), c('stage5'))}; "
         "stage 4 "
         f"(6 epochs at 256x352, lr x0.3) against stage 3: {deltas(c('stage3'), c('stage4'))}. "
+        + encoder_ab() +
         "Resize: stage 3, trained and scored on bilinear frames, against the same 2 epochs on area-resized "
         f"frames: {deltas(c('area3'), c('stage3'))}, and against stages 1 + 2 as the card of commit {AREA_COMMIT} "
         f"scored them, with the area resize they were trained on: {deltas(AREA_SCORED_STAGE2, c('stage3'))}; the "
@@ -263,6 +317,32 @@ def paragraphs(card: dict) -> dict[str, str]:
     return {"note": note, "targets": targets, "tradeoff": tradeoff}
 
 
+def _run_name(command: str) -> str | None:
+    """The run folder name a ``road-seg-train`` command writes: its ``output.name`` override or its config's."""
+    if not command.startswith("road-seg-train "):
+        return None
+    if m := re.search(r"output\.name=(\S+)", command):
+        return m.group(1)
+    cfg = re.search(r"--config (\S+)", command)
+    path = ROOT / cfg.group(1) if cfg else None
+    return yaml.safe_load(path.read_text())["output"]["name"] if path and path.is_file() else None
+
+
+def producers_first(commands: list[str]) -> list[str]:
+    """``commands`` with each run's training command moved before the first command that starts from it
+    (``--init-from runs/NAME/...``), so that the list runs top to bottom."""
+    out = list(commands)
+    for cmd in commands:
+        m = re.search(r"--init-from runs/([^/\s]+)/", cmd)
+        if not m:
+            continue
+        prod = next((c for c in out if c != cmd and _run_name(c) == m.group(1)), None)
+        if prod is not None and out.index(prod) > out.index(cmd):
+            out.remove(prod)
+            out.insert(out.index(cmd), prod)
+    return out
+
+
 def write_text(card_json: Path) -> dict:
     """Fill the paragraphs of the card in ``card_json`` and render its Markdown twin again (no re-measurement)."""
     card = json.loads(card_json.read_text())
@@ -277,7 +357,9 @@ def write_text(card_json: Path) -> dict:
     commands = [c.replace(export, f"road-seg-export {OPERATING} ") for c in commands if c != OPERATING_CMD]
     at = next((i for i, c in enumerate(commands) if c.startswith(f"road-seg-export {OPERATING} ")), len(commands))
     commands.insert(at, OPERATING_CMD)
-    card["commands"] = [*(c for c in commands if c not in (QUANTIZE, QUANTIZE_ALL)), QUANTIZE, QUANTIZE_ALL, MEASURE]
+    sizes = [input_size_export(hw) for hw in INPUT_SIZES.values()]
+    commands = producers_first([c for c in commands if c not in (QUANTIZE, QUANTIZE_ALL, *sizes)])
+    card["commands"] = [*commands, QUANTIZE, QUANTIZE_ALL, *sizes, MEASURE]
     card_json.write_text(json.dumps(card, indent=1))
     card_json.with_suffix(".md").write_text(render(card))
     return card
@@ -306,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     if not a.text_only:
         Path(INT8_ALL).parent.mkdir(parents=True, exist_ok=True)
         if quantize(QUANTIZE.split()[1:]) != 0 or quantize(QUANTIZE_ALL.split()[1:]) != 0:
+            return 1
+        Path("runs/input_hw").mkdir(parents=True, exist_ok=True)
+        if any(export(input_size_export(hw).split()[1:]) != 0 for hw in INPUT_SIZES.values()):
             return 1
         args = ["--run", RUN, "--int8", INT8, "--runs", str(a.runs), "--out", str(out), "--previous", PREVIOUS]
         for run in CROSS_RUNS:

@@ -49,3 +49,19 @@ def test_card_text_reports_targets_from_the_numbers(tmp_path):
     written = script.write_text(path)
     assert written["targets"] == text and "0.9712" in (tmp_path / "MODEL_CARD.md").read_text()
     assert script.write_text(path) == written  # idempotent: commands are not duplicated
+
+
+def test_reproduce_list_trains_each_run_before_the_runs_started_from_it():
+    script = _card_script()
+    card = json.loads((REPO / "models" / "MODEL_CARD.json").read_text())
+    commands = card["commands"]
+    for i, cmd in enumerate(commands):
+        if "--init-from runs/" in cmd:
+            name = cmd.split("--init-from runs/")[1].split("/")[0]
+            producer = next(j for j, c in enumerate(commands) if script._run_name(c) == name)
+            assert producer < i, f"{name} is trained after a command that starts from it: {cmd}"
+    # the reordering itself: a config's own run (its output.name) moves before the fine-tune that needs it
+    fine_tune = "road-seg-train --config config/train_road_mnv3s.yaml --init-from runs/road_mnv3s/model.keras"
+    base = "road-seg-train --config config/train_road_mnv3s.yaml"
+    assert script._run_name(base) == "road_mnv3s" and script._run_name(fine_tune + " --set output.name=x") == "x"
+    assert script.producers_first(["a", fine_tune, base, "b"]) == ["a", base, fine_tune, "b"]
