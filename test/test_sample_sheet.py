@@ -64,7 +64,9 @@ def test_sheet_rows_score_the_published_masks_of_every_validation_frame(tmp_path
 def test_bad_arguments_are_named(tmp_path, tiny_model, capsys):
     cfg = threshold_config(tmp_path)
     for args, msg in ((["--model", str(tmp_path / "gone.onnx")], "--model .*gone.onnx does not exist"),
-                      (["--model", str(tiny_model["onnx"]), "--per-split", "0"], "--per-split must be >= 1")):
+                      (["--model", str(tiny_model["onnx"]), "--per-split", "0"], "--per-split must be >= 1"),
+                      (["--model", str(tiny_model["onnx"]), "--out", str(tmp_path / "no" / "x.png")],
+                       "--out .*folder .*no does not exist")):
         with pytest.raises(SystemExit) as e:
             tool.main(["--config", str(cfg), "--out", str(tmp_path / "x.png"), *args])
         assert e.value.code == 2

@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--per-split must be >= 1")
     if not Path(a.model).is_file():
         p.error(f"--model {a.model} does not exist")
+    if not Path(a.out).parent.is_dir():
+        p.error(f"--out {a.out}: folder {Path(a.out).parent} does not exist")
     try:
         cfg = load_config(a.config)
     except (FileNotFoundError, ValueError) as e:
