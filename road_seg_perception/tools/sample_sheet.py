@@ -23,7 +23,7 @@ from road_seg_perception.core.overlay import compare_panel, stack_rows, text_str
 from road_seg_perception.core.preprocessing import VOID
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.training.config import dataset_configs, load_config
-from road_seg_perception.training.data import dataset_samples, label_spec, sample_name
+from road_seg_perception.training.data import dataset_samples, evenly_spaced, label_spec, sample_name
 from road_seg_perception.training.datasets import load_samples
 
 #: Every row is scaled to this width (pixels): two 480-wide panels side by side, shrunk.
@@ -32,18 +32,13 @@ SHEET_WIDTH = 960
 FOOTER_HEIGHT = 28
 
 
-def evenly(count: int, n: int) -> list[int]:
-    """``n`` indices spread evenly over ``range(count)`` (all of them when ``n >= count``)."""
-    return sorted({int(i) for i in np.linspace(0, count - 1, num=min(n, count))}) if count else []
-
-
 def sheet_rows(seg: RoadSegmenter, cfg: dict, per_split: int) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
     """``(title, panel, mask, iou)`` for ``per_split`` frames of every validation split of ``cfg``."""
     rows = []
     for ds in dataset_configs(cfg):
         _, splits = dataset_samples(ds)
         for split, samples in splits.items():
-            picked = [samples[i] for i in evenly(len(samples), per_split)]
+            picked = evenly_spaced(samples, per_split)
             for s, (image, label) in zip(picked, load_samples(picked, label_spec(ds)), strict=True):
                 mask = seg.segment(image).mask
                 iou = confusion(mask, label).iou
