@@ -50,10 +50,13 @@ STAGE5 := --init-from runs/road_mnv2_long4/model.keras --set 'model.input_hw=[25
 ship: setup
 	$(PY) scripts/model_card.py --ship
 
-# The README's figure: the shipped float model's masks beside the ground truth, 2 frames of each validation split.
+# The README's figure: the shipped float model's masks beside the ground truth, 2 frames of each validation split;
+# and docs/training.md's: the 3 frames of each split that it scores worst.
 samples: setup
 	$(PY) -m road_seg_perception.tools.sample_sheet --config config/train_road.yaml \
 		--model models/road_unet_camvid.onnx --per-split 2 --out docs/samples.jpg
+	$(PY) -m road_seg_perception.tools.sample_sheet --config config/train_road.yaml \
+		--model models/road_unet_camvid.onnx --per-split 3 --pick worst --out docs/worst.jpg
 
 bench: setup
 	$(PY) bench/run_bench.py

@@ -72,3 +72,31 @@ def test_bad_arguments_are_named(tmp_path, tiny_model, capsys):
         assert e.value.code == 2
         assert pytest.importorskip("re").search(msg, capsys.readouterr().err)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_pick_worst_keeps_the_lowest_iou_frames_lowest_first(tmp_path, tiny_model):
+    cfg = load_config(threshold_config(tmp_path))  # idd_val: frames 000000 and 000001 of sequence 0
+    seg = RoadSegmenter(tiny_model["onnx"], backend="onnxruntime")
+    every = {t.split("  ")[0]: (iou, mask) for t, _, mask, iou in tool.sheet_rows(seg, cfg, per_split=5)}
+    ious = {k: v[0] for k, v in every.items()}
+    assert len(ious) == 2 and len(set(ious.values())) == 2  # two frames that the model scores differently
+    ranked = sorted(ious, key=ious.get)
+    lines = []
+    worst_one = tool.sheet_rows(seg, cfg, per_split=1, pick="worst", log=lines.append)
+    assert [t.split("  ")[0] for t, *_ in worst_one] == ranked[:1]
+    labels = {"000000": 18, "000001": 19}  # where road starts in each frame (test/sample_data.py)
+    counts = {}
+    for name, (_, mask) in every.items():
+        label = np.zeros((40, 56), np.uint8)
+        label[labels[name[-12:-6]]:] = 1
+        label[0, :3] = VOID
+        counts[name] = confusion(mask, label)
+    pooled = counts[ranked[0]] + counts[ranked[1]]
+    assert lines == [f"idd_val: road IoU {pooled.iou:.4f} over 2 frames, "
+                     f"{counts[ranked[1]].iou:.4f} without the 1 worst"]
+    both = tool.sheet_rows(seg, cfg, per_split=2, pick="worst", log=lines.append)
+    assert [t.split("  ")[0] for t, *_ in both] == ranked
+    assert [iou for *_, iou in both] == sorted(ious.values())
+    assert lines[-1] == f"idd_val: road IoU {pooled.iou:.4f} over 2 frames"  # none left to score without them
+    with pytest.raises(ValueError, match="pick must be one of"):
+        tool.sheet_rows(seg, cfg, per_split=1, pick="best")

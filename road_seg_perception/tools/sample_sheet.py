@@ -3,8 +3,13 @@
     python -m road_seg_perception.tools.sample_sheet --config config/train_road.yaml \\
         --model models/road_unet_camvid.onnx --per-split 2 --out docs/samples.jpg
 
-Frames are spread evenly over each split; each row is titled with its split, frame and road IoU, and
-the sheet's last line is the command that wrote it. Masks come from ``RoadSegmenter``, the node's path.
+    python -m road_seg_perception.tools.sample_sheet --config config/train_road.yaml \\
+        --model models/road_unet_camvid.onnx --per-split 4 --pick worst --out worst.jpg
+
+Frames are spread evenly over each split (``--pick even``) or are the split's lowest road IoU, worst
+first (``--pick worst``: every frame is segmented to find them; where the model errs, and whether the
+label or the model is at fault). Each row is titled with its split, frame and road IoU, and the
+sheet's last line is the command that wrote it. Masks come from ``RoadSegmenter``, the node's path.
 """
 
 from __future__ import annotations
@@ -12,34 +17,76 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from road_seg_perception.core.fileio import write_atomically
-from road_seg_perception.core.metrics import confusion
+from road_seg_perception.core.metrics import Confusion, confusion
 from road_seg_perception.core.overlay import compare_panel, stack_rows, text_strip
 from road_seg_perception.core.preprocessing import VOID
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.training.config import dataset_configs, load_config
 from road_seg_perception.training.data import dataset_samples, evenly_spaced, label_spec, sample_name
-from road_seg_perception.training.datasets import load_samples
+from road_seg_perception.training.datasets import LabelSpec, Sample, load_samples
 
 #: Every row is scaled to this width (pixels): two 480-wide panels side by side, shrunk.
 SHEET_WIDTH = 960
 #: Height of the white strip at the bottom that holds the command.
 FOOTER_HEIGHT = 28
+#: JPEG quality of a ``.jpg`` sheet: overlays and titles stay clean at about half the size of OpenCV's default (95).
+JPEG_QUALITY = 85
 
 
-def sheet_rows(seg: RoadSegmenter, cfg: dict, per_split: int) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
-    """``(title, panel, mask, iou)`` for ``per_split`` frames of every validation split of ``cfg``."""
+def worst(seg: RoadSegmenter, samples: list[Sample], spec: LabelSpec, n: int) -> tuple[list[Sample], str]:
+    """The ``n`` samples whose published mask has the lowest road IoU, lowest first (ties in list order).
+
+    Also returns a line with the split's road IoU (pixels pooled) with and without them: how much
+    of the split's error those frames hold. Frames are read one at a time, so a long split is not
+    held in memory.
+    """
+    counts = []
+    for s in tqdm(samples, desc="finding the worst frames", unit="frame", leave=False):
+        (image, label), = load_samples([s], spec)
+        counts.append(confusion(seg.segment(image).mask, label))
+    order = sorted(range(len(samples)), key=lambda i: counts[i].iou)[:n]  # sorted() is stable
+    every = sum(counts, Confusion())
+    chosen = set(order)
+    rest = sum((c for i, c in enumerate(counts) if i not in chosen), Confusion())
+    line = f"road IoU {every.iou:.4f} over {len(samples)} frames"
+    if len(order) < len(samples):
+        line += f", {rest.iou:.4f} without the {len(order)} worst"
+    return [samples[i] for i in order], line
+
+
+#: How ``--pick`` chooses a split's frames.
+PICKS = ("even", "worst")
+
+
+def sheet_rows(seg: RoadSegmenter, cfg: dict, per_split: int, pick: str = "even",
+               log: Callable[[str], None] = print) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+    """``(title, panel, mask, iou)`` for ``per_split`` frames of every validation split of ``cfg``.
+
+    ``pick="even"``: frames spread evenly over the split, in its order; ``"worst"``: the split's
+    ``per_split`` frames of lowest road IoU, lowest first (ties in the split's order), with a line per
+    split to ``log`` saying how much of its error they hold.
+    """
+    if pick not in PICKS:
+        raise ValueError(f"pick must be one of {PICKS}, got {pick!r}")
     rows = []
     for ds in dataset_configs(cfg):
+        spec = label_spec(ds)
         _, splits = dataset_samples(ds)
         for split, samples in splits.items():
-            picked = evenly_spaced(samples, per_split)
-            for s, (image, label) in zip(picked, load_samples(picked, label_spec(ds)), strict=True):
+            if pick == "even":
+                picked = evenly_spaced(samples, per_split)
+            else:
+                picked, line = worst(seg, samples, spec, per_split)
+                log(f"{split}: {line}")
+            for s, (image, label) in zip(picked, load_samples(picked, spec), strict=True):
                 mask = seg.segment(image).mask
                 iou = confusion(mask, label).iou
                 title = f"{split}: {sample_name(s)}  IoU {iou:.3f}  (left: prediction, right: ground truth)"
@@ -53,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="training config whose validation splits are shown")
     p.add_argument("--model", required=True, help=".onnx or .keras model")
     p.add_argument("--per-split", type=int, default=2, help="frames per validation split (default 2)")
+    p.add_argument("--pick", choices=PICKS, default="even",
+                   help="even: frames spread over each split (default); worst: each split's lowest road IoU")
     p.add_argument("--out", required=True, help="image to write (.png, or .jpg for a smaller file)")
     a = p.parse_args(argv)
     if a.per_split < 1:
@@ -67,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--config {a.config}: {e}")
     seg = RoadSegmenter(a.model)
     try:
-        rows = sheet_rows(seg, cfg, a.per_split)
+        rows = sheet_rows(seg, cfg, a.per_split, a.pick)
     finally:
         seg.close()
     if not rows:
@@ -78,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                               sys.argv[1:])
     sheet = stack_rows([(title, panel) for title, panel, _, _ in rows], SHEET_WIDTH)
     sheet = np.concatenate([sheet, text_strip(command, SHEET_WIDTH, FOOTER_HEIGHT, dark=False)])
-    ok, png = cv2.imencode(Path(a.out).suffix or ".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    suffix = Path(a.out).suffix or ".png"
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if suffix.lower() in (".jpg", ".jpeg") else []
+    ok, png = cv2.imencode(suffix, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), params)
     if not ok:
         print(f"could not encode {a.out}", file=sys.stderr)
         return 1
