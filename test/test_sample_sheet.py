@@ -66,7 +66,8 @@ def test_bad_arguments_are_named(tmp_path, tiny_model, capsys):
     for args, msg in ((["--model", str(tmp_path / "gone.onnx")], "--model .*gone.onnx does not exist"),
                       (["--model", str(tiny_model["onnx"]), "--per-split", "0"], "--per-split must be >= 1"),
                       (["--model", str(tiny_model["onnx"]), "--out", str(tmp_path / "no" / "x.png")],
-                       "--out .*folder .*no does not exist")):
+                       "--out .*folder .*no does not exist"),
+                      (["--model", str(tiny_model["onnx"]), "--pick", "best"], "--pick: invalid choice: 'best'")):
         with pytest.raises(SystemExit) as e:
             tool.main(["--config", str(cfg), "--out", str(tmp_path / "x.png"), *args])
         assert e.value.code == 2
