@@ -177,6 +177,19 @@ def _read_mask(path: Path, flags: int, max_pixels: int | None) -> np.ndarray:
         raise DatasetError(f"cannot read mask {path} ({e})") from e
 
 
+def read_class_ids(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """Read a mask file's pixel values as a 2-D array (class ids for id-mask formats; limit as :func:`read_image`)."""
+    raw = _read_mask(path, cv2.IMREAD_UNCHANGED, max_pixels)
+    return raw[..., 0] if raw.ndim == 3 else raw
+
+
+def label_from_ids(ids: np.ndarray, spec: LabelSpec) -> np.ndarray:
+    """Class ids -> uint8 label: 1 for ``spec.positive_ids``, :data:`VOID` for ``spec.void_ids``, else 0."""
+    label = np.isin(ids, spec.positive_ids).astype(np.uint8)
+    label[np.isin(ids, spec.void_ids)] = VOID
+    return label
+
+
 def read_label(path: Path, spec: LabelSpec, max_pixels: int | None = None) -> np.ndarray:
     """Read a mask file as a uint8 label: 1 road, 0 not road, :data:`VOID` ignored (limit as :func:`read_image`).
 
@@ -195,13 +208,9 @@ def read_label(path: Path, spec: LabelSpec, max_pixels: int | None = None) -> np
         label = road.astype(np.uint8)
         label[void] = VOID
         return label
-    raw = _read_mask(path, cv2.IMREAD_UNCHANGED, max_pixels)
-    if raw.ndim == 3:
-        raw = raw[..., 0]
+    raw = read_class_ids(path, max_pixels)
     if spec.format in ("camvid", "idd"):
-        label = np.isin(raw, spec.positive_ids).astype(np.uint8)
-        label[np.isin(raw, spec.void_ids)] = VOID
-        return label
+        return label_from_ids(raw, spec)
     # binary: 0/1 or 0/255 (jpg masks carry compression noise, hence the mid threshold)
     thresh = 0 if raw.max(initial=0) <= 1 else 127
     return (raw > thresh).astype(np.uint8)

@@ -1,0 +1,169 @@
+"""What a model's false road is, by the labels' own classes, on every validation split of a config.
+
+    python -m road_seg_perception.tools.error_classes --config config/train_road_no_camvid.yaml \\
+        --model runs/road_mnv2_no_camvid_hires/model.onnx
+
+A road IoU says how much is wrong; this says what. For each validation split whose masks hold class
+ids (CamVid ids, IDD-Lite level-1 ids), every pixel the model calls road (the published mask, as the
+node makes it) that the label does not is counted under its labelled class. The table gives each
+class's share of the false road and the split's road IoU if that class were left out of scoring
+(void): the score a model would have if the datasets agreed on that class. Missed road is given as
+its share of all wrong pixels. Splits of formats without class ids (KITTI colours, binary masks) are
+named and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from road_seg_perception.core.backends import BACKENDS
+from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
+from road_seg_perception.core.fileio import atomic_write_text
+from road_seg_perception.core.metrics import Confusion, confusion
+from road_seg_perception.core.model_io import ModelFileError
+from road_seg_perception.core.segmenter import RoadSegmenter
+from road_seg_perception.training.config import dataset_configs, load_config
+from road_seg_perception.training.data import dataset_samples, label_spec
+from road_seg_perception.training.datasets import (
+    DatasetError,
+    LabelSpec,
+    Sample,
+    label_from_ids,
+    read_class_ids,
+    read_image,
+)
+
+PROG = "python -m road_seg_perception.tools.error_classes"
+#: Class names of the id-mask formats (the datasets' READMEs).
+CLASS_NAMES = {
+    "camvid": {0: "sky", 1: "building", 2: "pole", 3: "road", 4: "pavement", 5: "tree", 6: "sign/symbol",
+               7: "fence", 8: "car", 9: "pedestrian", 10: "bicyclist", 11: "unlabelled"},
+    "idd": {0: "drivable", 1: "non-drivable", 2: "living things", 3: "vehicles", 4: "road-side objects",
+            5: "far objects", 6: "sky", 255: "void"},
+}
+
+
+@dataclass
+class ClassErrors:
+    """A split's confusion counts and its false-road pixels by labelled class id."""
+
+    frames: int = 0
+    counts: Confusion = field(default_factory=Confusion)
+    false_road: Counter = field(default_factory=Counter)
+
+    def add(self, mask: np.ndarray, ids: np.ndarray, spec: LabelSpec) -> None:
+        """Count one frame: ``mask`` the published 0/255 mask, ``ids`` its class-id mask."""
+        label = label_from_ids(ids, spec)
+        self.counts += confusion(mask, label)
+        values, n = np.unique(ids[(mask > 0) & (label == 0)], return_counts=True)
+        self.false_road.update(dict(zip(values.tolist(), n.tolist(), strict=True)))
+        self.frames += 1
+
+    def share(self, class_id: int) -> float:
+        """The class's share of the false-road pixels."""
+        return self.false_road[class_id] / self.counts.fp if self.counts.fp else 0.0
+
+    def iou_without(self, class_id: int) -> float:
+        """Road IoU with the class's pixels left out of scoring."""
+        c = self.counts
+        d = c.tp + c.fp - self.false_road[class_id] + c.fn
+        return c.tp / d if d else 1.0
+
+    @property
+    def missed_share(self) -> float:
+        """Missed road's share of all wrong pixels."""
+        wrong = self.counts.fp + self.counts.fn
+        return self.counts.fn / wrong if wrong else 0.0
+
+
+def split_errors(seg: RoadSegmenter, samples: list[Sample], spec: LabelSpec, desc: str) -> ClassErrors:
+    """Run ``seg`` over a split, one frame at a time, and count its false road by class."""
+    out = ClassErrors()
+    for s in tqdm(samples, desc=desc, unit="frame", leave=False):
+        image, ids = read_image(s.image), read_class_ids(s.mask)
+        if image.shape[:2] != ids.shape:
+            raise DatasetError(f"size mismatch: image {s.image} is {image.shape[1]}x{image.shape[0]}, "
+                               f"mask {s.mask} is {ids.shape[1]}x{ids.shape[0]}")
+        out.add(seg.segment(image).mask, ids, spec)
+    return out
+
+
+def config_errors(seg: RoadSegmenter, cfg: dict,
+                  log: Callable[[str], None] = print) -> dict[str, tuple[str, ClassErrors]]:
+    """``{split: (format, ClassErrors)}`` for every validation split of ``cfg`` whose masks hold class ids."""
+    out = {}
+    for ds in dataset_configs(cfg):
+        _, splits = dataset_samples(ds)
+        if splits and ds.format not in CLASS_NAMES:
+            log(f"skipped {', '.join(splits)}: format {ds.format} has no class ids")
+            continue
+        for split, samples in splits.items():
+            out[split] = (ds.format, split_errors(seg, samples, label_spec(ds), split))
+    return out
+
+
+def table(split: str, fmt: str, e: ClassErrors, top: int) -> str:
+    """A markdown table of a split's false road by class, largest share first."""
+    names = CLASS_NAMES[fmt]
+    lines = [f"{split}: {e.frames} frames, road IoU {e.counts.iou:.4f}; false road {e.counts.fp} px, "
+             f"missed road {e.counts.fn} px ({e.missed_share:.1%} of the wrong pixels)",
+             "", "| labelled class | share of false road | road IoU with the class left out |",
+             "| --- | --- | --- |"]
+    for cid, _ in e.false_road.most_common(top):
+        lines.append(f"| {names.get(cid, 'unknown')} ({cid}) | {e.share(cid):.1%} | {e.iou_without(cid):.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="training config whose validation splits are scored")
+    p.add_argument("--model", metavar="PATH", help="model .onnx or .keras (default: the shipped model)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
+    p.add_argument("--top", type=int, default=5, help="classes listed per split (default 5)")
+    p.add_argument("--json", metavar="OUT", help="also write every split's counts as JSON")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    a = p.parse_args(argv)
+    try:
+        if a.top < 1:
+            raise ValueError(f"--top must be >= 1, got {a.top}")
+        if a.json and Path(a.json).is_dir():
+            raise ValueError(f"--json {a.json} is a folder")
+        cfg = load_config(Path(a.config))
+        seg = RoadSegmenter(a.model, backend=a.backend)
+    except (ValueError, FileNotFoundError, ModelFileError) as exc:
+        return fail(PROG, exc, EXIT_USAGE, a.debug)
+    model = seg.info["model"]
+    try:
+        found = config_errors(seg, cfg)
+    except KeyboardInterrupt as exc:
+        return fail(PROG, exc, EXIT_INTERRUPTED, a.debug)
+    except Exception as exc:  # noqa: BLE001  named in one line, traceback with --debug
+        return fail(PROG, exc, EXIT_RUNTIME, a.debug)
+    finally:
+        seg.close()
+    if not found:
+        return fail(PROG, ValueError(f"--config {a.config} has no validation split with class ids"), EXIT_USAGE)
+    print(f"model {model}")
+    for split, (fmt, e) in found.items():
+        print()
+        print(table(split, fmt, e, a.top))
+    if a.json:
+        atomic_write_text(Path(a.json), json.dumps({
+            "model": model, "config": a.config,
+            "splits": {split: {"format": fmt, "frames": e.frames, **e.counts.to_dict(),
+                               "false_road_by_class": {str(k): v for k, v in sorted(e.false_road.items())}}
+                       for split, (fmt, e) in found.items()}}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
