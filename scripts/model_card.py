@@ -203,8 +203,12 @@ def paragraphs(card: dict) -> dict[str, str]:
         f"and {AREA_SCORED_CROSS['idd_val']:.4f}: one run of a cross row moves by several hundredths with the seed "
         "and the resize, so these rows compare recipes only when the gap is larger than that. Without CamVid the model "
         "learns IDD-Lite's \"drivable\", which includes shoulders, parking and kerb-side dirt that CamVid calls "
-        f"pavement: its precision on CamVid val is {cc['precision']:.4f} against a recall of {cc['recall']:.4f}, "
-        "so the gap there is as much one of definitions as of generalisation.")
+        f"pavement: its precision on CamVid val is {cc['precision']:.4f} against a recall of {cc['recall']:.4f}"
+        + (f"; {cc['false_road_share']:.1%} of its false road there is CamVid's {cc['false_road_class']}, and with "
+           f"that class left out of scoring it would score {cc['iou_without_class']:.4f} "
+           "(`python -m road_seg_perception.tools.error_classes`, docs/training.md)"
+           if "false_road_class" in cc else "")
+        + ", so the gap there is as much one of definitions as of generalisation.")
     onnx = next(r for r in card["latency"] if r["path"] == "onnxruntime (session.run)")
     q = next(r for r in card["latency"] if "INT8" in r["path"])
     s1, i8 = c("stage1"), c("int8_all")

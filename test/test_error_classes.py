@@ -58,6 +58,9 @@ def test_false_road_is_counted_under_its_labelled_class():
     assert e.share(6) == pytest.approx(14 / 18) and e.share(1) == pytest.approx(4 / 18) and e.share(3) == 0
     assert e.iou_without(6) == pytest.approx(12 / (12 + 4)) and e.iou_without(1) == pytest.approx(12 / (12 + 14))
     assert e.missed_share == 0
+    assert tool.largest_false_class("idd", e) == {"false_road_class": "sky", "false_road_share": round(14 / 18, 4),
+                                                  "iou_without_class": 0.75}
+    assert tool.largest_false_class("idd", tool.ClassErrors()) == {}  # no false road: nothing to name
     assert tool.ClassErrors().iou_without(1) == 1.0 and tool.ClassErrors().share(1) == 0.0
 
 
@@ -65,6 +68,7 @@ def test_every_validation_split_is_scored(tmp_path):
     cfg = idd_config(tmp_path, {"0": 2, "1": 1, "2": 1, "3": 1})  # folders 0 and 2 validate (every 2nd)
     found = tool.config_errors(BandSegmenter(), cfg, log=pytest.fail)
     assert list(found) == ["idd_val"]
+    assert tool.config_errors(BandSegmenter(), cfg, log=pytest.fail, only={"camvid_val"}) == {}
     fmt, e = found["idd_val"]
     assert fmt == "idd" and e.frames == 3
     # per frame: road rows 15-39; sky rows 15-19 (5 x 56) and sidewalk rows 20-39, columns 0-7 (20 x 8) are false

@@ -23,6 +23,15 @@ def test_render_has_a_row_per_split_with_prior_and_teacher():
     json.dumps(sample_card())  # the card stays JSON-serialisable
 
 
+def test_cross_rows_name_the_class_holding_most_of_their_false_road():
+    c = sample_card()
+    md = MC.render(c)
+    assert "| most false road on (share) | road IoU without that class |" in md
+    assert "| **0.8800** | 0.9600 | 0.9400 | 0.6000 | 0.9700 | - | - |" in md  # a row measured without it
+    c["cross"][0].update(false_road_class="pavement", false_road_share=0.938, iou_without_class=0.9696)
+    assert "| **0.8800** | 0.9600 | 0.9400 | 0.6000 | 0.9700 | pavement (93.8%) | 0.9696 |" in MC.render(c)
+
+
 def test_render_adds_the_int8_column_when_every_split_has_it():
     c = sample_card()
     for i, s in enumerate(c["splits"].values()):

@@ -97,18 +97,29 @@ def split_errors(seg: RoadSegmenter, samples: list[Sample], spec: LabelSpec, des
     return out
 
 
-def config_errors(seg: RoadSegmenter, cfg: dict,
-                  log: Callable[[str], None] = print) -> dict[str, tuple[str, ClassErrors]]:
-    """``{split: (format, ClassErrors)}`` for every validation split of ``cfg`` whose masks hold class ids."""
+def config_errors(seg: RoadSegmenter, cfg: dict, log: Callable[[str], None] = print,
+                  only: set[str] | None = None) -> dict[str, tuple[str, ClassErrors]]:
+    """``{split: (format, ClassErrors)}`` for every validation split of ``cfg`` (or those in ``only``) whose
+    masks hold class ids."""
     out = {}
     for ds in dataset_configs(cfg):
         _, splits = dataset_samples(ds)
+        splits = {k: v for k, v in splits.items() if only is None or k in only}
         if splits and ds.format not in CLASS_NAMES:
             log(f"skipped {', '.join(splits)}: format {ds.format} has no class ids")
             continue
         for split, samples in splits.items():
             out[split] = (ds.format, split_errors(seg, samples, label_spec(ds), split))
     return out
+
+
+def largest_false_class(fmt: str, e: ClassErrors) -> dict:
+    """The class holding most of a split's false road: its name, share and the road IoU without it."""
+    if not e.false_road:
+        return {}
+    cid, _ = e.false_road.most_common(1)[0]
+    return {"false_road_class": CLASS_NAMES[fmt].get(cid, str(cid)), "false_road_share": round(e.share(cid), 4),
+            "iou_without_class": round(e.iou_without(cid), 4)}
 
 
 def table(split: str, fmt: str, e: ClassErrors, top: int) -> str:

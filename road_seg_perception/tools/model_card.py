@@ -32,6 +32,7 @@ from road_seg_perception.core.metrics import SplitScore
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.core.timing import time_keras_predict, time_segmenter
 from road_seg_perception.tools import card_carry
+from road_seg_perception.tools.error_classes import config_errors, largest_false_class
 from road_seg_perception.training.config import dataset_configs, load_config
 from road_seg_perception.training.data import dataset_samples, label_spec
 from road_seg_perception.training.datasets import load_samples
@@ -256,15 +257,18 @@ def render(card: dict) -> str:
     if card.get("cross"):
         lines += ["", "Cross-dataset (a model trained without the dataset it is scored on, by its "
                   "`config/train_road_no_*.yaml`; its checkpoint chosen on a split of its own training data):", "",
-                  "| model | trained on | split | road IoU | precision | recall | prior IoU | teacher IoU |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| model | trained on | split | road IoU | precision | recall | prior IoU | teacher IoU | "
+                  "most false road on (share) | road IoU without that class |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in card["cross"]:
             s = splits.get(r["split"], {})
             te = s.get("teacher")
             title = SPLIT_TITLES.get(r["split"], r["split"])
+            cls = (f"{r['false_road_class']} ({r['false_road_share']:.1%}) | {r['iou_without_class']:.4f}"
+                   if "false_road_class" in r else "- | -")
             lines.append(f"| `{r['run']}`{_carried(r)} | {', '.join(r['trained_on'])} | {title} | "
                          f"**{r['iou']:.4f}** | {r['precision']:.4f} | {r['recall']:.4f} | "
-                         f"{_f(s['prior']['iou']) if s else '-'} | {_f(te['iou']) if te else '-'} |")
+                         f"{_f(s['prior']['iou']) if s else '-'} | {_f(te['iou']) if te else '-'} | {cls} |")
     if card.get("targets"):
         lines += ["", card["targets"]]
     lines += [
@@ -446,11 +450,13 @@ def _measure(a: argparse.Namespace) -> int:
         ccfg = load_config(cdir / "config.yaml")
         trained = [d.name for d in dataset_configs(ccfg) if d.train]
         cseg = RoadSegmenter(cdir / "model.onnx", backend="onnxruntime")
-        for name in read_splits(cdir):
-            if name in data and not any(name.startswith(t + "_") for t in trained):
-                r = score_split(cseg, data[name])
-                card["cross"].append({"run": cdir.name, "trained_on": trained, "split": name, **r})
-                print(f"cross {cdir.name} on {name}: {r['iou']:.4f}", flush=True)
+        unseen = [n for n in read_splits(cdir) if n in data and not any(n.startswith(t + "_") for t in trained)]
+        classes = config_errors(cseg, ccfg, log=lambda _: None, only=set(unseen))
+        for name in unseen:
+            r = score_split(cseg, data[name])
+            card["cross"].append({"run": cdir.name, "trained_on": trained, "split": name, **r,
+                                  **(largest_false_class(*classes[name]) if name in classes else {})})
+            print(f"cross {cdir.name} on {name}: {r['iou']:.4f}", flush=True)
     cross_models = [f"cross run {Path(c).name}={Path(c) / 'model.onnx'}" for c in a.cross_run]
     shipped = [f"shipped={a.model}", *([f"shipped INT8 copy={a.int8}"] if a.int8 else [])]
     segs, timed = [], []
