@@ -2,6 +2,7 @@
 
     python scripts/model_card.py              # INT8 copies, score and time every model below, then the text
     python scripts/model_card.py --text-only  # only rewrite the paragraphs from models/MODEL_CARD.json
+    python scripts/model_card.py --times-from HEAD  # score anew, keep the committed card's times (busy machine)
     python scripts/model_card.py --ship       # only put RUN's model into models/: its operating point baked in,
                                               # float pair + INT8 copy (make ship)
 
@@ -370,7 +371,10 @@ def write_text(card_json: Path) -> dict:
     commands.insert(at, OPERATING_CMD)
     sizes = [input_size_export(hw) for hw in INPUT_SIZES.values()]
     commands = producers_first([c for c in commands if c not in (QUANTIZE, QUANTIZE_ALL, *sizes)])
-    card["commands"] = [*commands, QUANTIZE, QUANTIZE_ALL, *sizes, MEASURE]
+    measure_cmd = (MEASURE if not card.get("times_from") else
+                   f"python scripts/model_card.py --times-from {card['times_from']}    # this card: every model "
+                   f"above scored, its times those of the card of commit {card['times_from']}")
+    card["commands"] = [*commands, QUANTIZE, QUANTIZE_ALL, *sizes, measure_cmd]
     card_json.write_text(json.dumps(card, indent=1))
     card_json.with_suffix(".md").write_text(render(card))
     return card
@@ -381,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-only", action="store_true", help="only rewrite the paragraphs from the card's JSON")
     p.add_argument("--runs", type=int, default=100, help="timing runs per model")
     p.add_argument("--out", default="models/MODEL_CARD.md")
+    p.add_argument("--times-from", default="", metavar="GIT_REF",
+                   help="score anew but keep every time from the card committed at GIT_REF (a machine too busy to "
+                        "time on)")
     p.add_argument("--ship", action="store_true",
                    help=f"only export {RUN}'s model into models/ and write its INT8 copy (no measuring)")
     a = p.parse_args(argv)
@@ -403,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         Path("runs/input_hw").mkdir(parents=True, exist_ok=True)
         if any(export(input_size_export(hw).split()[1:]) != 0 for hw in INPUT_SIZES.values()):
             return 1
-        args = ["--run", RUN, "--int8", INT8, "--runs", str(a.runs), "--out", str(out), "--previous", PREVIOUS]
+        args = ["--run", RUN, "--int8", INT8, "--runs", str(a.runs), "--out", str(out), "--previous", PREVIOUS,
+                *(["--times-from", a.times_from] if a.times_from else [])]
         for run in CROSS_RUNS:
             args += ["--cross-run", run]
         for label, path in CANDIDATES.values():

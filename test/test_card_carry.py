@@ -123,7 +123,11 @@ def test_card_of_a_machine_without_the_runs_scores_the_shipped_model_and_carries
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     cross_row = {"name": "cross run x_hires", "model": "runs/x_hires/model.onnx", "total_ms": 5.0, "fps": 200.0,
                  "splits": {"camvid_val": 0.8}}
-    prev = {**PREV, "candidates": [*PREV["candidates"], cross_row],
+    shipped_row = {"name": "shipped", "model": "models/m.onnx", "total_ms": 12.5, "fps": 80.0, "splits": {}}
+    prev = {**PREV, "candidates": [*PREV["candidates"], cross_row, shipped_row],
+            "cpu": "an earlier CPU", "threads": 7, "runs": 9, "int8_pays": False,
+            "latency": [{"path": "onnxruntime (session.run)", "pre": 1.0, "infer": 10.0, "post": 1.5, "total": 12.5,
+                         "fps": 80.0}],
             "stages": [{"run": "a", "input_hw": [32, 64], "epochs_run": 1, "best_epoch": 1, "history": []},
                                {"run": "b", "input_hw": [32, 64], "epochs_run": 1, "best_epoch": 1, "history": []}],
             "input_hw": [32, 64], "parameters": 10, "macs": 1e6, "epochs_run": 1, "best_epoch": 1,
@@ -156,3 +160,18 @@ def test_card_of_a_machine_without_the_runs_scores_the_shipped_model_and_carries
     assert "road-seg-train --config x.yaml" in got["commands"]
     md = (tmp_path / "out" / "MODEL_CARD.md").read_text()
     assert "| old label (carried) |" in md and "`x_hires` (carried)" in md
+
+    # --times-from: every model scored again, every time the earlier card's
+    assert MC.main([*args, "--previous", "HEAD", "--times-from", "HEAD"]) == 0
+    again = json.loads((tmp_path / "out" / "MODEL_CARD.json").read_text())
+    assert again["splits"] == got["splits"]  # scored anew: the same scores
+    assert {k: again[k] for k in MC.TIME_KEYS} == {k: prev[k] for k in MC.TIME_KEYS}
+    assert again["times_from"] == "abc1234"  # the earlier card's measured_at
+    rows = {c["name"]: c for c in again["candidates"]}
+    assert (rows["shipped"]["total_ms"], rows["shipped"]["fps"]) == (12.5, 80.0)
+    assert rows["old label"]["fps"] is None  # carried, and untimed in the earlier card as well
+    assert again["commands"][-1].endswith("--previous HEAD --times-from HEAD")
+    md = (tmp_path / "out" / "MODEL_CARD.md").read_text()
+    assert "CPU latency per 480x360 frame (an earlier CPU, 7 threads; no VNNI" in md
+    assert "| onnxruntime (session.run) | 1.0 | 10.0 | 1.5 | 12.5 |  | 80.0 |" in md
+    assert "is from the run of the card of commit abc1234 (`--times-from`)" in md

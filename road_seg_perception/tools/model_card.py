@@ -129,6 +129,16 @@ def interleaved_totals(segs: list[RoadSegmenter], frame: np.ndarray, runs: int, 
     return [float(np.median(t)) for t in totals]
 
 
+#: What ``--times-from`` takes from an earlier card: the latency table and the machine it was timed on.
+TIME_KEYS = ("cpu", "threads", "runs", "int8_pays", "latency")
+
+
+def earlier_time(prev: dict, name: str) -> dict:
+    """A candidate's time in an earlier card (``total_ms``/``fps``, None where that card did not time it)."""
+    row = next((c for c in prev.get("candidates", []) if c["name"] == name), {})
+    return {"total_ms": row.get("total_ms"), "fps": row.get("fps")}
+
+
 def _median_ms(fn: Callable[[], object], runs: int) -> float:
     import time
 
@@ -277,6 +287,9 @@ def render(card: dict) -> str:
         + ("" if "int8_pays" not in card else "; VNNI: yes, the node runs the INT8 copy" if card["int8_pays"]
            else "; no VNNI: the node runs the float model")
         + f"; median of {card['runs']} runs, ms)",
+        *(["", f"Every time on this card (this table and the candidates' times) is from the run of the card of commit "
+                f"{card['times_from']} (`--times-from`): the scores were measured again, the times were not."]
+          if card.get("times_from") else []),
         "",
         "| path | pre | infer | post | total | p95 total | fps |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -370,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--previous", default="", metavar="GIT_REF",
                    help="carry the rows of models whose files are missing (candidates, cross runs, earlier stages) "
                         "from the card committed at this git ref, marked as carried ('' = a missing file is an error)")
+    p.add_argument("--times-from", default="", metavar="GIT_REF",
+                   help="score every model anew but take every time (latency table, candidates' times, the CPU "
+                        "they were measured on) from the card committed at this git ref: for a machine too busy "
+                        "or too different to time on; times still all come from one run")
     a = p.parse_args(argv)
     try:
         return _measure(a)
@@ -391,6 +408,8 @@ def _stage_sentence(run_dir: Path) -> str:
 def _measure(a: argparse.Namespace) -> int:
     run_dir = Path(a.run)
     prev, origin = card_carry.previous_card(a.previous) if a.previous else ({}, "")
+    timed_prev, times_origin = card_carry.previous_card(a.times_from) if a.times_from else ({}, "")
+    times_origin = timed_prev.get("times_from") or times_origin  # times carried twice name the run that took them
     have_run = (run_dir / "metrics.json").is_file()
     if not have_run and not prev:
         raise card_carry.CarryError(f"shipped run {run_dir} has no metrics.json (--previous GIT_REF carries its "
@@ -430,9 +449,11 @@ def _measure(a: argparse.Namespace) -> int:
         "parameters": record["parameters"], "macs": record["macs"], "architecture": arch, "recipe": recipe,
         "datasets": run["data"]["datasets"] if have_run else prev["datasets"], "epochs_run": record["epochs_run"],
         "best_epoch": record["best_epoch"],
-        "cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(), "runs": a.runs,
-        "int8_pays": cpu_int8_pays(),
-        "latency": latency_table(Path(a.model), frame, a.runs, int8=Path(a.int8) if a.int8 else None),
+        **({k: timed_prev[k] for k in TIME_KEYS if k in timed_prev} if timed_prev else {
+            "cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(), "runs": a.runs,
+            "int8_pays": cpu_int8_pays(),
+            "latency": latency_table(Path(a.model), frame, a.runs, int8=Path(a.int8) if a.int8 else None)}),
+        **({"times_from": times_origin} if timed_prev else {}),
         "tradeoff": a.tradeoff, "targets": a.targets,
         "note": a.note, "cross": [], "candidates": [], "stages": [*carried, *(_stage(d) for d in stages)],
         "measured_at": card_carry.head_commit(),
@@ -475,12 +496,20 @@ def _measure(a: argparse.Namespace) -> int:
                                    "splits": {n: s[kind]["iou"] for n, s in splits.items()} if kind
                                    else {n: score_split(cseg, pairs)["iou"] for n, pairs in data.items()}})
         timed.append(card["candidates"][-1])
-    for c, ms in zip(timed, interleaved_totals(segs, frame, a.runs), strict=True):
-        c.update(total_ms=round(ms, 1), fps=round(1000.0 / ms, 1))
+    teacher_name = "teacher road-segmentation-adas-0001 (reference, not shippable)"
+    if timed_prev:
+        for c in timed:
+            c.update(earlier_time(timed_prev, c["name"]))
+    else:
+        for c, ms in zip(timed, interleaved_totals(segs, frame, a.runs), strict=True):
+            c.update(total_ms=round(ms, 1), fps=round(1000.0 / ms, 1))
     if teacher is not None:
-        ms = _median_ms(lambda: teacher.mask(frame), runs=max(3, a.runs // 10))
-        card["candidates"].append({"name": "teacher road-segmentation-adas-0001 (reference, not shippable)",
-                                   "model": a.teacher, "total_ms": round(ms, 1), "fps": round(1000.0 / ms, 1),
+        if timed_prev:
+            t = earlier_time(timed_prev, teacher_name)
+        else:
+            ms = _median_ms(lambda: teacher.mask(frame), runs=max(3, a.runs // 10))
+            t = {"total_ms": round(ms, 1), "fps": round(1000.0 / ms, 1)}
+        card["candidates"].append({"name": teacher_name, "model": a.teacher, **t,
                                    "splits": {n: s["teacher"]["iou"] for n, s in splits.items()}})
     stage_runs = [*((run_dir.parent / st["run"], cmd) for st, cmd in zip(carried, carried_cmds, strict=True)),
                   *((d, _command(d)) for d in stages)]
@@ -500,6 +529,7 @@ def _measure(a: argparse.Namespace) -> int:
         + "".join(f" --candidate \"{c}\"" for c in a.candidate)
         + (f" --runs {a.runs}" if a.runs != 50 else "")
         + (f" --previous {a.previous}" if a.previous else "")
+        + (f" --times-from {a.times_from}" if a.times_from else "")
         + "".join(f" --{k} \"...\"" for k in ("note", "targets", "tradeoff") if getattr(a, k)),
     ]
     out = Path(a.out)
