@@ -166,7 +166,7 @@ def test_card_of_a_machine_without_the_runs_scores_the_shipped_model_and_carries
     again = json.loads((tmp_path / "out" / "MODEL_CARD.json").read_text())
     assert again["splits"] == got["splits"]  # scored anew: the same scores
     assert {k: again[k] for k in MC.TIME_KEYS} == {k: prev[k] for k in MC.TIME_KEYS}
-    assert again["times_from"] == "abc1234"  # the earlier card's measured_at
+    assert again["times_from"] == CC.card_commit("HEAD", tmp_path)  # the commit holding those times
     rows = {c["name"]: c for c in again["candidates"]}
     assert (rows["shipped"]["total_ms"], rows["shipped"]["fps"]) == (12.5, 80.0)
     assert rows["old label"]["fps"] is None  # carried, and untimed in the earlier card as well
@@ -174,4 +174,4 @@ def test_card_of_a_machine_without_the_runs_scores_the_shipped_model_and_carries
     md = (tmp_path / "out" / "MODEL_CARD.md").read_text()
     assert "CPU latency per 480x360 frame (an earlier CPU, 7 threads; no VNNI" in md
     assert "| onnxruntime (session.run) | 1.0 | 10.0 | 1.5 | 12.5 |  | 80.0 |" in md
-    assert "is from the run of the card of commit abc1234 (`--times-from`)" in md
+    assert f"is from the run of the card of commit {again['times_from']} (`--times-from`)" in md

@@ -40,6 +40,14 @@ def previous_card(ref: str, repo: Path | str = ".") -> tuple[dict, str]:
     return card, card.get("measured_at") or commit
 
 
+def card_commit(ref: str, repo: Path | str = ".") -> str:
+    """The commit that wrote the card at git ``ref`` (``git show COMMIT:models/MODEL_CARD.json`` gives that card)."""
+    try:
+        return _git(repo, "log", "-1", "--format=%h", ref, "--", CARD_JSON)
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise CarryError(f"cannot find the commit of {CARD_JSON} at {ref} ({e})") from e
+
+
 def head_commit(repo: Path | str = ".") -> str:
     """The short commit the working tree is at ('' outside git): recorded as the card's ``measured_at``."""
     try:

@@ -408,8 +408,9 @@ def _stage_sentence(run_dir: Path) -> str:
 def _measure(a: argparse.Namespace) -> int:
     run_dir = Path(a.run)
     prev, origin = card_carry.previous_card(a.previous) if a.previous else ({}, "")
-    timed_prev, times_origin = card_carry.previous_card(a.times_from) if a.times_from else ({}, "")
-    times_origin = timed_prev.get("times_from") or times_origin  # times carried twice name the run that took them
+    timed_prev = card_carry.previous_card(a.times_from)[0] if a.times_from else {}
+    # the commit whose card holds these times (carried twice: still that one), so --times-from it reproduces them
+    times_origin = (timed_prev.get("times_from") or card_carry.card_commit(a.times_from)) if timed_prev else ""
     have_run = (run_dir / "metrics.json").is_file()
     if not have_run and not prev:
         raise card_carry.CarryError(f"shipped run {run_dir} has no metrics.json (--previous GIT_REF carries its "
