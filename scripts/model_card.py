@@ -355,6 +355,14 @@ def producers_first(commands: list[str]) -> list[str]:
     return out
 
 
+def measure_command(card: dict) -> str:
+    """The command that measured ``card``: :data:`MEASURE`, with ``--times-from`` if its times are an earlier card's."""
+    if not card.get("times_from"):
+        return MEASURE
+    return (f"python scripts/model_card.py --times-from {card['times_from']}    # this card: every model above "
+            f"scored, its times those of the card of commit {card['times_from']}")
+
+
 def write_text(card_json: Path) -> dict:
     """Fill the paragraphs of the card in ``card_json`` and render its Markdown twin again (no re-measurement)."""
     card = json.loads(card_json.read_text())
@@ -371,10 +379,7 @@ def write_text(card_json: Path) -> dict:
     commands.insert(at, OPERATING_CMD)
     sizes = [input_size_export(hw) for hw in INPUT_SIZES.values()]
     commands = producers_first([c for c in commands if c not in (QUANTIZE, QUANTIZE_ALL, *sizes)])
-    measure_cmd = (MEASURE if not card.get("times_from") else
-                   f"python scripts/model_card.py --times-from {card['times_from']}    # this card: every model "
-                   f"above scored, its times those of the card of commit {card['times_from']}")
-    card["commands"] = [*commands, QUANTIZE, QUANTIZE_ALL, *sizes, measure_cmd]
+    card["commands"] = [*commands, QUANTIZE, QUANTIZE_ALL, *sizes, measure_command(card)]
     card_json.write_text(json.dumps(card, indent=1))
     card_json.with_suffix(".md").write_text(render(card))
     return card
