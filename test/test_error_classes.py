@@ -15,7 +15,7 @@ from road_seg_perception.core.metrics import confusion
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.tools import error_classes as tool
 from road_seg_perception.training.config import load_config
-from road_seg_perception.training.datasets import LabelSpec, label_from_ids
+from road_seg_perception.training.datasets import DatasetError, LabelSpec, label_from_ids
 
 IDD = LabelSpec(format="camvid", positive_ids=[0], void_ids=[255])
 
@@ -131,3 +131,12 @@ def test_bad_arguments_are_named(tmp_path, tiny_model, capsys):
         "train_masks": "labels", "positive_ids": [0], "void_ids": [255]}]}))
     assert tool.main(["--config", str(tmp_path / "none.yaml"), "--model", str(tiny_model["onnx"])]) == 2
     assert "has no validation split with class ids" in capsys.readouterr().err
+
+
+def test_a_mask_of_another_size_is_refused_naming_both_files(tmp_path):
+    cfg = idd_config(tmp_path, {"0": 1, "1": 1})  # folder 0 validates
+    label = tmp_path / "idd" / "labels" / "0" / "000000_label.png"
+    assert cv2.imwrite(str(label), np.zeros((30, 56), np.uint8))
+    with pytest.raises(DatasetError, match=r"size mismatch: image .*000000_image.jpg is 56x40, mask .*"
+                                           r"000000_label.png is 56x30"):
+        tool.config_errors(BandSegmenter(), cfg, log=pytest.fail)

@@ -40,6 +40,7 @@ from road_seg_perception.training.datasets import (
     label_from_ids,
     read_class_ids,
     read_image,
+    size_mismatch,
 )
 
 PROG = "python -m road_seg_perception.tools.error_classes"
@@ -90,9 +91,8 @@ def split_errors(seg: RoadSegmenter, samples: list[Sample], spec: LabelSpec, des
     out = ClassErrors()
     for s in tqdm(samples, desc=desc, unit="frame", leave=False):
         image, ids = read_image(s.image), read_class_ids(s.mask)
-        if image.shape[:2] != ids.shape:
-            raise DatasetError(f"size mismatch: image {s.image} is {image.shape[1]}x{image.shape[0]}, "
-                               f"mask {s.mask} is {ids.shape[1]}x{ids.shape[0]}")
+        if problem := size_mismatch(s, image, ids):
+            raise DatasetError(problem)
         out.add(seg.segment(image).mask, ids, spec)
     return out
 

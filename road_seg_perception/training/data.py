@@ -27,6 +27,7 @@ from road_seg_perception.training.datasets import (
     pair_samples,
     read_image,
     read_label,
+    size_mismatch,
     split_by_drive,
 )
 
@@ -168,8 +169,8 @@ def load_resized(ds: DatasetConfig, samples: list[Sample], hw: tuple[int, int], 
         except DatasetError as e:
             problems.append(str(e))
             continue
-        if im.shape[:2] != lab.shape[:2]:
-            problems.append(f"size mismatch: image {s.image} {im.shape[:2]} vs mask {s.mask} {lab.shape[:2]}")
+        if problem := size_mismatch(s, im, lab):
+            problems.append(problem)
             continue
         images[i], labels[i] = resize_image(im, hw), resize_label(lab, hw)
     if problems:

@@ -183,6 +183,14 @@ def read_class_ids(path: Path, max_pixels: int | None = None) -> np.ndarray:
     return raw[..., 0] if raw.ndim == 3 else raw
 
 
+def size_mismatch(s: Sample, image: np.ndarray, mask: np.ndarray) -> str | None:
+    """The problem to report when a sample's image and mask differ in size (naming both files), else None."""
+    if image.shape[:2] == mask.shape[:2]:
+        return None
+    return (f"size mismatch: image {s.image} is {image.shape[1]}x{image.shape[0]}, "
+            f"mask {s.mask} is {mask.shape[1]}x{mask.shape[0]}")
+
+
 def label_from_ids(ids: np.ndarray, spec: LabelSpec) -> np.ndarray:
     """Class ids -> uint8 label: 1 for ``spec.positive_ids``, :data:`VOID` for ``spec.void_ids``, else 0."""
     label = np.isin(ids, spec.positive_ids).astype(np.uint8)
@@ -232,9 +240,8 @@ def load_samples(samples: list[Sample], spec: LabelSpec, max_listed: int = 10,
         except DatasetError as e:
             problems.append(str(e))
             continue
-        if image.shape[:2] != label.shape[:2]:
-            problems.append(f"size mismatch: image {s.image} is {image.shape[1]}x{image.shape[0]}, "
-                            f"mask {s.mask} is {label.shape[1]}x{label.shape[0]}")
+        if problem := size_mismatch(s, image, label):
+            problems.append(problem)
             continue
         out.append((image, label))
     if problems:
