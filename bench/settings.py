@@ -15,9 +15,10 @@ SECTIONS = ("bare", "work", "node", "naive")
 #: ONNX Runtime variants that the product does not use, kept so each run shows what its choices cost
 #: or gain: ``onnxruntime-runspin`` (threads spin-wait during a run only), ``onnxruntime-spinning``
 #: (threads spin-wait, also between frames: ONNX Runtime's own default) and ``onnxruntime-1thread``
-#: (one intra-op thread instead of ``min(4, cores)``). The product's threads never spin.
+#: (one intra-op thread instead of ``min(4, cores)``). The product's threads never spin. ``onnxruntime-flip``:
+#: the node's ``flip_average`` (off by default), each frame and its mirror image in one batch of two.
 ORT_VARIANTS = {"onnxruntime-runspin": {"spinning": "run"}, "onnxruntime-spinning": {"spinning": "always"},
-                "onnxruntime-1thread": {"threads": 1}}
+                "onnxruntime-1thread": {"threads": 1}, "onnxruntime-flip": {"flip_average": True}}
 BARE_BACKENDS = ("onnxruntime", *ORT_VARIANTS, "keras-compiled", "keras-predict")
 #: Node backend name (from /diagnostics) -> bare row that it is compared with.
 NODE_BACKEND_ROW = {"onnxruntime": "onnxruntime", "keras-tensorflow": "keras-compiled",
@@ -38,6 +39,7 @@ class BenchSettings:
     stream_size: tuple[int, int] = (480, 360)
     runs: dict[str, int] = field(default_factory=lambda: {"onnxruntime": 50, "onnxruntime-runspin": 50,
                                                           "onnxruntime-spinning": 50, "onnxruntime-1thread": 50,
+                                                          "onnxruntime-flip": 50,
                                                           "keras-compiled": 30, "keras-predict": 10})
     paced_runs: int = 45  # ONNX Runtime rows at the stream size, started at each stream rate
     warmup: int = 5
@@ -62,7 +64,7 @@ class BenchSettings:
     def quick_settings(cls, model: Path, **kw: Any) -> BenchSettings:
         """A short run for development and tests (numbers are indicative only)."""
         base = {"runs": {"onnxruntime": 5, "onnxruntime-runspin": 5, "onnxruntime-spinning": 5,
-                         "onnxruntime-1thread": 5, "keras-compiled": 3, "keras-predict": 2},
+                         "onnxruntime-1thread": 5, "onnxruntime-flip": 5, "keras-compiled": 3, "keras-predict": 2},
                 "paced_runs": 4,
                 "warmup": 1, "work_runs": 5,
                 "phase_s": 2.5, "n_frames": 3, "settle_max_s": 15.0, "quick": True}

@@ -19,9 +19,11 @@ def targets(res: dict[str, Any], s: BenchSettings) -> list[dict[str, Any]]:
     row_name = NODE_BACKEND_ROW.get(node_backend, node_backend)
     if row_name == "onnxruntime":  # a node run with another thread setting is compared with that row
         node_setting = (str(s.node_params.get("inference_spinning", "off")),
-                        str(s.node_params.get("inference_threads", "0")))
+                        str(s.node_params.get("inference_threads", "0")),
+                        str(s.node_params.get("flip_average", "false")).lower() == "true")
         row_name = next((name for name, kw in ORT_VARIANTS.items()
-                         if (kw.get("spinning", "off"), str(kw.get("threads", 0))) == node_setting), row_name)
+                         if (kw.get("spinning", "off"), str(kw.get("threads", 0)), kw.get("flip_average", False))
+                         == node_setting), row_name)
     bare = next((r for r in res.get("bare", []) if r["backend"] == row_name and r["size"] == size), None)
     bare_ms = bare["total_ms"] if bare else None
     low, high = (f"{r:g}hz" for r in (min(s.rates_hz), max(s.rates_hz)))

@@ -64,10 +64,12 @@ def test_bench_quick_measures_every_section(quick_run):
         assert r["total_ms"] >= 0.5 * (r["pre_ms"] + r["infer_ms"] + r["post_ms"])
         assert r["fps"] == pytest.approx(1000.0 / r["total_ms"])
     assert {r["runtime"] for r in res["bare"]} == {"onnxruntime", "onnxruntime-runspin", "onnxruntime-spinning",
-                                                   "onnxruntime-1thread", "keras-tensorflow", "keras-predict"}
+                                                   "onnxruntime-1thread", "onnxruntime-flip", "keras-tensorflow",
+                                                   "keras-predict"}
     # ONNX Runtime rows at the stream size are also timed at each stream rate
     paced = {r["backend"]: r["paced_total_ms"] for r in res["bare"] if "paced_total_ms" in r}
-    assert set(paced) == {"onnxruntime", "onnxruntime-runspin", "onnxruntime-spinning", "onnxruntime-1thread"}
+    assert set(paced) == {"onnxruntime", "onnxruntime-runspin", "onnxruntime-spinning", "onnxruntime-1thread",
+                          "onnxruntime-flip"}
     assert all(set(v) == {"15hz", "30hz"} and min(v.values()) > 0 for v in paced.values())
     w = res["work"]
     assert all(w[k + "_ms"] > 0 for k in ("convert", "segment", "mask_msg", "overlay", "overlay_msg"))
@@ -269,6 +271,11 @@ def test_node_with_another_thread_setting_is_compared_with_that_bare_row():
     spinning = targets(res, BenchSettings(model=Path("m.onnx"), node_params={"inference_spinning": "always"}))[0]
     assert spinning["value"] == pytest.approx(2.0) and "onnxruntime-spinning" in spinning["name"]
     assert "1.10x" in spinning["note"]  # against that row's total at 15 Hz
+    res["bare"].append({"backend": "onnxruntime-flip", "size": "480x360", "total_ms": 44.0,
+                        "paced_total_ms": {"15hz": 44.0}})
+    assert targets(res, BenchSettings(model=Path("m.onnx")))[0]["value"] == pytest.approx(22.0 / 20.0)
+    flip = targets(res, BenchSettings(model=Path("m.onnx"), node_params={"flip_average": "true"}))[0]
+    assert flip["value"] == pytest.approx(0.5) and "onnxruntime-flip" in flip["name"]
 
 
 def test_intake_ab_bench_measures_both_settings(tmp_path):

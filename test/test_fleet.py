@@ -221,14 +221,16 @@ def test_cli_bad_flags_fail_with_one_line(drives, tmp_path, capsys):
                                      "--limit", "9", "--no-temporal-smoothing", "--temporal-alpha", "0.3",
                                      "--temporal-reset-gap", "2", "--image-topic", "/cam", "--gt-topic", "/gt",
                                      "--mask-format", "kitti", "--threshold", "0.4", "--backend", "onnxruntime",
-                                     "--device", "cpu", "--model", "m.onnx", "--no-video", "--no-bag"]])
+                                     "--device", "cpu", "--model", "m.onnx", "--no-video", "--no-bag",
+                                     "--flip-average"]])
 def test_single_bag_and_fleet_parse_the_evaluation_options_alike(extra):
     single = vars(evaluate.parse_args(["bag", "--report", "r", *extra]))
     several = vars(F.parse_args(["bag", "other", "--report", "r", *extra]))
     shared = (set(single) & set(several)) - {"report"}
-    assert len(shared) == 19  # the evaluation options, --debug and --max-image-pixels
+    assert len(shared) == 20  # the evaluation options, --debug and --max-image-pixels
     assert {k: single[k] for k in shared} == {k: several[k] for k in shared}
-    assert (single["temporal_smoothing"], single["every_n"]) == ((True, 1) if not extra else (False, 3))
+    assert (single["temporal_smoothing"], single["every_n"], single["flip_average"]) == (
+        (True, 1, False) if not extra else (False, 3, True))
 
 
 def test_ray_pin_agrees_between_requirements_and_extra():
@@ -236,3 +238,13 @@ def test_ray_pin_agrees_between_requirements_and_extra():
     pins = [ln for ln in (repo / "requirements-fleet.txt").read_text().splitlines() if ln and not ln.startswith("#")]
     assert pins == ["ray==2.60.0"]
     assert '"fleet": requirements("requirements-fleet.txt")' in (repo / "setup.py").read_text()
+
+
+def test_flip_average_option_opens_its_own_segmenter(onnx_model):
+    from road_seg_perception.tools.fleet_task import ModelBlob, open_segmenter
+
+    blob = ModelBlob.read(onnx_model)
+    plain = open_segmenter(blob, TaskOptions())
+    flip = open_segmenter(blob, TaskOptions(flip_average=True))
+    assert flip is not plain and flip.flip_average and not plain.flip_average
+    assert open_segmenter(blob, TaskOptions(flip_average=True)) is flip  # cached per option set

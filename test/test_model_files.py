@@ -518,7 +518,7 @@ def test_nan_model_refused_at_start_and_at_run_time(ctx, harness, tiny_model, tm
     assert result.successful  # passes the cheap checks; the load on the loader thread refuses it
     assert h.node.wait_for_model(30)
     wait_for(lambda: h.node.get_parameter("model_path").value == str(tiny_model["onnx"]),
-             what="model_path to revert")
+             timeout=30, what="model_path to revert")
     assert h.node.segmenter is old
     wait_for(lambda: "NaN or infinite" in _diag(h)["model_status"] if h.diagnostics else False,
              what="diagnostics naming the failure")

@@ -270,6 +270,34 @@ def test_inference_thread_settings_reach_onnx_runtime_and_reload_the_model(harne
     np.testing.assert_array_equal(as_array(h.mask_for(1)), reference_mask(reference, rgb))
 
 
+def test_flip_average_applies_at_run_time_and_survives_a_reload(harness, reference):
+    rgb = random_rgb(36, 48, 13)
+    try:
+        reference.flip_average = True
+        thr = float(np.median(reference.segment(rgb, with_probability=True).probability))
+        flip_mask = reference_mask(reference, rgb, thr)
+    finally:
+        reference.flip_average = False
+    plain_mask = reference_mask(reference, rgb, thr)
+    assert not np.array_equal(flip_mask, plain_mask)  # so the comparisons below tell the two apart
+    h = harness(reliable_input=True, params={"flip_average": True, "threshold": thr})
+    h.pub.publish(image_msg(rgb, "rgb8", 1))
+    np.testing.assert_array_equal(as_array(h.mask_for(1)), flip_mask)
+
+    old = h.node.segmenter
+    assert all(r.successful for r in h.node.set_parameters([Parameter("flip_average", value=False)]))
+    assert h.node.segmenter is old  # applied to the serving model, no reload
+    h.pub.publish(image_msg(rgb, "rgb8", 2))
+    np.testing.assert_array_equal(as_array(h.mask_for(2)), plain_mask)
+
+    results = h.node.set_parameters([Parameter("flip_average", value=True), Parameter("model_reload", value=1)])
+    assert all(r.successful for r in results), results
+    assert h.node.wait_for_model(30)
+    assert h.node.segmenter is not old and h.node.segmenter.flip_average  # the new model keeps the setting
+    h.pub.publish(image_msg(rgb, "rgb8", 3))
+    np.testing.assert_array_equal(as_array(h.mask_for(3)), flip_mask)
+
+
 def test_model_swap_refused_on_bad_file_and_accepted_on_good(harness, reference, tiny_model, tmp_path):
     h = harness(reliable_input=True)
     rgb = random_rgb(36, 48, 11)

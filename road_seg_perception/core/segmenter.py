@@ -115,13 +115,17 @@ class RoadSegmenter:
 
     At load the model's outputs on a probe frame are checked (:func:`check_outputs`): a model that
     gives NaN, infinite or out-of-range values is refused with :class:`ModelFileError`.
+
+    ``flip_average`` (changeable at any time): the probability is the mean of the model's on the frame
+    and, mirrored back, on its left-right mirror image (one batch of two), at twice the inference work.
     """
 
     def __init__(self, model_path: str | Path | None = None, backend: str = "auto", device: str = "auto",
                  post: PostConfig | None = None, allow_unsafe: bool = False, threads: int = 0,
-                 spinning: str = "off", warmup: int = 2):
+                 spinning: str = "off", warmup: int = 2, flip_average: bool = False):
         self.model_path = Path(model_path) if model_path else default_model_path()
         self.post = post or PostConfig()
+        self.flip_average = bool(flip_average)
         self.post.validate()
         self.backend: Backend = open_backend(self.model_path, backend, device, allow_unsafe, threads, spinning)
         self.input_hw = self.backend.input_hw
@@ -148,9 +152,16 @@ class RoadSegmenter:
         if close is not None:
             close()
 
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        """The model's probability ``(h, w)`` for one pre-processed frame ``(H, W, 3)``."""
+        if not self.flip_average:
+            return self.backend.infer(x[None])[0]
+        both = self.backend.infer(np.stack([x, x[:, ::-1]]))
+        return (0.5 * (both[0] + both[1][:, ::-1])).astype(np.float32)
+
     def probability(self, image_rgb: np.ndarray) -> np.ndarray:
         """Low-resolution road probability ``(h, w)`` float32 for one RGB uint8 image."""
-        return self.backend.infer(preprocess(image_rgb, self.input_hw)[None])[0]
+        return self._infer(preprocess(image_rgb, self.input_hw))
 
     def segment(self, image_rgb: np.ndarray, with_probability: bool = False,
                 smooth: Callable[[np.ndarray], np.ndarray] | None = None) -> SegmentationResult:
@@ -162,9 +173,9 @@ class RoadSegmenter:
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image_rgb.dtype} {image_rgb.shape}")
         t0 = time.perf_counter()
-        x = preprocess(image_rgb, self.input_hw)[None]
+        x = preprocess(image_rgb, self.input_hw)
         t1 = time.perf_counter()
-        prob = self.backend.infer(x)[0]
+        prob = self._infer(x)
         t2 = time.perf_counter()
         if smooth is not None:
             prob = smooth(prob)

@@ -133,6 +133,8 @@ PARAMETERS: dict[str, ParamSpec] = {
                                            "during an inference only) or always (also between frames: "
                                            "lowest latency, burns CPU)",
                                     constraints="one of: " + ", ".join(SPINNING_MODES)),
+    "flip_average": ParamSpec(False, "Average each frame's road probability with that of its left-right mirror "
+                                     "image (mirrored back): one batch of two, twice the inference work"),
     "threshold": ParamSpec(0.5, "Road probability threshold", float_range=(0.0, 1.0),
                            constraints="strictly between 0 and 1"),
     "min_blob_area": ParamSpec(0, "Remove road blobs smaller than this many pixels (0 = off)", int_range=(0, _BIG)),
@@ -214,6 +216,7 @@ class NodeConfig:
     allow_unsafe_model: bool
     inference_threads: int
     inference_spinning: str
+    flip_average: bool
     threshold: float
     min_blob_area: int
     fill_holes_area: int
@@ -528,6 +531,7 @@ class RoadSegmentation:
         segmenter = self._factory(model_path=path, backend=cfg.backend, device=cfg.device, post=cfg.post(),
                                   allow_unsafe=cfg.allow_unsafe_model, threads=cfg.inference_threads,
                                   spinning=cfg.inference_spinning)
+        segmenter.flip_average = cfg.flip_average
         return segmenter, identity
 
     def wait_for_model(self, timeout: float | None = None) -> bool:
@@ -586,6 +590,7 @@ class RoadSegmentation:
     def _apply(self, old: NodeConfig, new: NodeConfig) -> None:
         with self._model_lock:
             self.segmenter.post = new.post()
+            self.segmenter.flip_average = new.flip_average
             self.config = new
         self._ema.configure(new.temporal_alpha, new.temporal_reset_gap_s)
         if not new.temporal_smoothing:
@@ -606,6 +611,7 @@ class RoadSegmentation:
             segmenter, identity = loaded
             with self._model_lock:
                 segmenter.post = self.config.post()
+                segmenter.flip_average = self.config.flip_average
                 old, self.segmenter = self.segmenter, segmenter
                 self._model_generation += 1
                 self._serving, self._serving_identity = request.config, identity

@@ -104,11 +104,11 @@ class EvalResult:
 
 def evaluate_bag(bag: Path | str, report_dir: Path | str, segmenter=None, cfg: EvalConfig | None = None,
                  model: str | Path | None = None, backend: str = "auto", device: str = "auto",
-                 post=None, keep_masks: bool = False) -> EvalResult:
+                 post=None, keep_masks: bool = False, flip_average: bool = False) -> EvalResult:
     """Run the offline evaluation and write every output into ``report_dir``.
 
     ``segmenter`` is a ready :class:`RoadSegmenter`; without one, it is opened from ``model``
-    (default: the shipped model), ``backend``, ``device`` and ``post``.
+    (default: the shipped model), ``backend``, ``device``, ``post`` and ``flip_average``.
     """
     cfg = cfg or EvalConfig()
     bag = Path(bag)
@@ -116,7 +116,7 @@ def evaluate_bag(bag: Path | str, report_dir: Path | str, segmenter=None, cfg: E
     check_report_dir(out, [bag] + ([Path(cfg.gt_dir)] if cfg.gt_dir is not None else []))
     score, gt = open_bag(bag, cfg)
     if segmenter is None:
-        segmenter = RoadSegmenter(model, backend=backend, device=device, post=post)
+        segmenter = RoadSegmenter(model, backend=backend, device=device, post=post, flip_average=flip_average)
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".eval-partial-", dir=out))
     try:
@@ -257,7 +257,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             if not default_model_path().is_file():
                 raise ModelFileError(f"the shipped model {default_model_path()} is missing; pass --model PATH")
         r = evaluate_bag(args.bag, args.report, cfg=cfg, model=args.model, backend=args.backend,
-                         device=args.device, post=post)
+                         device=args.device, post=post, flip_average=args.flip_average)
     except (BagError, DatasetError, ModelFileError) as e:
         return fail("road-seg-eval", e, EXIT_USAGE, args.debug)
     except KeyboardInterrupt:

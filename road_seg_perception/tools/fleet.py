@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                          limit=args.limit, worst_k=args.worst_k, temporal_smoothing=args.temporal_smoothing,
                          temporal_alpha=args.temporal_alpha, temporal_reset_gap_s=args.temporal_reset_gap)
         opts = TaskOptions(cfg, args.backend, args.device, args.threshold, args.min_blob_area,
-                           args.fill_holes_area, args.threads, args.max_image_pixels)
+                           args.fill_holes_area, args.threads, args.max_image_pixels, args.flip_average)
         workers = args.workers if args.workers is not None else _default_workers(args.ray_address)
         print(f"{prog}: {len(bags)} bag(s), {workers or 'no'} worker(s)"
               + (f" on {args.ray_address}" if args.ray_address else " (local)" if workers else " (in process)"),

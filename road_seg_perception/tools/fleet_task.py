@@ -61,6 +61,7 @@ class TaskOptions:
     fill_holes_area: int = 0
     threads: int = 1
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    flip_average: bool = False
 
 
 @dataclass
@@ -104,16 +105,18 @@ def open_segmenter(model: ModelBlob | None, opts: TaskOptions):
     """The segmenter for ``model`` (``None``: the shipped one), cached in this process."""
     post = PostConfig(opts.threshold, opts.min_blob_area, opts.fill_holes_area)
     key = (model.sha1 if model else None, opts.backend, opts.device, opts.threads, opts.threshold,
-           opts.min_blob_area, opts.fill_holes_area)
+           opts.min_blob_area, opts.fill_holes_area, opts.flip_average)
     if key not in _SEGMENTERS:
         if model is None:
-            _SEGMENTERS[key] = RoadSegmenter(None, opts.backend, opts.device, post, threads=opts.threads)
+            _SEGMENTERS[key] = RoadSegmenter(None, opts.backend, opts.device, post, threads=opts.threads,
+                                             flip_average=opts.flip_average)
         else:
             d = Path(tempfile.mkdtemp(prefix="road_seg_model_"))
             try:  # the backends read the whole file at opening
                 path = d / f"model{model.suffix}"
                 path.write_bytes(model.data)
-                _SEGMENTERS[key] = RoadSegmenter(path, opts.backend, opts.device, post, threads=opts.threads)
+                _SEGMENTERS[key] = RoadSegmenter(path, opts.backend, opts.device, post, threads=opts.threads,
+                                             flip_average=opts.flip_average)
             finally:
                 shutil.rmtree(d, ignore_errors=True)
     return _SEGMENTERS[key]

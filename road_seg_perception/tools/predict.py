@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         seg = RoadSegmenter(args.model, backend=args.backend, device=args.device,
-                            post=PostConfig(threshold=args.threshold))
+                            post=PostConfig(threshold=args.threshold), flip_average=args.flip_average)
     except (ModelFileError, ValueError) as e:
         print(f"road-seg-predict: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=150, help="training frames per dataset (default: 150)")
     p.add_argument("--thresholds", type=float, nargs="+", help="thresholds to scan (default: 0.20 to 0.80 by 0.05)")
     p.add_argument("--val", action="store_true", help="also score the validation splits (reported, not used)")
+    p.add_argument("--flip-average", action="store_true",
+                   help="score the mean of each frame's probability and its mirror image's (the node's flip_average)")
     p.add_argument("--json", metavar="OUT", help="write the curves and the choice as JSON")
     p.add_argument("--write", metavar="OUT.keras",
                    help="save a copy of the .keras --model whose output at 0.5 is the chosen threshold's mask")
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(Path(a.config))
         train = training_pairs(cfg, a.frames)
         val = config_splits(cfg) if a.val else {}
-        seg = RoadSegmenter(a.model, backend=a.backend)
+        seg = RoadSegmenter(a.model, backend=a.backend, flip_average=a.flip_average)
     except (ValueError, FileNotFoundError, ModelFileError) as exc:
         return fail(PROG, exc, EXIT_USAGE, a.debug)
     try:
@@ -135,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001  named in one line, traceback with --debug
         return fail(PROG, exc, EXIT_RUNTIME, a.debug)
     frames = {name: len(pairs) for name, pairs in train.items()}
-    print(f"model {seg.info['model']}; training frames " + ", ".join(f"{n} {k}" for n, k in frames.items()))
+    print(f"model {seg.info['model']}{' (flip-averaged)' if a.flip_average else ''}; training frames "
+          + ", ".join(f"{n} {k}" for n, k in frames.items()))
     print(table(thresholds, curves, chosen))
     print(f"chosen threshold {chosen:.2f}: mean training-frame road IoU {mean:.4f}")
     if val_curves:
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {a.write}: logit bias {shift:+.4f}, so threshold 0.5 on its output = {chosen:.2f} on {a.model}'s")
     if a.json:
         atomic_write_text(Path(a.json), json.dumps({
-            "model": seg.info["model"], "config": a.config, "frames": frames,
+            "model": seg.info["model"], "flip_average": a.flip_average, "config": a.config, "frames": frames,
             "thresholds": thresholds.tolist(), "train_iou": curves, "val_iou": val_curves,
             "chosen": chosen, "mean_train_iou": round(mean, 6)}, indent=1))
     return 0
