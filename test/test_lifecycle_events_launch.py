@@ -124,8 +124,12 @@ class TestAfterShutdown(unittest.TestCase):
 
     def test_transitions_in_order(self, transitions):
         goals = [goal for _, goal in transitions.copy()]
-        self.assertEqual(goals, ["configuring", "inactive", "activating", "active", "deactivating", "inactive",
-                                 "cleaningup", "unconfigured", "shuttingdown", "finalized"])
+        expected = ["configuring", "inactive", "activating", "active", "deactivating", "inactive",
+                    "cleaningup", "unconfigured", "shuttingdown", "finalized"]
+        # autostart calls change_state as soon as the service answers, which can be before launch's
+        # transition_event subscription has matched the node's publisher: the first event ("configuring") can
+        # be missed; every later one must arrive, in order
+        self.assertIn(goals, (expected, expected[1:]))
 
     def test_output(self, proc_output):
         text = "".join(o.text.decode(errors="replace") if isinstance(o.text, bytes) else o.text for o in proc_output)
