@@ -18,12 +18,11 @@ def targets(res: dict[str, Any], s: BenchSettings) -> list[dict[str, Any]]:
     node_backend = res.get("node", {}).get("info", {}).get("backend", "onnxruntime")
     row_name = NODE_BACKEND_ROW.get(node_backend, node_backend)
     if row_name == "onnxruntime":  # a node run with another thread setting is compared with that row
-        node_setting = (str(s.node_params.get("inference_spinning", "off")),
-                        str(s.node_params.get("inference_threads", "0")),
-                        str(s.node_params.get("flip_average", "false")).lower() == "true")
-        row_name = next((name for name, kw in ORT_VARIANTS.items()
-                         if (kw.get("spinning", "off"), str(kw.get("threads", 0)), kw.get("flip_average", False))
-                         == node_setting), row_name)
+        p = s.node_params  # the node's settings as RoadSegmenter keywords, as ORT_VARIANTS gives them
+        node_kw = {"spinning": str(p.get("inference_spinning", "off")), "threads": int(p.get("inference_threads", 0)),
+                   "flip_average": str(p.get("flip_average", "false")).lower() == "true"}
+        default_kw = {"spinning": "off", "threads": 0, "flip_average": False}
+        row_name = next((name for name, kw in ORT_VARIANTS.items() if {**default_kw, **kw} == node_kw), row_name)
     bare = next((r for r in res.get("bare", []) if r["backend"] == row_name and r["size"] == size), None)
     bare_ms = bare["total_ms"] if bare else None
     low, high = (f"{r:g}hz" for r in (min(s.rates_hz), max(s.rates_hz)))

@@ -157,7 +157,7 @@ class RoadSegmenter:
         if not self.flip_average:
             return self.backend.infer(x[None])[0]
         both = self.backend.infer(np.stack([x, x[:, ::-1]]))
-        return (0.5 * (both[0] + both[1][:, ::-1])).astype(np.float32)
+        return 0.5 * (both[0] + both[1][:, ::-1])
 
     def probability(self, image_rgb: np.ndarray) -> np.ndarray:
         """Low-resolution road probability ``(h, w)`` float32 for one RGB uint8 image."""

@@ -531,8 +531,14 @@ class RoadSegmentation:
         segmenter = self._factory(model_path=path, backend=cfg.backend, device=cfg.device, post=cfg.post(),
                                   allow_unsafe=cfg.allow_unsafe_model, threads=cfg.inference_threads,
                                   spinning=cfg.inference_spinning)
-        segmenter.flip_average = cfg.flip_average
+        self._set_run_time_settings(segmenter, cfg)
         return segmenter, identity
+
+    @staticmethod
+    def _set_run_time_settings(segmenter: Any, cfg: NodeConfig) -> None:
+        """Give a model the settings that change without a reload: post-processing and flip averaging."""
+        segmenter.post = cfg.post()
+        segmenter.flip_average = cfg.flip_average
 
     def wait_for_model(self, timeout: float | None = None) -> bool:
         """Wait until no model load is queued or running (tests, tools); False on timeout."""
@@ -589,8 +595,7 @@ class RoadSegmentation:
 
     def _apply(self, old: NodeConfig, new: NodeConfig) -> None:
         with self._model_lock:
-            self.segmenter.post = new.post()
-            self.segmenter.flip_average = new.flip_average
+            self._set_run_time_settings(self.segmenter, new)
             self.config = new
         self._ema.configure(new.temporal_alpha, new.temporal_reset_gap_s)
         if not new.temporal_smoothing:
@@ -610,8 +615,7 @@ class RoadSegmentation:
         if error is None and loaded is not None:
             segmenter, identity = loaded
             with self._model_lock:
-                segmenter.post = self.config.post()
-                segmenter.flip_average = self.config.flip_average
+                self._set_run_time_settings(segmenter, self.config)
                 old, self.segmenter = self.segmenter, segmenter
                 self._model_generation += 1
                 self._serving, self._serving_identity = request.config, identity

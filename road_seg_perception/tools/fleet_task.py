@@ -107,16 +107,18 @@ def open_segmenter(model: ModelBlob | None, opts: TaskOptions):
     key = (model.sha1 if model else None, opts.backend, opts.device, opts.threads, opts.threshold,
            opts.min_blob_area, opts.fill_holes_area, opts.flip_average)
     if key not in _SEGMENTERS:
+        def open_(path: Path | None) -> RoadSegmenter:
+            return RoadSegmenter(path, opts.backend, opts.device, post, threads=opts.threads,
+                                 flip_average=opts.flip_average)
+
         if model is None:
-            _SEGMENTERS[key] = RoadSegmenter(None, opts.backend, opts.device, post, threads=opts.threads,
-                                             flip_average=opts.flip_average)
+            _SEGMENTERS[key] = open_(None)
         else:
             d = Path(tempfile.mkdtemp(prefix="road_seg_model_"))
             try:  # the backends read the whole file at opening
                 path = d / f"model{model.suffix}"
                 path.write_bytes(model.data)
-                _SEGMENTERS[key] = RoadSegmenter(path, opts.backend, opts.device, post, threads=opts.threads,
-                                             flip_average=opts.flip_average)
+                _SEGMENTERS[key] = open_(path)
             finally:
                 shutil.rmtree(d, ignore_errors=True)
     return _SEGMENTERS[key]
