@@ -330,13 +330,17 @@ def render(card: dict) -> str:
     return "\n".join(lines)
 
 
-ENCODER_NAMES = {"mobilenet_v2": "MobileNetV2", "mobilenet_v3_small": "MobileNetV3-Small"}
+ENCODER_NAMES = {"mobilenet_v2": "MobileNetV2", "mobilenet_v3_small": "MobileNetV3-Small",
+                 "efficientnet_lite0": "EfficientNet-Lite0"}
+#: Where each encoder's layout comes from.
+ENCODER_LAYOUTS = {"efficientnet_lite0": "`road_seg_perception/training/efficientnet_lite.py`"}
 
 
 def _cfg_summary(cfg: dict) -> tuple[str, str]:
     m, t, a = cfg["model"], cfg["train"], cfg["augment"]
     if m["encoder"] in ENCODER_NAMES:
-        arch = (f"{ENCODER_NAMES[m['encoder']]} encoder (ImageNet weights, `keras.applications` layout) tapped at "
+        layout = ENCODER_LAYOUTS.get(m["encoder"], "`keras.applications`")
+        arch = (f"{ENCODER_NAMES[m['encoder']]} encoder (ImageNet weights, {layout} layout) tapped at "
                 "strides 2-32, and a light decoder: 1x1 projections of the skips, bilinear upsampling and one "
                 "depthwise-separable "
                 f"convolution per level ({m['decoder_filters']} channels at the finest), a 1x1 sigmoid head "

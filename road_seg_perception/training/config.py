@@ -18,7 +18,7 @@ import yaml
 from road_seg_perception.training.datasets import FORMATS, DatasetError, default_camvid_root
 
 INPUT_NORMS = ("none", "instance", "exposure")
-ENCODERS = ("unet", "mobilenet_v2", "mobilenet_v3_small")
+ENCODERS = ("unet", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0")
 DEFAULT_BACKBONE = "../shared/models/backbones/mobilenet_v2_1.0_imagenet_notop.weights.h5"
 
 
@@ -27,10 +27,10 @@ class UNetConfig:
     """Architecture settings; ``input_hw`` must be divisible by the network's total stride.
 
     ``encoder: unet`` is the light U-Net (``base_filters``, ``levels``, ``stem_stride``,
-    ``separable``); ``encoder: mobilenet_v2`` (or ``mobilenet_v3_small``) is an ImageNet MobileNetV2
-    (or MobileNetV3-Small; weights read from ``encoder_weights``, ``""`` = random) with a light
-    separable decoder of ``decoder_filters`` channels at its finest level. Images are normalised for
-    the encoder inside the model.
+    ``separable``); ``encoder: mobilenet_v2`` (or ``mobilenet_v3_small``, ``efficientnet_lite0``) is an
+    ImageNet MobileNetV2 (or MobileNetV3-Small, EfficientNet-Lite0; weights read from
+    ``encoder_weights``, ``""`` = random) with a light separable decoder of ``decoder_filters``
+    channels at its finest level. Images are normalised for the encoder inside the model.
     """
 
     input_hw: tuple[int, int] = (192, 256)

@@ -14,6 +14,7 @@ from keras import layers
 
 from road_seg_perception.core.layers import custom_layers
 from road_seg_perception.training.config import INPUT_NORMS, UNetConfig  # noqa: F401  (re-exported)
+from road_seg_perception.training.efficientnet_lite import LITE0_TAPS, efficientnet_lite0, load_lite0_state
 
 ENCODER_PREFIXES = ("enc", "bott")
 #: Moving-statistics momentum: 0.9 so that short CPU trainings get usable inference statistics.
@@ -87,7 +88,27 @@ def mobilenet_v3_small_encoder(input_hw: tuple[int, int], weights: str = "") -> 
     return _pretrained_encoder(base, weights, "mobilenet_v3_small", taps)
 
 
-PRETRAINED_ENCODERS = {"mobilenet_v2": mobilenet_v2_encoder, "mobilenet_v3_small": mobilenet_v3_small_encoder}
+def efficientnet_lite0_encoder(input_hw: tuple[int, int], weights: str = "") -> keras.Model:
+    """ImageNet EfficientNet-Lite0 (``(RGB - 127) / 128`` input) truncated to its taps.
+
+    Named ``enc_efficientnet_lite0``; ``weights`` is a local ``.npz`` of its PyTorch state
+    (``road_seg_perception.training.efficientnet_lite``), ``""`` leaves them random.
+    """
+    base = efficientnet_lite0((*input_hw, 3))
+    if weights:
+        load_lite0_state(base, weights)
+    for lyr in base.layers:
+        if isinstance(lyr, layers.BatchNormalization):
+            lyr.momentum = ENCODER_BN_MOMENTUM
+    return keras.Model(base.input, [base.get_layer(n).output for n in LITE0_TAPS], name="enc_efficientnet_lite0")
+
+
+PRETRAINED_ENCODERS = {"mobilenet_v2": mobilenet_v2_encoder, "mobilenet_v3_small": mobilenet_v3_small_encoder,
+                       "efficientnet_lite0": efficientnet_lite0_encoder}
+#: ``[0, 1]`` image -> the range each encoder was trained on, as (scale, offset): MobileNets ``[-1, 1]``,
+#: EfficientNet-Lite ``(255 x - 127) / 128``.
+ENCODER_INPUT_SCALE = {"mobilenet_v2": (2.0, -1.0), "mobilenet_v3_small": (2.0, -1.0),
+                       "efficientnet_lite0": (255.0 / 128.0, -127.0 / 128.0)}
 
 
 def _sep_block(x, filters: int, name: str):
@@ -103,14 +124,16 @@ def _project(x, filters: int, name: str):
 
 
 def build_mobilenet_unet(cfg: UNetConfig) -> keras.Model:
-    """Pretrained MobileNet encoder + light separable decoder: ``(N, H, W, 3)`` in [0, 1] -> road probability.
+    """Pretrained encoder + light separable decoder: ``(N, H, W, 3)`` in [0, 1] -> road probability.
 
-    ``cfg.encoder`` picks MobileNetV2 or MobileNetV3-Small. The ``[0, 1] -> [-1, 1]`` scaling both were
-    trained with is the model's first layer, so callers feed the same input as to every other road model.
+    ``cfg.encoder`` picks MobileNetV2, MobileNetV3-Small or EfficientNet-Lite0. The input scaling the
+    encoder was trained with is the model's first layer, so callers feed the same input as to every
+    other road model.
     """
     f = cfg.decoder_filters
     inputs = keras.Input(shape=(*cfg.input_hw, 3), name="image")
-    x = layers.Rescaling(2.0, offset=-1.0, name="enc_input_scale")(inputs)
+    scale, offset = ENCODER_INPUT_SCALE[cfg.encoder]
+    x = layers.Rescaling(scale, offset=offset, name="enc_input_scale")(inputs)
     s2, s4, s8, s16, s32 = PRETRAINED_ENCODERS[cfg.encoder](cfg.input_hw, cfg.encoder_weights)(x)
     x = _project(s32, f * 4, "dec5")
     if cfg.dropout > 0:
