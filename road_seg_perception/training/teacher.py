@@ -2,6 +2,8 @@
 
     python -m road_seg_perception.training.teacher --config config/train_road.yaml \
         [--teacher ../shared/models/teachers/road-segmentation-adas-0001.onnx]
+    python -m road_seg_perception.training.teacher --config config/train_road.yaml \
+        --road-models models/road_unet_camvid.onnx runs/other/model.onnx --flip-average
 
 The teacher (Intel's ``road-segmentation-adas-0001``) takes BGR 0-255 ``1x3x512x896`` and gives
 softmax over background, road, curb and lane mark; road probability = road + lane mark (CamVid's
@@ -9,6 +11,10 @@ softmax over background, road, curb and lane mark; road probability = road + lan
 over every training frame of the config's datasets (those with ``distill`` > 0) and the road
 probabilities, resized to the model input, are cached where training reads them
 (``<train.cache_dir>/teacher/<dataset>-<H>x<W>.npz``).
+
+``--road-models`` makes the teacher an ensemble of this package's own road models instead (any file
+``RoadSegmenter`` opens): the mean of their probabilities, each optionally averaged with its mirror
+image's (``--flip-average``), so one model can learn what several models and flips give together.
 """
 
 from __future__ import annotations
@@ -61,7 +67,29 @@ class Teacher:
         return np.where(prob > threshold, 255, 0).astype(np.uint8)
 
 
-def cache_probabilities(teacher: Teacher, images: list[Path], names: list[str], hw: tuple[int, int],
+class EnsembleTeacher:
+    """Road probability of several road models of this package: their mean, each optionally flip-averaged."""
+
+    def __init__(self, paths: list[str | Path], flip_average: bool = False, threads: int = 0):
+        from road_seg_perception.core.segmenter import RoadSegmenter
+
+        if not paths:
+            raise ValueError("--road-models needs at least one model file")
+        self.segmenters = []
+        for p in paths:
+            if not Path(p).is_file():
+                raise FileNotFoundError(f"road model {p} does not exist")
+            self.segmenters.append(RoadSegmenter(p, backend="onnxruntime" if str(p).endswith(".onnx") else "auto",
+                                                 threads=threads, flip_average=flip_average, warmup=1))
+
+    def road_probability(self, image_rgb: np.ndarray) -> np.ndarray:
+        """Mean road probability at the first model's input size, float32, for one RGB uint8 frame."""
+        hw = self.segmenters[0].input_hw
+        probs = [resize_image(seg.probability(image_rgb), hw) for seg in self.segmenters]
+        return np.mean(probs, axis=0, dtype=np.float32)
+
+
+def cache_probabilities(teacher: Teacher | EnsembleTeacher, images: list[Path], names: list[str], hw: tuple[int, int],
                         out: Path, desc: str = "teacher") -> int:
     """Run the teacher over ``images`` and write their road probabilities at ``hw`` (float16) to ``out``."""
     probs = np.empty((len(images), *hw), np.float16)
@@ -77,13 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="training config (its datasets, model.input_hw, cache_dir)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--teacher", default=DEFAULT_TEACHER, help="teacher ONNX model")
+    p.add_argument("--road-models", nargs="+", metavar="MODEL",
+                   help="teach with the mean of these road models of this package instead of --teacher")
+    p.add_argument("--flip-average", action="store_true",
+                   help="with --road-models: average each model's probability with its mirror image's")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
     a = p.parse_args(argv)
     try:
         cfg = load_config(a.config, a.set)
         hw = tuple(cfg["model"]["input_hw"])
         cache_dir = Path(cfg["train"]["cache_dir"] or ".")
-        teacher = Teacher(a.teacher, a.threads)
+        if a.flip_average and not a.road_models:
+            raise ValueError("--flip-average applies to --road-models only")
+        teacher = EnsembleTeacher(a.road_models, a.flip_average, a.threads) if a.road_models else Teacher(
+            a.teacher, a.threads)
         for ds in dataset_configs(cfg):
             if not ds.train or ds.distill <= 0:
                 continue
