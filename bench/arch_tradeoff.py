@@ -1,8 +1,9 @@
 """Speed side of the architecture trade-off in models/MODEL_CARD.md (rerunnable).
 
     .venv/bin/python bench/arch_tradeoff.py [--json out/bench/arch_tradeoff.json]
+    .venv/bin/python bench/arch_tradeoff.py --family encoders   # the pretrained encoders at 256x352
 
-For each candidate U-Net (untrained weights: speed does not depend on them) it reports
+For each candidate (untrained weights: speed does not depend on them) it reports
 parameters, multiply-accumulates, ONNX Runtime latency of pre + infer + post on a 480x360 frame
 and the time of one training step (batch 8) on this machine, all measured in one run.
 """
@@ -20,7 +21,7 @@ import numpy as np
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.core.timing import time_segmenter
 from road_seg_perception.training.export import export_onnx
-from road_seg_perception.training.model import UNetConfig, build_unet, count_flops
+from road_seg_perception.training.model import UNetConfig, build_model, count_flops
 
 CANDIDATES = {
     "base 16, full-resolution stem": UNetConfig(base_filters=16, stem_stride=1),
@@ -28,6 +29,13 @@ CANDIDATES = {
     "base 32, stride-2 stem": UNetConfig(base_filters=32, stem_stride=2),
     "base 24, full-resolution stem": UNetConfig(base_filters=24, stem_stride=1),
 }
+#: The pretrained encoders with the shipped decoder (32 channels) at the shipped input size.
+ENCODERS = {
+    name: UNetConfig(input_hw=(256, 352), encoder=enc, encoder_weights="", decoder_filters=32)
+    for name, enc in (("MobileNetV2 (shipped)", "mobilenet_v2"), ("MobileNetV3-Small", "mobilenet_v3_small"),
+                      ("EfficientNet-Lite0", "efficientnet_lite0"))
+}
+FAMILIES = {"unet": CANDIDATES, "encoders": ENCODERS}
 
 
 def main() -> int:
@@ -36,14 +44,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", default="out/bench/arch_tradeoff.json")
     p.add_argument("--runs", type=int, default=40)
+    p.add_argument("--family", choices=sorted(FAMILIES), default="unet",
+                   help="unet: the light U-Nets; encoders: the pretrained encoders at 256x352")
     a = p.parse_args()
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        for name, cfg in CANDIDATES.items():
+        for name, cfg in FAMILIES[a.family].items():
             keras.utils.set_random_seed(0)
-            model = build_unet(cfg)
+            model = build_model(cfg)
             onnx = Path(d) / "m.onnx"
             export_onnx(model, onnx, [rng.random((*cfg.input_hw, 3), dtype=np.float32)])
             t = time_segmenter(RoadSegmenter(onnx, backend="onnxruntime"), frame, runs=a.runs)

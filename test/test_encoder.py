@@ -11,6 +11,7 @@ import cv2
 import keras
 import numpy as np
 import pytest
+import yaml
 
 from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.training.config import UNetConfig
@@ -29,7 +30,8 @@ TINY_V3 = UNetConfig(**{**TINY.__dict__, "encoder": "mobilenet_v3_small"})
 TINY_L0 = UNetConfig(**{**TINY.__dict__, "encoder": "efficientnet_lite0"})
 TINIES = [TINY, TINY_V3, TINY_L0]
 TINY_IDS = ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0"]
-BACKBONES = Path(__file__).resolve().parent.parent.parent / "shared" / "models" / "backbones"
+REPO = Path(__file__).resolve().parent.parent
+BACKBONES = REPO.parent / "shared" / "models" / "backbones"
 LITE0_STATE = BACKBONES / "efficientnet_lite0_imagenet_state.npz"
 
 
@@ -230,3 +232,17 @@ def test_lite0_model_exports_to_onnx_and_resizes(tmp_path):
     assert export_onnx(model, tmp_path / "m.onnx", [x]) <= 1e-4  # ReLU6 and TF "same" padding survive
     resized = with_input_hw(model, (64, 96))
     assert resized.output_shape == (None, 64, 96, 1)
+
+
+def test_encoder_bench_times_every_pretrained_encoder_with_the_shipped_decoder():
+    """``bench/arch_tradeoff.py --family encoders`` compares each pretrained encoder like for like."""
+    from bench.arch_tradeoff import ENCODERS, FAMILIES
+    from road_seg_perception.training.config import ENCODERS as ALL
+
+    assert sorted(c.encoder for c in ENCODERS.values()) == sorted(e for e in ALL if e != "unet")
+    shipped = yaml.safe_load((REPO / "config" / "train_road.yaml").read_text())["model"]
+    for cfg in ENCODERS.values():
+        cfg.validate()
+        assert (cfg.input_hw, cfg.decoder_filters) == ((256, 352), shipped["decoder_filters"])
+        assert cfg.encoder_weights == ""  # speed does not depend on the weights
+    assert set(FAMILIES) == {"unet", "encoders"}
