@@ -56,6 +56,20 @@ def write_camvid(root: Path, names: list[str]) -> None:
         assert cv2.imwrite(str(root / "trainannot" / f"{n}.png"), ids)
 
 
+def two_datasets_config(root: Path) -> dict:
+    """A config mapping of two small datasets written under ``root``: CamVid (drive 0001TP held out,
+    weight 2) and IDD-Lite (sequence folders 0, 1, 2, 10; every 3rd held out), input 32x64."""
+    write_idd(root / "idd", {"0": 2, "1": 3, "2": 2, "10": 1})
+    write_camvid(root / "cv", [f"0001TP_{i:06d}" for i in range(2)] + [f"0006R0_{i:06d}" for i in range(3)])
+    return {"datasets": [
+        {"name": "camvid", "format": "camvid", "root": str(root / "cv"), "holdout_drives": ["0001TP"],
+         "holdout_name": "camvid_0001TP", "weight": 2.0},
+        {"name": "idd", "format": "idd", "root": str(root / "idd"), "train_images": "images",
+         "train_masks": "labels", "positive_ids": [0], "void_ids": [255], "holdout_every": 3,
+         "holdout_name": "idd_val"},
+    ], "model": {"input_hw": [32, 64]}, "train": {"cache_dir": str(root / "cache")}}
+
+
 def _write_idd_bands(root: Path, seqs: dict[str, int]) -> None:
     """IDD-Lite layout with a textured bottom half that is drivable (level-1 id 0)."""
     rng = np.random.default_rng(1)

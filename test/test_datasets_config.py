@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import REPO
-from sample_data import write_camvid, write_idd
+from sample_data import two_datasets_config, write_idd
 
 from road_seg_perception.core.metrics import confusion
 from road_seg_perception.core.preprocessing import VOID
@@ -42,15 +42,7 @@ from road_seg_perception.training.teacher import DEFAULT_TEACHER, Teacher, cache
 
 @pytest.fixture()
 def two_datasets(tmp_path) -> dict:
-    write_idd(tmp_path / "idd", {"0": 2, "1": 3, "2": 2, "10": 1})
-    write_camvid(tmp_path / "cv", [f"0001TP_{i:06d}" for i in range(2)] + [f"0006R0_{i:06d}" for i in range(3)])
-    return {"datasets": [
-        {"name": "camvid", "format": "camvid", "root": str(tmp_path / "cv"), "holdout_drives": ["0001TP"],
-         "holdout_name": "camvid_0001TP", "weight": 2.0},
-        {"name": "idd", "format": "idd", "root": str(tmp_path / "idd"), "train_images": "images",
-         "train_masks": "labels", "positive_ids": [0], "void_ids": [255], "holdout_every": 3,
-         "holdout_name": "idd_val"},
-    ], "model": {"input_hw": [32, 64]}, "train": {"cache_dir": str(tmp_path / "cache")}}
+    return two_datasets_config(tmp_path)
 
 
 def test_idd_pairs_by_sequence_folder_and_reads_level1_ids(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_datasets_config import two_datasets  # noqa: F401  (fixture)
+from sample_data import two_datasets_config
 
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.training.data import teacher_file
@@ -47,8 +47,9 @@ def test_ensemble_probability_is_the_mean_of_its_models_each_flip_averaged(tiny_
     assert np.max(np.abs(plain - got)) > 1e-6  # flip averaging changed it
 
 
-def test_cli_caches_the_ensemble_probabilities_for_training(tiny_model, second_model, two_datasets, tmp_path):  # noqa: F811
-    cfg = {**two_datasets, "datasets": [{**d, "distill": 1.0} for d in two_datasets["datasets"]]}
+def test_cli_caches_the_ensemble_probabilities_for_training(tiny_model, second_model, tmp_path):
+    two = two_datasets_config(tmp_path)
+    cfg = {**two, "datasets": [{**d, "distill": 1.0} for d in two["datasets"]]}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["--config", str(path), "--road-models", str(tiny_model["onnx"]), str(second_model),
@@ -60,9 +61,9 @@ def test_cli_caches_the_ensemble_probabilities_for_training(tiny_model, second_m
     assert 0.0 <= float(probs.min()) and float(probs.max()) <= 1.0
 
 
-def test_cli_refuses_a_missing_model_and_flip_without_models(two_datasets, tmp_path, capsys):  # noqa: F811
+def test_cli_refuses_a_missing_model_and_flip_without_models(tmp_path, capsys):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(two_datasets))
+    path.write_text(yaml.safe_dump(two_datasets_config(tmp_path)))
     assert main(["--config", str(path), "--road-models", str(tmp_path / "nope.onnx")]) == 2
     err = capsys.readouterr().err
     assert "road model" in err and "nope.onnx does not exist" in err

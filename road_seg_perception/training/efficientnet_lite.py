@@ -94,15 +94,14 @@ def load_lite0_state(model: keras.Model, path: str | Path) -> int:
 
     Raises ``ValueError`` naming the file when it is not an EfficientNet-Lite0 state.
     """
+    used = 0
     try:
-        state = np.load(path)
-        used = 0
-        for lyr in model.layers:
-            if not lyr.weights:
-                continue
-            arrays = _layer_arrays(lyr, state, _state_key(lyr.name))
-            lyr.set_weights(arrays)
-            used += len(arrays)
-    except (KeyError, ValueError, OSError) as e:
+        with np.load(path) as state:  # an .npz archive; anything else raises or has no close()
+            for lyr in model.layers:
+                if lyr.weights:
+                    arrays = _layer_arrays(lyr, state, _state_key(lyr.name))
+                    lyr.set_weights(arrays)
+                    used += len(arrays)
+    except (KeyError, ValueError, OSError, AttributeError, TypeError) as e:
         raise ValueError(f"model.encoder_weights {path} is not an EfficientNet-Lite0 state: {e}") from e
     return used

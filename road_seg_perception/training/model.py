@@ -8,6 +8,7 @@ stay loadable and the encoder can be frozen or transferred by name.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import keras
 from keras import layers
@@ -55,9 +56,14 @@ def _load_encoder_weights(base: keras.Model, weights: str, encoder: str) -> None
         raise ValueError(f"model.encoder_weights {weights} does not fit encoder {encoder}: {e}") from e
 
 
-def _pretrained_encoder(base: keras.Model, weights: str, encoder: str, taps: list) -> keras.Model:
+def _pretrained_encoder(base: keras.Model, weights: str, encoder: str, taps: list,
+                        load: Callable[[keras.Model, str], object] | None = None) -> keras.Model:
+    """``base`` truncated to ``taps``, its weights read from ``weights`` (by ``load``; default a Keras file)."""
     if weights:
-        _load_encoder_weights(base, weights, encoder)
+        if load is None:
+            _load_encoder_weights(base, weights, encoder)
+        else:
+            load(base, weights)
     for lyr in base.layers:
         if isinstance(lyr, layers.BatchNormalization):
             lyr.momentum = ENCODER_BN_MOMENTUM
@@ -95,12 +101,8 @@ def efficientnet_lite0_encoder(input_hw: tuple[int, int], weights: str = "") -> 
     (``road_seg_perception.training.efficientnet_lite``), ``""`` leaves them random.
     """
     base = efficientnet_lite0((*input_hw, 3))
-    if weights:
-        load_lite0_state(base, weights)
-    for lyr in base.layers:
-        if isinstance(lyr, layers.BatchNormalization):
-            lyr.momentum = ENCODER_BN_MOMENTUM
-    return keras.Model(base.input, [base.get_layer(n).output for n in LITE0_TAPS], name="enc_efficientnet_lite0")
+    taps = [base.get_layer(n).output for n in LITE0_TAPS]
+    return _pretrained_encoder(base, weights, "efficientnet_lite0", taps, load=load_lite0_state)
 
 
 PRETRAINED_ENCODERS = {"mobilenet_v2": mobilenet_v2_encoder, "mobilenet_v3_small": mobilenet_v3_small_encoder,

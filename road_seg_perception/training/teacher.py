@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from road_seg_perception.core.preprocessing import resize_image
+from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.training.config import dataset_configs, load_config
 from road_seg_perception.training.data import dataset_samples, sample_name, save_npz, teacher_file
 from road_seg_perception.training.datasets import DatasetError, read_image
@@ -71,8 +72,6 @@ class EnsembleTeacher:
     """Road probability of several road models of this package: their mean, each optionally flip-averaged."""
 
     def __init__(self, paths: list[str | Path], flip_average: bool = False, threads: int = 0):
-        from road_seg_perception.core.segmenter import RoadSegmenter
-
         if not paths:
             raise ValueError("--road-models needs at least one model file")
         self.segmenters = []
