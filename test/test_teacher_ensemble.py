@@ -66,6 +66,6 @@ def test_cli_refuses_a_missing_model_and_flip_without_models(tmp_path, capsys):
     path.write_text(yaml.safe_dump(two_datasets_config(tmp_path)))
     assert main(["--config", str(path), "--road-models", str(tmp_path / "nope.onnx")]) == 2
     err = capsys.readouterr().err
-    assert "road model" in err and "nope.onnx does not exist" in err
+    assert "model file" in err and "nope.onnx does not exist" in err  # RoadSegmenter's check names the file
     assert main(["--config", str(path), "--flip-average"]) == 2
     assert "--flip-average applies to --road-models only" in capsys.readouterr().err

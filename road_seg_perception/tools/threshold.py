@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from road_seg_perception.core.backends import BACKENDS
 from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
 from road_seg_perception.core.fileio import atomic_save, atomic_write_text
 from road_seg_perception.core.metrics import Confusion, confusion
 from road_seg_perception.core.model_io import ModelFileError, load_keras_model
 from road_seg_perception.core.segmenter import RoadSegmenter
+from road_seg_perception.tools.model_args import add_flip_average_arg, add_model_file_args
 from road_seg_perception.tools.model_card import config_splits
 from road_seg_perception.training.config import dataset_configs, load_config
 from road_seg_perception.training.data import dataset_samples, evenly_spaced, label_spec
@@ -98,13 +98,11 @@ def write_operating_model(model: Path, out: Path, threshold: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="training config whose datasets give the frames")
-    p.add_argument("--model", metavar="PATH", help="model .onnx or .keras (default: the shipped model)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
+    add_model_file_args(p)
     p.add_argument("--frames", type=int, default=150, help="training frames per dataset (default: 150)")
     p.add_argument("--thresholds", type=float, nargs="+", help="thresholds to scan (default: 0.20 to 0.80 by 0.05)")
     p.add_argument("--val", action="store_true", help="also score the validation splits (reported, not used)")
-    p.add_argument("--flip-average", action="store_true",
-                   help="score the mean of each frame's probability and its mirror image's (the node's flip_average)")
+    add_flip_average_arg(p)
     p.add_argument("--json", metavar="OUT", help="write the curves and the choice as JSON")
     p.add_argument("--write", metavar="OUT.keras",
                    help="save a copy of the .keras --model whose output at 0.5 is the chosen threshold's mask")

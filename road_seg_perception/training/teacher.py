@@ -74,12 +74,7 @@ class EnsembleTeacher:
     def __init__(self, paths: list[str | Path], flip_average: bool = False, threads: int = 0):
         if not paths:
             raise ValueError("--road-models needs at least one model file")
-        self.segmenters = []
-        for p in paths:
-            if not Path(p).is_file():
-                raise FileNotFoundError(f"road model {p} does not exist")
-            self.segmenters.append(RoadSegmenter(p, backend="onnxruntime" if str(p).endswith(".onnx") else "auto",
-                                                 threads=threads, flip_average=flip_average, warmup=1))
+        self.segmenters = [RoadSegmenter(p, threads=threads, flip_average=flip_average, warmup=1) for p in paths]
 
     def road_probability(self, image_rgb: np.ndarray) -> np.ndarray:
         """Mean road probability at the first model's input size, float32, for one RGB uint8 frame."""
