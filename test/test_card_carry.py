@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from sample_data import sample_card, write_camvid, write_idd
+from sample_data import sample_card, two_datasets_config, write_camvid, write_idd
 
 from road_seg_perception.tools import card_carry as CC
 from road_seg_perception.tools import model_card as MC
@@ -107,6 +107,19 @@ def _git(repo, *args):
                    capture_output=True)
 
 
+def _timed_card(candidates: list[dict]) -> dict:
+    """An earlier card with every record a new card carries (stages, times, datasets) and ``candidates``."""
+    return {**PREV, "candidates": candidates,
+            "cpu": "an earlier CPU", "threads": 7, "runs": 9, "int8_pays": False,
+            "latency": [{"path": "onnxruntime (session.run)", "pre": 1.0, "infer": 10.0, "post": 1.5, "total": 12.5,
+                         "fps": 80.0}],
+            "stages": [{"run": "a", "input_hw": [32, 64], "epochs_run": 1, "best_epoch": 1, "history": []},
+                       {"run": "b", "input_hw": [32, 64], "epochs_run": 1, "best_epoch": 1, "history": []}],
+            "input_hw": [32, 64], "parameters": 10, "macs": 1e6, "epochs_run": 1, "best_epoch": 1,
+            "datasets": {"camvid": {"format": "camvid", "positive_ids": [3], "train_frames": 2, "train_drives": 1,
+                                    "weight": 1.0, "splits": {}}}}
+
+
 def test_card_of_a_machine_without_the_runs_scores_the_shipped_model_and_carries_the_rest(tmp_path, tiny_model,
                                                                                            monkeypatch):
     """The shipped run, a cross run and a candidate are all missing: the card still comes out, marked."""
@@ -124,15 +137,7 @@ def test_card_of_a_machine_without_the_runs_scores_the_shipped_model_and_carries
     cross_row = {"name": "cross run x_hires", "model": "runs/x_hires/model.onnx", "total_ms": 5.0, "fps": 200.0,
                  "splits": {"camvid_val": 0.8}}
     shipped_row = {"name": "shipped", "model": "models/m.onnx", "total_ms": 12.5, "fps": 80.0, "splits": {}}
-    prev = {**PREV, "candidates": [*PREV["candidates"], cross_row, shipped_row],
-            "cpu": "an earlier CPU", "threads": 7, "runs": 9, "int8_pays": False,
-            "latency": [{"path": "onnxruntime (session.run)", "pre": 1.0, "infer": 10.0, "post": 1.5, "total": 12.5,
-                         "fps": 80.0}],
-            "stages": [{"run": "a", "input_hw": [32, 64], "epochs_run": 1, "best_epoch": 1, "history": []},
-                               {"run": "b", "input_hw": [32, 64], "epochs_run": 1, "best_epoch": 1, "history": []}],
-            "input_hw": [32, 64], "parameters": 10, "macs": 1e6, "epochs_run": 1, "best_epoch": 1,
-            "datasets": {"camvid": {"format": "camvid", "positive_ids": [3], "train_frames": 2, "train_drives": 1,
-                                    "weight": 1.0, "splits": {}}}}
+    prev = _timed_card([*PREV["candidates"], cross_row, shipped_row])
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "MODEL_CARD.json").write_text(json.dumps(prev))
     _git(tmp_path, "init", "-q")
@@ -175,3 +180,46 @@ def test_card_of_a_machine_without_the_runs_scores_the_shipped_model_and_carries
     assert "CPU latency per 480x360 frame (an earlier CPU, 7 threads; no VNNI" in md
     assert "| onnxruntime (session.run) | 1.0 | 10.0 | 1.5 | 12.5 |  | 80.0 |" in md
     assert f"is from the run of the card of commit {again['times_from']} (`--times-from`)" in md
+
+
+def test_a_present_cross_run_is_scored_once_per_split_for_its_row_and_its_candidate_row(tmp_path, tiny_model,
+                                                                                          monkeypatch):
+    """The cross run's rows and its candidate row share one scoring of each split; its split names are listed,
+    not read."""
+    import shutil
+
+    import yaml
+
+    cfg = two_datasets_config(tmp_path)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    cross = tmp_path / "runs" / "x_hires"
+    cross.mkdir(parents=True)
+    no_camvid = {**cfg, "datasets": [{**cfg["datasets"][0], "train": False}, cfg["datasets"][1]]}
+    (cross / "config.yaml").write_text(yaml.safe_dump(no_camvid))
+    shutil.copy(tiny_model["onnx"], cross / "model.onnx")
+    assert MC.split_names(no_camvid) == list(MC.config_splits(no_camvid))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "MODEL_CARD.json").write_text(json.dumps(_timed_card(PREV["candidates"])))
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "card")
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    score = MC.score_split
+
+    def counted(seg, pairs):
+        calls.append((str(seg.model_path), len(pairs)))
+        return score(seg, pairs)
+
+    monkeypatch.setattr(MC, "score_split", counted)
+    assert MC.main(["--run", "runs/b", "--model", str(tiny_model["onnx"]), "--config", "c.yaml", "--teacher", "",
+                    "--runs", "2", "--cross-run", "runs/x_hires", "--previous", "HEAD", "--times-from", "HEAD",
+                    "--out", "out/MODEL_CARD.md"]) == 0
+    got = json.loads((tmp_path / "out" / "MODEL_CARD.json").read_text())
+    cross_path = str(cross / "model.onnx")
+    assert sorted(calls) == sorted({*calls})  # no (model, split) scored twice
+    assert sum(p.endswith("x_hires/model.onnx") for p, _ in calls) == 2  # its two splits, once each
+    assert [r["split"] for r in got["cross"]] == ["camvid_0001TP"]  # the split of the dataset it never trained on
+    row = next(c for c in got["candidates"] if c["name"] == "cross run x_hires")
+    assert row["splits"]["camvid_0001TP"] == got["cross"][0]["iou"] and 0 <= got["cross"][0]["iou"] <= 1
+    assert set(row["splits"]) == set(got["splits"]) and cross_path.endswith(row["model"])

@@ -73,6 +73,11 @@ def read_splits(run_dir: Path) -> dict[str, Pairs]:
     return config_splits(load_config(run_dir / "config.yaml"))
 
 
+def split_names(cfg: dict) -> list[str]:
+    """The names of a training config's validation splits (files listed, none read)."""
+    return [name for ds in dataset_configs(cfg) for name in dataset_samples(ds)[1]]
+
+
 def config_splits(cfg: dict) -> dict[str, Pairs]:
     """The validation splits of a training config, at full resolution."""
     out: dict[str, Pairs] = {}
@@ -463,6 +468,14 @@ def _measure(a: argparse.Namespace) -> int:
         "note": a.note, "cross": [], "candidates": [], "stages": [*carried, *(_stage(d) for d in stages)],
         "measured_at": card_carry.head_commit(),
     }
+    memo: dict[tuple[str, str], dict] = {}
+
+    def scored(model: RoadSegmenter, path: str, split: str) -> dict:
+        """``score_split`` of one model file on one split, once per card (cross rows and candidates share it)."""
+        if (path, split) not in memo:
+            memo[path, split] = score_split(model, data[split])
+        return memo[path, split]
+
     missing_cross = set()
     for cr in a.cross_run:
         cdir = Path(cr)
@@ -476,10 +489,10 @@ def _measure(a: argparse.Namespace) -> int:
         ccfg = load_config(cdir / "config.yaml")
         trained = [d.name for d in dataset_configs(ccfg) if d.train]
         cseg = RoadSegmenter(cdir / "model.onnx", backend="onnxruntime")
-        unseen = [n for n in read_splits(cdir) if n in data and not any(n.startswith(t + "_") for t in trained)]
+        unseen = [n for n in split_names(ccfg) if n in data and not any(n.startswith(t + "_") for t in trained)]
         classes = config_errors(cseg, ccfg, log=lambda _: None, only=set(unseen))
         for name in unseen:
-            r = score_split(cseg, data[name])
+            r = scored(cseg, str(cdir / "model.onnx"), name)
             card["cross"].append({"run": cdir.name, "trained_on": trained, "split": name, **r,
                                   **(largest_false_class(*classes[name]) if name in classes else {})})
             print(f"cross {cdir.name} on {name}: {r['iou']:.4f}", flush=True)
@@ -499,7 +512,7 @@ def _measure(a: argparse.Namespace) -> int:
         segs.append(cseg)
         card["candidates"].append({"name": name, "model": path,
                                    "splits": {n: s[kind]["iou"] for n, s in splits.items()} if kind
-                                   else {n: score_split(cseg, pairs)["iou"] for n, pairs in data.items()}})
+                                   else {n: scored(cseg, path, n)["iou"] for n in data}})
         timed.append(card["candidates"][-1])
     teacher_name = "teacher road-segmentation-adas-0001 (reference, not shippable)"
     if timed_prev:
