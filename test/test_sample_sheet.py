@@ -95,8 +95,12 @@ def test_pick_worst_keeps_the_lowest_iou_frames_lowest_first(tmp_path, tiny_mode
     pooled = counts[ranked[0]] + counts[ranked[1]]
     assert lines == [f"idd_val: road IoU {pooled.iou:.4f} over 2 frames, "
                      f"{counts[ranked[1]].iou:.4f} without the 1 worst"]
+    segment, calls = seg.segment, []
+    seg.segment = lambda image: calls.append(image.shape) or segment(image)
     both = tool.sheet_rows(seg, cfg, per_split=2, pick="worst", log=lines.append)
+    assert len(calls) == 2  # each frame of the split segmented once: the picked ones keep their masks
     assert [t.split("  ")[0] for t, *_ in both] == ranked
+    assert [mask.tolist() for *_, mask, _ in both] == [every[k][1].tolist() for k in ranked]
     assert [iou for *_, iou in both] == sorted(ious.values())
     assert lines[-1] == f"idd_val: road IoU {pooled.iou:.4f} over 2 frames"  # none left to score without them
     with pytest.raises(ValueError, match="pick must be one of"):

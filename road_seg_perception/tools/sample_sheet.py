@@ -7,7 +7,7 @@
         --model models/road_unet_camvid.onnx --per-split 4 --pick worst --out worst.jpg
 
 Frames are spread evenly over each split (``--pick even``) or are the split's lowest road IoU, worst
-first (``--pick worst``: every frame is segmented to find them; where the model errs, and whether the
+first (``--pick worst``: every frame is segmented once to find them; where the model errs, and whether the
 label or the model is at fault). Each row is titled with its split, frame and road IoU, and the
 sheet's last line is the command that wrote it. Masks come from ``RoadSegmenter``, the node's path.
 """
@@ -41,25 +41,30 @@ FOOTER_HEIGHT = 28
 JPEG_QUALITY = 85
 
 
-def worst(seg: RoadSegmenter, samples: list[Sample], spec: LabelSpec, n: int) -> tuple[list[Sample], str]:
-    """The ``n`` samples whose published mask has the lowest road IoU, lowest first (ties in list order).
+#: A picked frame: its sample, image, label and published mask.
+Picked = tuple[Sample, np.ndarray, np.ndarray, np.ndarray]
+
+
+def worst(seg: RoadSegmenter, samples: list[Sample], spec: LabelSpec, n: int) -> tuple[list[Picked], str]:
+    """The ``n`` frames whose published mask has the lowest road IoU, lowest first (ties in list order).
 
     Also returns a line with the split's road IoU (pixels pooled) with and without them: how much
-    of the split's error those frames hold. Frames are read one at a time, so a long split is not
-    held in memory.
+    of the split's error those frames hold. Frames are read one at a time and only the ``n`` lowest so
+    far are kept (with their masks, so they are not segmented again), so a long split is not held in memory.
     """
-    counts = []
-    for s in tqdm(samples, desc="finding the worst frames", unit="frame", leave=False):
+    counts, kept = [], []  # kept: (iou, index, frame) of the n lowest so far
+    for i, s in enumerate(tqdm(samples, desc="finding the worst frames", unit="frame", leave=False)):
         (image, label), = load_samples([s], spec)
-        counts.append(confusion(seg.segment(image).mask, label))
-    order = sorted(range(len(samples)), key=lambda i: counts[i].iou)[:n]  # sorted() is stable
+        mask = seg.segment(image).mask
+        counts.append(confusion(mask, label))
+        kept = sorted([*kept, (counts[-1].iou, i, (s, image, label, mask))], key=lambda k: k[:2])[:n]
     every = sum(counts, Confusion())
-    chosen = set(order)
+    chosen = {i for _, i, _ in kept}
     rest = sum((c for i, c in enumerate(counts) if i not in chosen), Confusion())
     line = f"road IoU {every.iou:.4f} over {len(samples)} frames"
-    if len(order) < len(samples):
-        line += f", {rest.iou:.4f} without the {len(order)} worst"
-    return [samples[i] for i in order], line
+    if len(kept) < len(samples):
+        line += f", {rest.iou:.4f} without the {len(kept)} worst"
+    return [frame for *_, frame in kept], line
 
 
 #: How ``--pick`` chooses a split's frames.
@@ -82,12 +87,13 @@ def sheet_rows(seg: RoadSegmenter, cfg: dict, per_split: int, pick: str = "even"
         _, splits = dataset_samples(ds)
         for split, samples in splits.items():
             if pick == "even":
-                picked = evenly_spaced(samples, per_split)
+                even = evenly_spaced(samples, per_split)
+                picked = [(s, image, label, seg.segment(image).mask)
+                          for s, (image, label) in zip(even, load_samples(even, spec), strict=True)]
             else:
                 picked, line = worst(seg, samples, spec, per_split)
                 log(f"{split}: {line}")
-            for s, (image, label) in zip(picked, load_samples(picked, spec), strict=True):
-                mask = seg.segment(image).mask
+            for s, image, label, mask in picked:
                 iou = confusion(mask, label).iou
                 title = f"{split}: {sample_name(s)}  IoU {iou:.3f}  (left: prediction, right: ground truth)"
                 rows.append((title, compare_panel(image, mask, label, VOID), mask, iou))
