@@ -18,6 +18,17 @@ def camvid_root() -> Path:
     return Path(os.environ.get("ROAD_SEG_CAMVID", REPO.parent / "shared" / "datasets" / "camvid"))
 
 
+@pytest.fixture
+def fresh_keras_session():
+    """Clear Keras' global state before and after a test, so layer names and memory do not carry over
+    (test files that build models use it for every test: ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    import keras
+
+    keras.backend.clear_session()
+    yield
+    keras.backend.clear_session()
+
+
 @pytest.fixture(scope="session")
 def camvid() -> Path:
     """The CamVid folder, or skip with the reason."""

@@ -1,7 +1,10 @@
-"""Small on-disk datasets and a model card dict that several test files build their cases from."""
+"""Small on-disk datasets, image files that lie about their size and a model card dict that several test
+files build their cases from."""
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -96,3 +99,45 @@ def threshold_config(tmp_path: Path) -> Path:
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def _small_image(ext: str) -> bytearray:
+    """An 8x8 random image encoded as ``ext``."""
+    return bytearray(cv2.imencode(ext, np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8))[1])
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small valid PNG whose header (CRC mended) claims ``width`` x ``height`` pixels."""
+    png = _small_image(".png")
+    png[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    png[29:33] = zlib.crc32(bytes(png[12:29])).to_bytes(4, "big")
+    return bytes(png)
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A small baseline JPEG whose frame header claims ``width`` x ``height`` pixels."""
+    jpg = _small_image(".jpg")
+    i = jpg.index(b"\xff\xc0")
+    jpg[i + 5: i + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(jpg)
+
+
+def bmp_claiming(width: int, height: int) -> bytes:
+    """A small BMP whose header claims ``width`` x ``height`` pixels."""
+    bmp = _small_image(".bmp")
+    bmp[18:26] = struct.pack("<ii", width, height)
+    return bytes(bmp)
+
+
+def write_train_config(root: Path) -> Path:
+    """``root/train.yaml``: a single-dataset CamVid config of the tests' own (road id 3, void 11, no held-out
+    drive), so training tests do not depend on the shipped configs. ``train_args`` points a run at it."""
+    path = root / "train.yaml"
+    path.write_text(yaml.safe_dump({"data": {"format": "camvid", "positive_ids": [3], "void_ids": [11],
+                                             "holdout_drive": None}}))
+    return path
+
+
+def train_args(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    """``road-seg-train`` arguments for the dataset under ``root`` (config from ``write_train_config``)."""
+    return ["--config", str(root / "train.yaml"), "--run-dir", str(run_dir), "--set", f"data.root={root}", *extra]

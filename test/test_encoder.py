@@ -35,11 +35,7 @@ BACKBONES = REPO.parent / "shared" / "models" / "backbones"
 LITE0_STATE = BACKBONES / "efficientnet_lite0_imagenet_state.npz"
 
 
-@pytest.fixture(autouse=True)
-def _clear_session():
-    keras.backend.clear_session()
-    yield
-    keras.backend.clear_session()
+pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 
 
 @pytest.mark.parametrize("cfg", TINIES, ids=TINY_IDS)

@@ -22,10 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = UNetConfig(input_hw=(32, 64), base_filters=4, levels=2, dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def _clear_session():
-    yield
-    keras.backend.clear_session()
+pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 
 
 def test_shapes_and_output_range():

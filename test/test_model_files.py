@@ -28,6 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from ros_helpers import as_array, image_msg, random_rgb, wait_for
+from sample_data import bmp_claiming, jpeg_claiming, png_claiming
 
 from road_seg_perception.bagio.bag import decode_image
 from road_seg_perception.bagio.image_codec import ImageConversionError
@@ -106,28 +107,6 @@ def zip_with_declared_sizes(path: Path, members: dict[str, int]) -> Path:
         data[central + 24: central + 28] = struct.pack("<I", min(size, 0xFFFFFFFF))
     path.write_bytes(bytes(data))
     return path
-
-
-def _png_claiming(width: int, height: int) -> bytes:
-    import zlib
-
-    png = bytearray(cv2.imencode(".png", random_rgb(8, 8, 1))[1].tobytes())
-    png[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
-    png[29:33] = zlib.crc32(bytes(png[12:29])).to_bytes(4, "big")
-    return bytes(png)
-
-
-def _jpeg_claiming(width: int, height: int) -> bytes:
-    jpg = bytearray(cv2.imencode(".jpg", random_rgb(8, 8, 1))[1].tobytes())
-    i = jpg.index(b"\xff\xc0")
-    jpg[i + 5: i + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
-    return bytes(jpg)
-
-
-def _bmp_claiming(width: int, height: int) -> bytes:
-    bmp = bytearray(cv2.imencode(".bmp", random_rgb(8, 8, 1))[1].tobytes())
-    bmp[18:26] = struct.pack("<ii", width, height)
-    return bytes(bmp)
 
 
 # ----------------------------------------------------------------------------- the file named is the file run
@@ -362,7 +341,7 @@ def test_refused_keras_files_do_not_import_tensorflow(tmp_path):
 # ----------------------------------------------------------------------------- image pixel limits
 
 
-WRITERS = {"png": _png_claiming, "jpeg": _jpeg_claiming, "bmp": _bmp_claiming}
+WRITERS = {"png": png_claiming, "jpeg": jpeg_claiming, "bmp": bmp_claiming}
 
 
 @FAST
@@ -394,7 +373,7 @@ def test_real_images_within_the_limit_read_at_their_size(tmp_path_factory, h, w,
 
 def test_process_wide_limit_and_dataset_readers(tmp_path):
     big = tmp_path / "big.png"
-    big.write_bytes(_png_claiming(12_000, 12_000))
+    big.write_bytes(png_claiming(12_000, 12_000))
     with pytest.raises(ImageReadError, match="over the limit of 16777216 pixels"):
         read_rgb(big)  # the default limit
     small = tmp_path / "mask.png"
@@ -410,7 +389,7 @@ def test_process_wide_limit_and_dataset_readers(tmp_path):
 
 def test_predict_max_image_pixels(tiny_model, tmp_path, capsys):
     big, ok = tmp_path / "big.png", tmp_path / "ok.png"
-    big.write_bytes(_png_claiming(12_000, 12_000))
+    big.write_bytes(png_claiming(12_000, 12_000))
     cv2.imwrite(str(ok), random_rgb(30, 40, 2))
     out = tmp_path / "out"
     rc = predict.main(["--model", str(tiny_model["onnx"]), "--output-dir", str(out), str(big), str(ok)])

@@ -18,7 +18,6 @@ import textwrap
 import threading
 import time
 import zipfile
-import zlib
 from pathlib import Path
 
 import cv2
@@ -30,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rclpy.parameter import Parameter
 from ros_helpers import as_array, header, image_msg, random_rgb, wait_for
+from sample_data import jpeg_claiming, png_claiming
 from sensor_msgs.msg import CompressedImage
 
 from road_seg_perception.bagio.image_codec import ImageConversionError, compressed_header
@@ -467,22 +467,8 @@ def test_stale_camera_reported_at_the_timeout_not_at_the_next_tick(harness):
 # ----------------------------------------------------------------------------- decompression bombs
 
 
-def _png_claiming(width: int, height: int) -> bytes:
-    png = bytearray(cv2.imencode(".png", random_rgb(8, 8, 1))[1].tobytes())
-    png[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
-    png[29:33] = zlib.crc32(bytes(png[12:29])).to_bytes(4, "big")
-    return bytes(png)
-
-
-def _jpeg_claiming(width: int, height: int) -> bytes:
-    jpg = bytearray(cv2.imencode(".jpg", random_rgb(8, 8, 1))[1].tobytes())
-    i = jpg.index(b"\xff\xc0")
-    jpg[i + 5: i + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
-    return bytes(jpg)
-
-
-@pytest.mark.parametrize("data", [_png_claiming(60_000, 60_000), _png_claiming(1, 2**31 - 1),
-                                  _jpeg_claiming(65_000, 65_000)], ids=["png 60k", "png 2^31 rows", "jpeg 65k"])
+@pytest.mark.parametrize("data", [png_claiming(60_000, 60_000), png_claiming(1, 2**31 - 1),
+                                  jpeg_claiming(65_000, 65_000)], ids=["png 60k", "png 2^31 rows", "jpeg 65k"])
 def test_compressed_bombs_refused_from_the_header(harness, data):
     """A small compressed image whose header claims a huge size is a counted drop: never decoded."""
     msg = CompressedImage(header=header(1), format="png", data=array.array("B", data))

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sample_data import train_args, write_train_config
 
 from road_seg_perception.training import cli as train
 from road_seg_perception.training.config import DEFAULTS, deep_update, parse_set
@@ -48,21 +49,15 @@ def data_root(tmp_path_factory) -> Path:
             label = np.full((32, 64), 1, np.uint8)
             label[16:] = 3
             cv2.imwrite(str(root / f"{split}annot" / f"{n}.png"), label)
-    (root / "train.yaml").write_text(yaml.safe_dump({"data": {"format": "camvid", "positive_ids": [3],
-                                                              "void_ids": [11], "holdout_drive": None}}))
+    write_train_config(root)
     return root
 
 
-@pytest.fixture(autouse=True)
-def _clear_session():
-    keras.backend.clear_session()
-    yield
-    keras.backend.clear_session()
+pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 
 
 def _args(root: Path, run_dir: Path, *extra: str) -> list[str]:
-    return ["--config", str(root / "train.yaml"), "--run-dir", str(run_dir), "--set", f"data.root={root}",
-            *TINY, *extra]
+    return train_args(root, run_dir, *TINY, *extra)
 
 
 # ----------------------------------------------------------------------------- 17: training settings

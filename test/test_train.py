@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
+from sample_data import train_args, write_train_config
 
 from road_seg_perception.core import imageio
 from road_seg_perception.core.metrics import Confusion, confusion
@@ -57,22 +58,15 @@ def camvid_tiny(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("camvid_tiny")
     _write_split(root, "train", [f"0001TP_{i:06d}" for i in range(4)] + [f"0006R0_{i:06d}" for i in range(4)], 0)
     _write_split(root, "val", ["0016E5_000001", "0016E5_000002"], 1)
-    # a config file of its own, so the tests do not depend on the shipped config/train_camvid.yaml
-    (root / "train.yaml").write_text(yaml.safe_dump({"data": {"format": "camvid", "positive_ids": [3],
-                                                              "void_ids": [11], "holdout_drive": None}}))
+    write_train_config(root)
     return root
 
 
-@pytest.fixture(autouse=True)
-def _clear_session():
-    keras.backend.clear_session()
-    yield
-    keras.backend.clear_session()
+pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 
 
 def _args(root: Path, run_dir: Path, *extra: str) -> list[str]:
-    return ["--config", str(root / "train.yaml"), "--run-dir", str(run_dir), "--set", f"data.root={root}",
-            *TINY, *extra]
+    return train_args(root, run_dir, *TINY, *extra)
 
 
 def _val_labels(root: Path) -> list[tuple[np.ndarray, np.ndarray]]:

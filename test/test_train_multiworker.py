@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import yaml
+from sample_data import train_args, write_train_config
 
 REPO = Path(__file__).resolve().parent.parent
 ROAD, SKY, VOID_ID = 3, 1, 11
@@ -75,8 +75,8 @@ def _train(root: Path, run_dir: Path, distribute: str, tf_config: dict | None) -
     env.pop("TF_CONFIG", None)
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
-    cmd = [sys.executable, "-m", "road_seg_perception.training.cli", "--config", str(root / "train.yaml"),
-           "--run-dir", str(run_dir), "--set", f"data.root={root}", "--distribute", distribute, *ARGS]
+    cmd = [sys.executable, "-m", "road_seg_perception.training.cli",
+           *train_args(root, run_dir, "--distribute", distribute, *ARGS)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -96,8 +96,7 @@ def test_two_workers_on_localhost_match_one_process(tmp_path):
     root = tmp_path / "data"
     _write_split(root, "train", 4, 0, copies=True)
     _write_split(root, "val", 2, 1)
-    (root / "train.yaml").write_text(yaml.safe_dump({"data": {"format": "camvid", "positive_ids": [ROAD],
-                                                              "void_ids": [VOID_ID], "holdout_drive": None}}))
+    write_train_config(root)
     ports = _free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     shared_run = tmp_path / "run_multiworker"  # both workers are given the same run folder, as on shared storage
