@@ -16,8 +16,8 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
+from ros_helpers import RELIABLE, wait_for
 from sensor_msgs.msg import Image
 
 from road_seg_perception.bagio.image_codec import image_to_rgb
@@ -25,7 +25,6 @@ from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.ros.lifecycle_node import RoadSegLifecycleNode
 
 DOMAIN_ID = domain_id("lifecycle_node")
-RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def image(seed: int, sec: int, h: int = 40, w: int = 56) -> Image:
@@ -34,15 +33,6 @@ def image(seed: int, sec: int, h: int = 40, w: int = 56) -> Image:
     msg.header.frame_id = "cam"
     msg.header.stamp.sec = sec
     return msg
-
-
-def wait_for(pred, timeout: float = 10.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Managed:

@@ -660,16 +660,18 @@ class RoadSegmentation:
         self.get_logger().warning(f"dropped a bad {kind} message: {error}",
                                   throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
 
-    def _received(self) -> float:
+    def _received(self) -> float | None:
+        """Count an arriving message; its arrival time, or None (counted as skipped) while inactive."""
         now = time.monotonic()
         self._last_received = now
         self.input_rate.tick(now)
+        if not self._active.is_set():
+            self.scheduler.skip()
+            return None
         return now
 
     def _on_image(self, msg: Image) -> None:
-        now = self._received()
-        if not self._active.is_set():
-            self.scheduler.skip()
+        if (now := self._received()) is None:
             return
         cfg = self.config
         try:
@@ -681,9 +683,7 @@ class RoadSegmentation:
         self.scheduler.offer(_Frame(msg, encoding, now), now)
 
     def _on_compressed(self, msg: CompressedImage) -> None:
-        now = self._received()
-        if not self._active.is_set():
-            self.scheduler.skip()
+        if (now := self._received()) is None:
             return
         cfg = self.config
         try:
