@@ -25,9 +25,7 @@ from road_seg_perception.training.datasets import (
     every_nth_drive,
     load_samples,
     pair_samples,
-    read_image,
-    read_label,
-    size_mismatch,
+    read_pair,
     split_by_drive,
 )
 
@@ -165,12 +163,9 @@ def load_resized(ds: DatasetConfig, samples: list[Sample], hw: tuple[int, int], 
     problems = []
     for i, s in enumerate(tqdm(samples, desc=f"caching {ds.name}", unit="img")):
         try:
-            im, lab = read_image(s.image), read_label(s.mask, spec)
+            im, lab = read_pair(s, spec)
         except DatasetError as e:
             problems.append(str(e))
-            continue
-        if problem := size_mismatch(s, im, lab):
-            problems.append(problem)
             continue
         images[i], labels[i] = resize_image(im, hw), resize_label(lab, hw)
     if problems:

@@ -224,6 +224,14 @@ def read_label(path: Path, spec: LabelSpec, max_pixels: int | None = None) -> np
     return (raw > thresh).astype(np.uint8)
 
 
+def read_pair(s: Sample, spec: LabelSpec) -> tuple[np.ndarray, np.ndarray]:
+    """A sample's image and label; :class:`DatasetError` when either is unreadable or their sizes differ."""
+    image, label = read_image(s.image), read_label(s.mask, spec)
+    if problem := size_mismatch(s, image, label):
+        raise DatasetError(problem)
+    return image, label
+
+
 def load_samples(samples: list[Sample], spec: LabelSpec, max_listed: int = 10,
                  progress: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """Read every pair, checking readability and matching sizes; one error lists all problems."""
@@ -235,15 +243,9 @@ def load_samples(samples: list[Sample], spec: LabelSpec, max_listed: int = 10,
         it = tqdm(samples, desc="reading dataset", unit="img")
     for s in it:
         try:
-            image = read_image(s.image)
-            label = read_label(s.mask, spec)
+            out.append(read_pair(s, spec))
         except DatasetError as e:
             problems.append(str(e))
-            continue
-        if problem := size_mismatch(s, image, label):
-            problems.append(problem)
-            continue
-        out.append((image, label))
     if problems:
         raise DatasetError(_summarise(problems, max_listed, "the dataset"))
     return out
