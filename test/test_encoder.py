@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO
 
 from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.training.config import UNetConfig
@@ -30,7 +31,6 @@ TINY_V3 = UNetConfig(**{**TINY.__dict__, "encoder": "mobilenet_v3_small"})
 TINY_L0 = UNetConfig(**{**TINY.__dict__, "encoder": "efficientnet_lite0"})
 TINIES = [TINY, TINY_V3, TINY_L0]
 TINY_IDS = ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0"]
-REPO = Path(__file__).resolve().parent.parent
 BACKBONES = REPO.parent / "shared" / "models" / "backbones"
 LITE0_STATE = BACKBONES / "efficientnet_lite0_imagenet_state.npz"
 

@@ -470,11 +470,12 @@ def _measure(a: argparse.Namespace) -> int:
     }
     memo: dict[tuple[str, str], dict] = {}
 
-    def scored(model: RoadSegmenter, path: str, split: str) -> dict:
+    def scored(model: RoadSegmenter, split: str) -> dict:
         """``score_split`` of one model file on one split, once per card (cross rows and candidates share it)."""
-        if (path, split) not in memo:
-            memo[path, split] = score_split(model, data[split])
-        return memo[path, split]
+        key = (str(model.model_path), split)
+        if key not in memo:
+            memo[key] = score_split(model, data[split])
+        return memo[key]
 
     missing_cross = set()
     for cr in a.cross_run:
@@ -492,7 +493,7 @@ def _measure(a: argparse.Namespace) -> int:
         unseen = [n for n in split_names(ccfg) if n in data and not any(n.startswith(t + "_") for t in trained)]
         classes = config_errors(cseg, ccfg, log=lambda _: None, only=set(unseen))
         for name in unseen:
-            r = scored(cseg, str(cdir / "model.onnx"), name)
+            r = scored(cseg, name)
             card["cross"].append({"run": cdir.name, "trained_on": trained, "split": name, **r,
                                   **(largest_false_class(*classes[name]) if name in classes else {})})
             print(f"cross {cdir.name} on {name}: {r['iou']:.4f}", flush=True)
@@ -512,7 +513,7 @@ def _measure(a: argparse.Namespace) -> int:
         segs.append(cseg)
         card["candidates"].append({"name": name, "model": path,
                                    "splits": {n: s[kind]["iou"] for n, s in splits.items()} if kind
-                                   else {n: scored(cseg, path, n)["iou"] for n in data}})
+                                   else {n: scored(cseg, n)["iou"] for n in data}})
         timed.append(card["candidates"][-1])
     teacher_name = "teacher road-segmentation-adas-0001 (reference, not shippable)"
     if timed_prev:
