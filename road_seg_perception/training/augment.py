@@ -141,14 +141,28 @@ def augment_with_soft(image: np.ndarray, label: np.ndarray, soft: np.ndarray | N
 
     Outside the warped frame the label is void and the teacher map is -1 (no soft label).
     """
+    image, label, soft, _ = augment_sample(image, label, soft, None, rng, cfg)
+    return image, label, soft
+
+
+def augment_sample(image: np.ndarray, label: np.ndarray, soft: np.ndarray | None, classes: np.ndarray | None,
+                   rng: np.random.Generator, cfg: AugmentConfig
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """:func:`augment_with_soft`, and an optional map of auxiliary class ids warped like the label."""
     if not cfg.enabled:
-        return image, label, soft
+        return image, label, soft, classes
     h, w = label.shape[:2]
     m = geometric_matrix((h, w), rng, cfg)
     image = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-    label = cv2.warpAffine(label, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                           borderValue=VOID)
+
+    def nearest(ids: np.ndarray) -> np.ndarray:
+        return cv2.warpAffine(ids, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=VOID)
+
+    label = nearest(label)
+    if classes is not None:
+        classes = nearest(classes)
     if soft is not None:
         soft = cv2.warpAffine(soft.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
-    return photometric(image, rng, cfg), label, soft
+    return photometric(image, rng, cfg), label, soft, classes

@@ -32,7 +32,7 @@ from road_seg_perception.core.imageio import add_max_pixels_argument, pixel_limi
 from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.training.artifacts import finish, versions
 from road_seg_perception.training.augment import AugmentConfig
-from road_seg_perception.training.config import DEFAULTS, dataset_configs, load_config, parse_set
+from road_seg_perception.training.config import DEFAULTS, check_aux_head, load_config, parse_set
 from road_seg_perception.training.data import make_sequence, read_data
 from road_seg_perception.training.datasets import (
     DatasetError,
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace, folder: list[RunFolder] | None = None, argv: l
     # Settings are checked before any data is read or any run directory is made.
     aug = AugmentConfig.from_dict(cfg["augment"])
     unet_config(cfg)
-    dataset_configs(cfg)
+    check_aux_head(cfg)
     if args.distribute == "multiworker" and args.resume:
         raise SystemExit("--resume with --distribute multiworker is not supported; resume on one worker")
     kept_dir, run_dir = run_dir, writer_run_dir(run_dir, args.distribute)

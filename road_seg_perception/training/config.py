@@ -31,6 +31,8 @@ class UNetConfig:
     ImageNet MobileNetV2 (or MobileNetV3-Small, EfficientNet-Lite0; weights read from
     ``encoder_weights``, ``""`` = random) with a light separable decoder of ``decoder_filters``
     channels at its finest level. Images are normalised for the encoder inside the model.
+    ``aux_classes > 0`` adds a training-only head that tells that many classes apart (see
+    :func:`check_aux_head`); saved models and exports carry the road output only.
     """
 
     input_hw: tuple[int, int] = (192, 256)
@@ -43,6 +45,7 @@ class UNetConfig:
     encoder: str = "unet"
     encoder_weights: str = DEFAULT_BACKBONE
     decoder_filters: int = 32
+    aux_classes: int = 0
 
     @property
     def stride(self) -> int:
@@ -71,6 +74,8 @@ class UNetConfig:
             raise ValueError(f"model.decoder_filters must be >= 4, got {self.decoder_filters}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.aux_classes < 0 or self.aux_classes == 1:
+            raise ValueError(f"model.aux_classes must be 0 (no auxiliary head) or >= 2, got {self.aux_classes}")
         if self.encoder != "unet" and self.encoder_weights and not Path(self.encoder_weights).is_file():
             raise ValueError(f"model.encoder_weights {self.encoder_weights} does not exist "
                              "(give a local weights file, or \"\" for random initialisation)")
@@ -101,6 +106,8 @@ class DatasetConfig:
     ``distill: 0`` switches the teacher term off for its frames (ground truth only);
     ``ground_truth: false`` trains its frames through the teacher only (its labels still score its
     validation splits), for a dataset whose definition of road is not the one to learn.
+    ``aux_classes`` maps the dataset's class ids onto the auxiliary head's classes (entry ``k`` lists
+    the ids of class ``k``; ids in no entry are ignored); empty: its frames do not train that head.
     """
 
     name: str
@@ -121,6 +128,7 @@ class DatasetConfig:
     distill: float = 1.0
     ground_truth: bool = True
     limit: int = 0
+    aux_classes: tuple[tuple[int, ...], ...] = ()
 
     @classmethod
     def from_dict(cls, d: dict, index: int = 0) -> DatasetConfig:
@@ -135,6 +143,12 @@ class DatasetConfig:
         for k in ("positive_ids", "void_ids"):
             if k in kw:
                 kw[k] = tuple(int(v) for v in kw[k])
+        if "aux_classes" in kw:
+            try:
+                kw["aux_classes"] = tuple(tuple(int(v) for v in ids) for ids in kw["aux_classes"] or ())
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"datasets[{index}].aux_classes must be a list of lists of class ids, "
+                                 f"got {kw['aux_classes']!r}") from e
         if "holdout_drives" in kw:
             kw["holdout_drives"] = tuple(str(v) for v in kw["holdout_drives"] or ())
         out = cls(**kw)
@@ -151,6 +165,11 @@ class DatasetConfig:
                                        or not out.train or out.distill <= 0):
             raise ValueError(f"{where}: unlabelled images train only through the teacher: they need "
                              "train: true and distill > 0, and cannot give validation splits")
+        if out.aux_classes and out.format not in ("camvid", "idd"):
+            raise ValueError(f"{where}.aux_classes needs class-id masks (format camvid or idd), not {out.format}")
+        flat = [i for ids in out.aux_classes for i in ids]
+        if len(set(flat)) != len(flat) or any(not 0 <= i < 255 for i in flat):
+            raise ValueError(f"{where}.aux_classes: each class id (0-254) may appear once, got {list(out.aux_classes)}")
         if not out.ground_truth and (not out.train or out.distill <= 0):
             raise ValueError(f"{where}.ground_truth: false trains only through the teacher: it needs "
                              "train: true and distill > 0")
@@ -186,7 +205,7 @@ DEFAULTS: dict[str, Any] = {
         "loss": "bce+dice", "early_stopping_patience": 12, "seed": 42, "finetune_lr_scale": 0.1,
         "encoder_lr_scale": 1.0,
         "threshold": 0.5, "workers": 2, "steps_per_epoch": 0, "warmup_epochs": 0.0,
-        "distill_weight": 0.0, "cache_dir": "runs/cache",
+        "distill_weight": 0.0, "aux_weight": 0.0, "cache_dir": "runs/cache",
         "select_split": "",
     },
     "output": {"runs_dir": "runs", "name": "road_unet", "onnx": True, "samples": 6},
@@ -277,6 +296,25 @@ def dataset_configs(cfg: dict) -> list[DatasetConfig]:
         val_images="" if hold else d["val_images"], val_masks="" if hold else d["val_masks"],
         positive_ids=tuple(d["positive_ids"]), void_ids=tuple(d["void_ids"]), mask_suffix=d["mask_suffix"],
         holdout_drives=(str(hold),) if hold else (), holdout_name="val" if hold else "", limit=int(d["limit"]))]
+
+
+def check_aux_head(cfg: dict) -> None:
+    """The auxiliary head's settings agree: ``model.aux_classes > 0`` exactly when ``train.aux_weight > 0``,
+    and every dataset that maps classes maps ``model.aux_classes`` of them (at least one does)."""
+    k, w = int(cfg["model"]["aux_classes"]), float(cfg["train"]["aux_weight"])
+    if w < 0:
+        raise ValueError(f"train.aux_weight must be >= 0, got {w}")
+    if (k > 0) != (w > 0):
+        raise ValueError(f"model.aux_classes ({k}) and train.aux_weight ({w}) go together: set both or neither")
+    mapped = [d for d in dataset_configs(cfg) if d.aux_classes]
+    if k and not mapped:
+        raise ValueError("model.aux_classes > 0 but no dataset gives aux_classes (datasets[i].aux_classes)")
+    for d in mapped:
+        if not k:
+            raise ValueError(f"dataset {d.name} gives aux_classes but model.aux_classes is 0")
+        if len(d.aux_classes) != k:
+            raise ValueError(f"dataset {d.name}: aux_classes lists {len(d.aux_classes)} classes, "
+                             f"model.aux_classes is {k}")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 from road_seg_perception.core.fileio import write_atomically
 from road_seg_perception.core.preprocessing import VOID, preprocess, resize_image, resize_label
-from road_seg_perception.training.augment import AugmentConfig, augment_with_soft
+from road_seg_perception.training.augment import AugmentConfig, augment_sample
 from road_seg_perception.training.config import DatasetConfig, dataset_configs
 from road_seg_perception.training.datasets import (
     DatasetError,
@@ -25,20 +25,23 @@ from road_seg_perception.training.datasets import (
     every_nth_drive,
     load_samples,
     pair_samples,
+    read_class_ids,
     read_pair,
     split_by_drive,
 )
 
 
 class Arrays:
-    """Images and labels held in memory (``soft``: optional teacher road probabilities, -1 = none)."""
+    """Images and labels held in memory (``soft``: optional teacher road probabilities, -1 = none;
+    ``classes``: optional auxiliary-head class ids, :data:`VOID` = none)."""
 
     def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], names: list[str],
-                 soft: list[np.ndarray] | None = None):
+                 soft: list[np.ndarray] | None = None, classes: list[np.ndarray] | None = None):
         self.images = [p[0] for p in pairs]
         self.labels = [p[1] for p in pairs]
         self.names = names
         self.soft = soft
+        self.classes = classes
 
     def __len__(self) -> int:
         return len(self.images)
@@ -53,6 +56,7 @@ class TrainData(Arrays):
         self.weights: list[float] = []
         self.dataset_names: list[str] = []
         soft: list[np.ndarray] = []
+        classes: list[np.ndarray | None] = []
         for g, (ds, arr) in enumerate(parts):
             self.images += arr.images
             self.labels += arr.labels
@@ -64,7 +68,9 @@ class TrainData(Arrays):
                 soft += arr.soft
             else:
                 soft += [None] * len(arr)
+            classes += arr.classes if arr.classes is not None else [None] * len(arr)
         self.soft = soft if any(s is not None for s in soft) else None
+        self.classes = classes if any(c is not None for c in classes) else None
 
     def epoch_order(self, rng: np.random.Generator) -> np.ndarray:
         """Frame indices for one epoch: each dataset drawn ``round(frames * weight)`` times, shuffled."""
@@ -122,7 +128,10 @@ def evenly_spaced(samples: list[Sample], count: int) -> list[Sample]:
 
 def _cache_key(ds: DatasetConfig, samples: list[Sample], hw: tuple[int, int]) -> str:
     h = hashlib.sha1()
-    h.update(json.dumps([ds.format, list(ds.positive_ids), list(ds.void_ids), list(hw), RESIZE]).encode())
+    key = [ds.format, list(ds.positive_ids), list(ds.void_ids), list(hw), RESIZE]
+    if ds.aux_classes:  # an older cache (no class ids) keeps its key
+        key.append([list(ids) for ids in ds.aux_classes])
+    h.update(json.dumps(key).encode())
     for s in samples:
         st = s.mask.stat()
         h.update(f"{s.image}|{s.image.stat().st_size}|{s.mask}|{st.st_size}|{int(st.st_mtime)}".encode())
@@ -146,24 +155,46 @@ def sample_name(s: Sample) -> str:
     return f"{s.drive}/{s.image.stem}"
 
 
+def aux_class_lut(ds: DatasetConfig) -> np.ndarray:
+    """A 256-entry table from the dataset's class ids to auxiliary-head classes (:data:`VOID`: ignored)."""
+    lut = np.full(256, VOID, np.uint8)
+    for k, ids in enumerate(ds.aux_classes):
+        lut[list(ids)] = k
+    return lut
+
+
+def aux_classes_of(s: Sample, lut: np.ndarray) -> np.ndarray:
+    """A sample's mask as auxiliary-head class ids (ids above 255 are ignored)."""
+    ids = read_class_ids(s.mask)
+    return lut[np.where(ids > 255, 255, ids).astype(np.intp)]
+
+
 def load_resized(ds: DatasetConfig, samples: list[Sample], hw: tuple[int, int], cache_dir: Path | None) -> Arrays:
-    """Training frames decoded and resized to ``hw`` (bilinear / nearest), through an on-disk cache."""
+    """Training frames decoded and resized to ``hw`` (bilinear / nearest), through an on-disk cache.
+
+    With ``ds.aux_classes`` the frames' auxiliary class ids are read and cached as well.
+    """
     names = [sample_name(s) for s in samples]
     path = cache_dir / f"{ds.name}-{hw[0]}x{hw[1]}-{_cache_key(ds, samples, hw)}.npz" if cache_dir else None
     if path is not None and path.is_file():
         with np.load(path) as z:
             images, labels = z["images"], z["labels"]
+            classes = list(z["classes"]) if "classes" in z.files else None
         print(f"dataset {ds.name}: {len(samples)} training frames from cache {path}", flush=True)
-        return Arrays(list(zip(images, labels, strict=True)), names)
+        return Arrays(list(zip(images, labels, strict=True)), names, classes=classes)
     from tqdm import tqdm
 
     spec = label_spec(ds)
+    lut = aux_class_lut(ds) if ds.aux_classes else None
     images = np.empty((len(samples), *hw, 3), np.uint8)
     labels = np.empty((len(samples), *hw), np.uint8)
+    classes = np.empty((len(samples), *hw), np.uint8) if lut is not None else None
     problems = []
     for i, s in enumerate(tqdm(samples, desc=f"caching {ds.name}", unit="img")):
         try:
             im, lab = read_pair(s, spec)
+            if classes is not None:
+                classes[i] = resize_label(aux_classes_of(s, lut), hw)
         except DatasetError as e:
             problems.append(str(e))
             continue
@@ -171,8 +202,8 @@ def load_resized(ds: DatasetConfig, samples: list[Sample], hw: tuple[int, int], 
     if problems:
         raise DatasetError(f"{len(problems)} dataset problem(s) in {ds.name}:\n  " + "\n  ".join(problems[:10]))
     if path is not None:
-        save_npz(path, images=images, labels=labels)
-    return Arrays(list(zip(images, labels, strict=True)), names)
+        save_npz(path, images=images, labels=labels, **({"classes": classes} if classes is not None else {}))
+    return Arrays(list(zip(images, labels, strict=True)), names, classes=None if classes is None else list(classes))
 
 
 def teacher_file(cache_dir: Path, ds_name: str, hw: tuple[int, int]) -> Path:
@@ -255,14 +286,17 @@ def make_sequence(data: TrainData, cfg: dict, aug: AugmentConfig, seed: int):
     """A ``keras.utils.PyDataset`` of augmented, pre-processed batches (seeded per epoch and item).
 
     Targets are ``(N, H, W, 1)`` labels, or ``(N, H, W, 2)`` with the teacher's road probability
-    (-1 = none) as the second channel when ``train.distill_weight`` > 0.
+    (-1 = none) as the second channel when ``train.distill_weight`` > 0. With ``train.aux_weight`` > 0
+    they are ``(N, H, W, 3)``: label, teacher probability (-1 = none) and auxiliary class id
+    (:data:`VOID` = none).
     """
     import keras
 
     hw = tuple(cfg["model"]["input_hw"])
     bs = int(cfg["train"]["batch_size"])
     steps_cap = int(cfg["train"]["steps_per_epoch"])
-    with_soft = float(cfg["train"]["distill_weight"]) > 0
+    with_aux = float(cfg["train"]["aux_weight"]) > 0
+    with_soft = float(cfg["train"]["distill_weight"]) > 0 or with_aux
 
     class RoadSequence(keras.utils.PyDataset):
         def __init__(self):
@@ -281,18 +315,21 @@ def make_sequence(data: TrainData, cfg: dict, aug: AugmentConfig, seed: int):
             xs, ys = [], []
             for k, j in enumerate(self._order[idx * bs:(idx + 1) * bs]):
                 rng = np.random.default_rng([seed, self.epoch, idx * bs + k])
+                shape = data.labels[j].shape[:2]
                 soft = data.soft[j] if with_soft and data.soft is not None else None
                 if with_soft and soft is None:
-                    soft = np.full(data.labels[j].shape[:2], -1.0, np.float32)
-                image, label, soft = augment_with_soft(data.images[j], data.labels[j], soft, rng, aug)
+                    soft = np.full(shape, -1.0, np.float32)
+                classes = data.classes[j] if with_aux and data.classes is not None else None
+                if with_aux and classes is None:
+                    classes = np.full(shape, VOID, np.uint8)
+                image, label, soft, classes = augment_sample(data.images[j], data.labels[j], soft, classes, rng, aug)
                 xs.append(preprocess(image, hw))
-                y = resize_label(label, hw).astype(np.float32)
+                channels = [resize_label(label, hw).astype(np.float32)]
                 if with_soft:
-                    s = resize_label(np.asarray(soft, np.float32), hw)
-                    y = np.stack([y, s], axis=-1)
-                else:
-                    y = y[..., None]
-                ys.append(y)
+                    channels.append(resize_label(np.asarray(soft, np.float32), hw))
+                if with_aux:
+                    channels.append(resize_label(classes, hw).astype(np.float32))
+                ys.append(np.stack(channels, axis=-1))
             return np.stack(xs), np.stack(ys)
 
         def on_epoch_end(self):

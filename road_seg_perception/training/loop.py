@@ -56,9 +56,14 @@ def selection_score(split_scores: dict[str, dict], select: str = "") -> float:
 def build_callback(run_dir: Path, val: Arrays | dict[str, Arrays], cfg: dict, state: dict):
     """Validation, best/last checkpoints, resumable state and early stopping in one callback.
 
+    ``last.keras`` is the whole training model (an auxiliary head included) with its optimizer;
+    ``model.keras`` is the road output only.
+
     With several validation splits the best checkpoint is chosen by :func:`selection_score`.
     """
     import keras
+
+    from road_seg_perception.training.model import road_only
 
     hw = tuple(cfg["model"]["input_hw"])
     thr = float(cfg["train"]["threshold"])
@@ -91,7 +96,7 @@ def build_callback(run_dir: Path, val: Arrays | dict[str, Arrays], cfg: dict, st
             improved = select == "last" or scores["iou"] > state["best_iou"]
             if improved:
                 state.update(best_iou=scores["iou"], best_epoch=epoch + 1, wait=0)
-                atomic_save(self.model, run_dir / "model.keras")
+                atomic_save(road_only(self.model), run_dir / "model.keras")
             else:
                 state["wait"] += 1
             state["epoch"] = epoch + 1
@@ -160,7 +165,7 @@ def build_and_compile(cfg: dict, steps_per_epoch: int, lr_scale: float = 1.0):
     else:
         schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total, alpha=float(t["min_lr_fraction"]))
     opt = make_optimizer(model, schedule, float(t["weight_decay"]), float(t["encoder_lr_scale"]))
-    return model, opt, parse_loss(str(t["loss"]), float(t["distill_weight"]))
+    return model, opt, parse_loss(str(t["loss"]), float(t["distill_weight"]), float(t["aux_weight"]))
 
 
 def transfer_weights(src, dst, only_encoder: bool = False) -> int:

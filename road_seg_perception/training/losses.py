@@ -3,6 +3,9 @@
 Targets are ``(N, H, W, 1)`` floats: 1 road, 0 not road, and any value above 1.5 is void
 (the readers' 255), which contributes nothing to the loss. With distillation the targets are
 ``(N, H, W, 2)``: the second channel is a teacher's road probability, negative where there is none.
+With an auxiliary head (``aux`` weight > 0) the targets are ``(N, H, W, 3)``, the third channel an
+auxiliary class id (void: any id the head does not have), and the predictions ``(N, H, W, 1 + K)``:
+the road probability, then the head's ``K`` class probabilities.
 """
 
 from __future__ import annotations
@@ -76,22 +79,38 @@ def soft_bce(soft, y_pred):
     return ops.sum(ce * valid) / ops.maximum(ops.sum(valid), 1.0)
 
 
+def masked_class_ce(classes, probs):
+    """Cross-entropy of class probabilities ``(N, H, W, K)`` to class ids ``(N, H, W)``, averaged over pixels
+    whose id is a class of the head (``0 <= id < K``)."""
+    k = probs.shape[-1]
+    classes = ops.cast(classes, "float32")
+    valid = ops.cast((classes >= 0.0) & (classes < k), "float32")
+    onehot = ops.one_hot(ops.cast(ops.clip(classes, 0.0, k - 1.0), "int32"), k)
+    p = ops.clip(ops.cast(probs, "float32"), 1e-6, 1.0)
+    ce = -ops.sum(onehot * ops.log(p), axis=-1)
+    return ops.sum(ce * valid) / ops.maximum(ops.sum(valid), 1.0)
+
+
 @keras.saving.register_keras_serializable(package="road_seg")
 class RoadLoss(keras.losses.Loss):
-    """Weighted sum of masked BCE, Dice, focal and Lovász terms, plus ``distill`` times the teacher term.
+    """Weighted sum of masked BCE, Dice, focal and Lovász terms, plus ``distill`` times the teacher term
+    and ``aux`` times the auxiliary head's class cross-entropy.
 
     A registered, safe-mode loadable loss. The teacher term is used only when the targets carry
-    a second (teacher) channel.
+    a second (teacher) channel; with ``aux`` > 0 the last target channel holds class ids.
     """
 
     def __init__(self, bce: float = 1.0, dice: float = 1.0, focal: float = 0.0, distill: float = 0.0,
-                 lovasz: float = 0.0, name: str = "road_loss", **kwargs):
+                 lovasz: float = 0.0, aux: float = 0.0, name: str = "road_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.bce, self.dice, self.focal, self.distill = float(bce), float(dice), float(focal), float(distill)
-        self.lovasz = float(lovasz)
+        self.lovasz, self.aux = float(lovasz), float(aux)
 
     def call(self, y_true, y_pred):
         loss = 0.0
+        if self.aux:
+            loss = loss + self.aux * masked_class_ce(y_true[..., -1], y_pred[..., 1:])
+            y_true, y_pred = y_true[..., :-1], y_pred[..., 0:1]
         if y_true.shape[-1] == 2:
             if self.distill:
                 loss = loss + self.distill * soft_bce(y_true[..., 1:2], y_pred)
@@ -108,11 +127,12 @@ class RoadLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "bce": self.bce, "dice": self.dice, "focal": self.focal,
-                "distill": self.distill, "lovasz": self.lovasz}
+                "distill": self.distill, "lovasz": self.lovasz, "aux": self.aux}
 
 
-def parse_loss(spec: str, distill: float = 0.0) -> RoadLoss:
-    """Parse ``"bce+dice"`` or ``"bce:1,dice:0.5,lovasz:1"`` into a :class:`RoadLoss` (``distill``: teacher weight)."""
+def parse_loss(spec: str, distill: float = 0.0, aux: float = 0.0) -> RoadLoss:
+    """Parse ``"bce+dice"`` or ``"bce:1,dice:0.5,lovasz:1"`` into a :class:`RoadLoss` (``distill``: teacher
+    weight, ``aux``: auxiliary head weight)."""
     weights = {"bce": 0.0, "dice": 0.0, "focal": 0.0, "lovasz": 0.0}
     for part in spec.replace("+", ",").split(","):
         part = part.strip()
@@ -126,4 +146,6 @@ def parse_loss(spec: str, distill: float = 0.0) -> RoadLoss:
         raise ValueError(f"train.loss: {spec!r} has no terms")
     if distill < 0:
         raise ValueError(f"train.distill_weight must be >= 0, got {distill}")
-    return RoadLoss(**weights, distill=distill)
+    if aux < 0:
+        raise ValueError(f"train.aux_weight must be >= 0, got {aux}")
+    return RoadLoss(**weights, distill=distill, aux=aux)

@@ -145,10 +145,31 @@ def build_mobilenet_unet(cfg: UNetConfig) -> keras.Model:
         x = layers.UpSampling2D(2, interpolation="bilinear", name=f"dec{lvl}_up")(x)
         x = layers.Concatenate(name=f"dec{lvl}_concat")([x, _project(skip, skip_ch, f"dec{lvl}_skip")])
         x = _sep_block(x, ch, f"dec{lvl}")
+    feats = x
     x = layers.Conv2D(1, 1, name="head_logits")(x)
     x = layers.UpSampling2D(2, interpolation="bilinear", name="head_up")(x)
     outputs = layers.Activation("sigmoid", dtype="float32", name="head")(x)
-    return keras.Model(inputs, outputs, name=f"road_{cfg.encoder}")
+    return keras.Model(inputs, _with_aux_head(outputs, feats, cfg, 2), name=f"road_{cfg.encoder}")
+
+
+def _with_aux_head(road, feats, cfg: UNetConfig, upsample: int):
+    """``road``, or with ``cfg.aux_classes`` the road probability and the auxiliary head's class
+    probabilities (a 1x1 convolution on the decoder's last features) concatenated on the channel axis."""
+    if not cfg.aux_classes:
+        return road
+    x = layers.Conv2D(cfg.aux_classes, 1, name="aux_logits")(feats)
+    if upsample > 1:
+        x = layers.UpSampling2D(upsample, interpolation="bilinear", name="aux_up")(x)
+    x = layers.Softmax(dtype="float32", name="aux")(x)
+    return layers.Concatenate(name="road_and_aux")([road, x])
+
+
+def road_only(model: keras.Model) -> keras.Model:
+    """The road output of a model trained with an auxiliary head (same layers and weights); else ``model``."""
+    names = {lyr.name for lyr in model.layers}
+    if "aux" not in names:
+        return model
+    return keras.Model(model.inputs, model.get_layer("head").output, name=model.name)
 
 
 def build_model(cfg: UNetConfig) -> keras.Model:
@@ -197,7 +218,7 @@ def build_unet(cfg: UNetConfig = UNetConfig()) -> keras.Model:
     if cfg.stem_stride > 1:  # a stride-2 stem works at half resolution; bring it back before the head
         x = layers.UpSampling2D(cfg.stem_stride, interpolation="bilinear", name="head_up")(x)
     outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="head")(x)
-    return keras.Model(inputs, outputs, name="road_unet")
+    return keras.Model(inputs, _with_aux_head(outputs, x, cfg, 1), name="road_unet")
 
 
 def encoder_layers(model: keras.Model) -> list[keras.layers.Layer]:
