@@ -331,7 +331,7 @@ def test_checkpoint_selection_best_or_last(tmp_path, monkeypatch, select, kept):
     cfg = {"model": {"input_hw": [32, 64]},
            "train": {"threshold": 0.5, "early_stopping_patience": 0, "select_split": select}}
     cb = loop.build_callback(tmp_path, {"a": None}, cfg, state)
-    cb.set_model(SimpleNamespace(optimizer=SimpleNamespace(learning_rate=0.01)))
+    cb.set_model(SimpleNamespace(optimizer=SimpleNamespace(learning_rate=0.01), layers=[]))  # no auxiliary head
     for epoch in range(3):
         cb.on_epoch_begin(epoch)
         cb.on_epoch_end(epoch, {"loss": 0.1})
