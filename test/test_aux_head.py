@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO
 from sample_data import two_datasets_config
 
 from road_seg_perception.core.model_io import load_keras_model
@@ -182,3 +183,15 @@ def test_a_run_with_the_head_saves_and_exports_the_road_output_and_resumes(tmp_p
     assert state["epoch"] == 2 and len(state["history"]) == 2
     assert "aux_weight: 0.5" in (run_dir / "config.yaml").read_text()
     capsys.readouterr()
+
+
+def test_the_aux_config_is_the_shipped_recipe_plus_the_head():
+    """docs/training.md compares config/train_road_aux.yaml with the shipped recipe: only the head may differ."""
+    shipped = load_config(REPO / "config" / "train_road.yaml")
+    aux = load_config(REPO / "config" / "train_road_aux.yaml")
+    check_aux_head(aux)
+    assert aux["model"] == {**shipped["model"], "aux_classes": 7} and aux["augment"] == shipped["augment"]
+    assert aux["train"] == {**shipped["train"], "aux_weight": 0.5}
+    assert [{k: v for k, v in d.items() if k != "aux_classes"} for d in aux["datasets"]] == shipped["datasets"]
+    assert [d["aux_classes"] for d in aux["datasets"]] == [CAMVID_AUX, IDD_AUX]
+    assert aux["output"]["name"] not in (shipped["output"]["name"], "road_mnv2_long5")
