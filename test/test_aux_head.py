@@ -17,6 +17,7 @@ from road_seg_perception.training import cli as train
 from road_seg_perception.training.augment import AugmentConfig, augment_sample, augment_with_soft
 from road_seg_perception.training.config import DatasetConfig, check_aux_head, load_config
 from road_seg_perception.training.data import make_sequence, read_data
+from road_seg_perception.training.loop import transfer_weights
 from road_seg_perception.training.losses import RoadLoss, masked_class_ce, parse_loss
 from road_seg_perception.training.model import UNetConfig, build_model, road_only
 
@@ -195,3 +196,19 @@ def test_the_aux_config_is_the_shipped_recipe_plus_the_head():
     assert [{k: v for k, v in d.items() if k != "aux_classes"} for d in aux["datasets"]] == shipped["datasets"]
     assert [d["aux_classes"] for d in aux["datasets"]] == [CAMVID_AUX, IDD_AUX]
     assert aux["output"]["name"] not in (shipped["output"]["name"], "road_mnv2_long5")
+
+
+def test_initialising_from_a_road_only_model_names_the_head_it_leaves_at_its_initial_weights():
+    cfg = UNetConfig(input_hw=(64, 96), base_filters=4, levels=2, encoder="mobilenet_v2", encoder_weights="",
+                     decoder_filters=8, aux_classes=4)
+    src, dst = build_model(cfg), build_model(cfg)
+    n_all, kept_all = transfer_weights(src, dst)
+    assert kept_all == [] and n_all == sum(1 for lyr in dst.layers if lyr.weights)
+    head = dst.get_layer("aux_logits").get_weights()
+    n, kept = transfer_weights(road_only(src), dst)
+    assert kept == ["aux_logits"] and n == n_all - 1
+    for a, b in zip(dst.get_layer("aux_logits").get_weights(), head, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(dst.get_layer("head_logits").get_weights(), src.get_layer("head_logits").get_weights(),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)

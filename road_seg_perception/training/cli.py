@@ -153,6 +153,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _kept(names: list[str]) -> str:
+    """The part of an ``initialised ...`` line naming the layers that kept their initial weights."""
+    return f"; {len(names)} kept their initial weights (no layer of that name and shape there): " \
+        + ", ".join(names[:8]) + (", ..." if len(names) > 8 else "") if names else ""
+
+
 def run(args: argparse.Namespace, folder: list[RunFolder] | None = None, argv: list[str] | None = None) -> dict:
     """Train (or resume) as ``args`` say; the run folder, once claimed, is appended to ``folder``.
 
@@ -211,13 +217,13 @@ def run(args: argparse.Namespace, folder: list[RunFolder] | None = None, argv: l
             lr_scale = float(cfg["train"]["finetune_lr_scale"]) if args.init_from and args.freeze == "none" else 1.0
             model, opt, loss = build_and_compile(cfg, len(seq), lr_scale)
             if args.init_from:
-                n = transfer_weights(load_keras_model(args.init_from), model)
-                print(f"initialised {n} layers from {args.init_from}", flush=True)
+                n, kept = transfer_weights(load_keras_model(args.init_from), model)
+                print(f"initialised {n} layers from {args.init_from}" + _kept(kept), flush=True)
             if args.encoder_weights:
                 src = (load_keras_model(args.encoder_weights) if args.encoder_weights.endswith(".keras")
                        else weights_file_model(cfg, args.encoder_weights))
-                n = transfer_weights(src, model, only_encoder=True)
-                print(f"initialised {n} encoder layers from {args.encoder_weights}", flush=True)
+                n, kept = transfer_weights(src, model, only_encoder=True)
+                print(f"initialised {n} encoder layers from {args.encoder_weights}" + _kept(kept), flush=True)
             if args.freeze == "encoder":
                 from road_seg_perception.training.model import encoder_layers
 

@@ -168,23 +168,28 @@ def build_and_compile(cfg: dict, steps_per_epoch: int, lr_scale: float = 1.0):
     return model, opt, parse_loss(str(t["loss"]), float(t["distill_weight"]), float(t["aux_weight"]))
 
 
-def transfer_weights(src, dst, only_encoder: bool = False) -> int:
-    """Copy weights layer by layer where names and shapes match; return how many layers."""
+def transfer_weights(src, dst, only_encoder: bool = False) -> tuple[int, list[str]]:
+    """Copy weights layer by layer where names and shapes match.
+
+    Returns how many layers were copied and the names of ``dst``'s other weighted layers (within the
+    encoder with ``only_encoder``), which keep their initial weights: e.g. an auxiliary head that a
+    road-only ``model.keras`` does not have.
+    """
     from road_seg_perception.training.model import ENCODER_PREFIXES
 
     by_name = {lyr.name: lyr for lyr in src.layers}
-    n = 0
+    n, kept = 0, []
     for lyr in dst.layers:
-        if only_encoder and not lyr.name.startswith(ENCODER_PREFIXES):
+        if (only_encoder and not lyr.name.startswith(ENCODER_PREFIXES)) or not lyr.weights:
             continue
         s = by_name.get(lyr.name)
-        if s is None or not lyr.weights:
-            continue
-        sw = s.get_weights()
-        if [w.shape for w in sw] == [w.shape for w in lyr.get_weights()]:
+        sw = s.get_weights() if s is not None else None
+        if sw is not None and [w.shape for w in sw] == [w.shape for w in lyr.get_weights()]:
             lyr.set_weights(sw)
             n += 1
-    return n
+        else:
+            kept.append(lyr.name)
+    return n, kept
 
 
 def fit_schedule_to_epochs(optimizer, total_steps: int) -> None:
