@@ -174,7 +174,7 @@ def test_card_of_a_machine_without_the_runs_scores_the_shipped_model_and_carries
     assert again["times_from"] == CC.card_commit("HEAD", tmp_path)  # the commit holding those times
     rows = {c["name"]: c for c in again["candidates"]}
     assert (rows["shipped"]["total_ms"], rows["shipped"]["fps"]) == (12.5, 80.0)
-    assert rows["old label"]["fps"] is None  # carried, and untimed in the earlier card as well
+    assert rows["old label"]["fps"] == 142.9  # carried, with the time the card of --times-from gave it
     assert again["commands"][-1].endswith("--previous HEAD --times-from HEAD")
     md = (tmp_path / "out" / "MODEL_CARD.md").read_text()
     assert "CPU latency per 480x360 frame (an earlier CPU, 7 threads; no VNNI" in md

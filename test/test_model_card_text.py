@@ -44,7 +44,18 @@ def test_card_text_reports_targets_from_the_numbers(tmp_path):
     next(r for r in card["cross"] if r["split"] == "camvid_val")["iou"] = 0.5
     text = script.paragraphs(card)["targets"]
     assert "CamVid val >= 0.97 (0.9712, met;" in text
-    assert "for CamVid val without CamVid (0.5000, not met)" in text
+    seeds = [next(c for c in card["candidates"] if c["name"] == f"cross run without CamVid, seed {s} (both stages)")
+             ["splits"]["camvid_val"] for s in script.CROSS_SEEDS]
+    scores = [0.5, *seeds]
+    assert (f"for CamVid val without CamVid (0.5000; mean over 3 seeds {sum(scores) / 3:.4f}, 0.5000 to "
+            f"{max(scores):.4f}; not met)") in text
+    # judged on the mean: one seed above the target does not meet it while the others are well below
+    next(r for r in card["cross"] if r["split"] == "camvid_val")["iou"] = 0.95
+    assert sum([0.95, *seeds]) / 3 < 0.90
+    assert f"for CamVid val without CamVid (0.9500; mean over 3 seeds {sum([0.95, *seeds]) / 3:.4f}" \
+        in script.paragraphs(card)["targets"]
+    assert "; not met) and >= 0.82" in script.paragraphs(card)["targets"]
+    next(r for r in card["cross"] if r["split"] == "camvid_val")["iou"] = 0.5
     path = tmp_path / "MODEL_CARD.json"
     path.write_text(json.dumps(card))
     written = script.write_text(path)

@@ -508,6 +508,8 @@ def _measure(a: argparse.Namespace) -> int:
                 raise card_carry.CarryError(f"candidate model {path} does not exist (--previous GIT_REF carries "
                                             "its row from an earlier card)")
             card["candidates"].append(card_carry.carry_candidate(prev, origin, name, path))
+            if timed_prev:  # every time is that card's: a carried row keeps the one it had there
+                card["candidates"][-1].update(earlier_time(timed_prev, name))
             continue
         cseg = RoadSegmenter(path, backend="onnxruntime")
         segs.append(cseg)
