@@ -508,8 +508,6 @@ def _measure(a: argparse.Namespace) -> int:
                 raise card_carry.CarryError(f"candidate model {path} does not exist (--previous GIT_REF carries "
                                             "its row from an earlier card)")
             card["candidates"].append(card_carry.carry_candidate(prev, origin, name, path))
-            if timed_prev:  # every time is that card's: a carried row keeps the one it had there
-                card["candidates"][-1].update(earlier_time(timed_prev, name))
             continue
         cseg = RoadSegmenter(path, backend="onnxruntime")
         segs.append(cseg)
@@ -518,8 +516,8 @@ def _measure(a: argparse.Namespace) -> int:
                                    else {n: scored(cseg, n)["iou"] for n in data}})
         timed.append(card["candidates"][-1])
     teacher_name = "teacher road-segmentation-adas-0001 (reference, not shippable)"
-    if timed_prev:
-        for c in timed:
+    if timed_prev:  # every time is that card's, carried rows' too
+        for c in card["candidates"]:
             c.update(earlier_time(timed_prev, c["name"]))
     else:
         for c, ms in zip(timed, interleaved_totals(segs, frame, a.runs), strict=True):

@@ -155,8 +155,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _kept(names: list[str]) -> str:
     """The part of an ``initialised ...`` line naming the layers that kept their initial weights."""
-    return f"; {len(names)} kept their initial weights (no layer of that name and shape there): " \
-        + ", ".join(names[:8]) + (", ..." if len(names) > 8 else "") if names else ""
+    if not names:
+        return ""
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    return f"; {len(names)} kept their initial weights (no layer of that name and shape there): {shown}"
 
 
 def run(args: argparse.Namespace, folder: list[RunFolder] | None = None, argv: list[str] | None = None) -> dict:

@@ -183,9 +183,8 @@ def transfer_weights(src, dst, only_encoder: bool = False) -> tuple[int, list[st
         if (only_encoder and not lyr.name.startswith(ENCODER_PREFIXES)) or not lyr.weights:
             continue
         s = by_name.get(lyr.name)
-        sw = s.get_weights() if s is not None else None
-        if sw is not None and [w.shape for w in sw] == [w.shape for w in lyr.get_weights()]:
-            lyr.set_weights(sw)
+        if s is not None and [tuple(w.shape) for w in s.weights] == [tuple(w.shape) for w in lyr.weights]:
+            lyr.set_weights(s.get_weights())
             n += 1
         else:
             kept.append(lyr.name)
