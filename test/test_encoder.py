@@ -242,3 +242,31 @@ def test_encoder_bench_times_every_pretrained_encoder_with_the_shipped_decoder()
         assert (cfg.input_hw, cfg.decoder_filters) == ((256, 352), shipped["decoder_filters"])
         assert cfg.encoder_weights == ""  # speed does not depend on the weights
     assert set(FAMILIES) == {"unet", "encoders"}
+
+
+def test_global_context_gate_starts_at_one_and_exports(tmp_path):
+    from road_seg_perception.training.export import export_onnx, with_input_hw
+    from road_seg_perception.training.loop import transfer_weights
+
+    plain = build_model(TINY)
+    gated = build_model(UNetConfig(**{**TINY.__dict__, "global_context": True}))
+    assert gated.count_params() == plain.count_params() + (320 + 1) * 8 * 4  # 1x1 conv: pooled s32 (320) -> dec5 (4f)
+    copied, kept = transfer_weights(plain, gated)
+    assert kept == ["dec5_gate"] and copied > 0
+    x = np.random.default_rng(6).random((2, 32, 64, 3), dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(gated(x)), np.asarray(plain(x)))  # the gate is 2 sigmoid(0) = 1
+    # a trained gate: each channel of the coarsest decoder features times 2 sigmoid(W mean(s32) + b)
+    conv = gated.get_layer("dec5_gate")
+    w, b = (np.random.default_rng(7).normal(0, 0.5, v.shape).astype(np.float32) for v in conv.get_weights())
+    conv.set_weights([w, b])
+    probe = keras.Model(gated.inputs, [gated.get_layer("dec5_pool").input, gated.get_layer("dec5_projrelu").output,
+                                       gated.get_layer("dec5_context").output])
+    s32, proj, ctx = (np.asarray(t) for t in probe(x, training=True))  # batch statistics: features of unit scale
+    assert np.abs(proj).mean() > 0.1
+    gate = 2.0 / (1.0 + np.exp(-(s32.mean(axis=(1, 2)) @ w[0, 0] + b)))
+    np.testing.assert_allclose(ctx, proj * gate[:, None, None, :], rtol=1e-4, atol=1e-5)
+    assert np.abs(np.asarray(gated(x, training=True)) - np.asarray(plain(x, training=True))).max() > 1e-3
+    assert export_onnx(gated, tmp_path / "g.onnx", [x[0]]) <= 1e-4
+    assert with_input_hw(gated, (64, 96)).output_shape == (None, 64, 96, 1)
+    with pytest.raises(ValueError, match="model.global_context"):
+        UNetConfig(encoder="unet", global_context=True).validate()

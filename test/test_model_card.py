@@ -79,6 +79,16 @@ def test_recipe_names_the_exposure_augmentation_only_when_on():
     assert "gamma" not in plain and "white_balance" not in plain
 
 
+def test_architecture_names_the_context_gate_only_when_on():
+    from road_seg_perception.training.config import load_config
+
+    arch, _ = MC._cfg_summary(load_config(REPO / "config" / "train_road.yaml"))
+    gated, _ = MC._cfg_summary(load_config(REPO / "config" / "train_road.yaml", ["model.global_context=true"]))
+    assert "(32 channels at the finest), a 1x1 sigmoid head" in arch and "LR-ASPP" not in arch
+    assert "(32 channels at the finest), its coarsest level gated channel by channel by the globally pooled " \
+           "encoder features (LR-ASPP), a 1x1 sigmoid head" in gated
+
+
 
 def test_a_run_started_from_another_lists_both_stages(tmp_path):
     """A shipped run made with --init-from another run's model: the card names both stages and both commands."""

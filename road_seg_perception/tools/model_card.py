@@ -348,8 +348,10 @@ def _cfg_summary(cfg: dict) -> tuple[str, str]:
         arch = (f"{ENCODER_NAMES[m['encoder']]} encoder (ImageNet weights, {layout} layout) tapped at "
                 "strides 2-32, and a light decoder: 1x1 projections of the skips, bilinear upsampling and one "
                 "depthwise-separable "
-                f"convolution per level ({m['decoder_filters']} channels at the finest), a 1x1 sigmoid head "
-                "(`road_seg_perception/training/model.py`).")
+                f"convolution per level ({m['decoder_filters']} channels at the finest), "
+                + ("its coarsest level gated channel by channel by the globally pooled encoder features "
+                   "(LR-ASPP), " if m.get("global_context") else "")
+                + "a 1x1 sigmoid head (`road_seg_perception/training/model.py`).")
     else:
         arch = (f"Light U-Net: {m['levels']} levels of {'separable ' if m['separable'] else ''}convolutions, base "
                 f"width {m['base_filters']}, stem stride {m['stem_stride']} (`road_seg_perception/training/model.py`).")

@@ -31,6 +31,8 @@ class UNetConfig:
     ImageNet MobileNetV2 (or MobileNetV3-Small, EfficientNet-Lite0; weights read from
     ``encoder_weights``, ``""`` = random) with a light separable decoder of ``decoder_filters``
     channels at its finest level. Images are normalised for the encoder inside the model.
+    ``global_context`` gates the decoder's coarsest features channel by channel with the
+    encoder's globally pooled features (LR-ASPP, MobileNetV3 paper); the gate starts at 1.
     ``aux_classes > 0`` adds a training-only head that tells that many classes apart (see
     :func:`check_aux_head`); saved models and exports carry the road output only.
     """
@@ -45,6 +47,7 @@ class UNetConfig:
     encoder: str = "unet"
     encoder_weights: str = DEFAULT_BACKBONE
     decoder_filters: int = 32
+    global_context: bool = False
     aux_classes: int = 0
 
     @property
@@ -72,6 +75,8 @@ class UNetConfig:
             raise ValueError(f"model.base_filters must be >= 4, got {self.base_filters}")
         if self.decoder_filters < 4:
             raise ValueError(f"model.decoder_filters must be >= 4, got {self.decoder_filters}")
+        if self.global_context and self.encoder == "unet":
+            raise ValueError("model.global_context needs a pretrained encoder (model.encoder), not unet")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.aux_classes < 0 or self.aux_classes == 1:

@@ -125,6 +125,18 @@ def _project(x, filters: int, name: str):
     return layers.ReLU(name=f"{name}_projrelu")(x)
 
 
+def _context_gate(x, s32, filters: int):
+    """LR-ASPP's gate (Howard et al., "Searching for MobileNetV3", 2019): ``x`` times a per-channel
+    weight from the globally pooled encoder features, so each pixel sees the whole frame's context.
+    The weight is ``2 sigmoid(z)`` with ``z`` from a zero-initialised 1x1 convolution: 1 at the start,
+    so a model initialised from one without the gate starts with the same output."""
+    g = layers.GlobalAveragePooling2D(keepdims=True, name="dec5_pool")(s32)
+    g = layers.Conv2D(filters, 1, kernel_initializer="zeros", name="dec5_gate")(g)
+    g = layers.Activation("sigmoid", name="dec5_gate_sigmoid")(g)
+    g = layers.Rescaling(2.0, name="dec5_gate_scale")(g)
+    return layers.Multiply(name="dec5_context")([x, g])
+
+
 def build_mobilenet_unet(cfg: UNetConfig) -> keras.Model:
     """Pretrained encoder + light separable decoder: ``(N, H, W, 3)`` in [0, 1] -> road probability.
 
@@ -138,6 +150,8 @@ def build_mobilenet_unet(cfg: UNetConfig) -> keras.Model:
     x = layers.Rescaling(scale, offset=offset, name="enc_input_scale")(inputs)
     s2, s4, s8, s16, s32 = PRETRAINED_ENCODERS[cfg.encoder](cfg.input_hw, cfg.encoder_weights)(x)
     x = _project(s32, f * 4, "dec5")
+    if cfg.global_context:
+        x = _context_gate(x, s32, f * 4)
     if cfg.dropout > 0:
         x = layers.Dropout(cfg.dropout, name="dec5_dropout")(x)
     for lvl, skip, ch, skip_ch in ((4, s16, f * 3, f * 2), (3, s8, f * 2, f), (2, s4, f * 3 // 2, f // 2),
