@@ -96,10 +96,17 @@ def test_aux_settings_are_checked_with_the_key_to_fix(tmp_path):
         UNetConfig(aux_classes=1).validate()
 
 
-def test_class_ids_are_mapped_cached_and_batched_beside_the_label(tmp_path):
+def test_class_ids_are_mapped_cached_and_batched_beside_the_label(tmp_path, monkeypatch):
+    from road_seg_perception.training import datasets
+
+    decoded = []
+    read = datasets._read_mask
+    monkeypatch.setattr(datasets, "_read_mask", lambda path, *a: decoded.append(path) or read(path, *a))
     cfg = _aux_config(tmp_path)
     cfg["augment"]["enabled"] = False
-    data, _, _ = read_data(cfg)
+    data, val, _ = read_data(cfg)
+    n = len(data.labels) + sum(len(v) for v in val.values())
+    assert len(decoded) == len(set(decoded)) == n  # each mask decoded once, training and validation
     groups = np.asarray(data.groups)
     for j in np.flatnonzero(groups == 0):  # camvid
         c, lab = data.classes[j], data.labels[j]
@@ -108,7 +115,8 @@ def test_class_ids_are_mapped_cached_and_batched_beside_the_label(tmp_path):
         np.testing.assert_array_equal(c == VOID, lab == VOID)
     idd = data.classes[np.flatnonzero(groups == 1)[0]]
     assert idd[-1, 0] == 1 and idd[-1, -1] == 0 and idd[2, 30] == 6  # sidewalk, drivable, sky
-    again, _, _ = read_data(cfg)  # from the cache: the same class ids
+    again, _, _ = read_data(cfg)  # from the cache: the same class ids; only the validation masks read again
+    assert len(decoded) == n + n - len(data.labels)
     np.testing.assert_array_equal(np.stack(again.classes), np.stack(data.classes))
     assert any("classes" in np.load(p).files for p in (tmp_path / "cache").glob("*.npz"))
     x, y = make_sequence(data, cfg, AugmentConfig.from_dict(cfg["augment"]), 0)[0]

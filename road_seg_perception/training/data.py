@@ -23,10 +23,13 @@ from road_seg_perception.training.datasets import (
     LabelSpec,
     Sample,
     every_nth_drive,
+    label_from_ids,
     load_samples,
     pair_samples,
     read_class_ids,
+    read_image,
     read_pair,
+    size_mismatch,
     split_by_drive,
 )
 
@@ -163,10 +166,12 @@ def aux_class_lut(ds: DatasetConfig) -> np.ndarray:
     return lut
 
 
-def aux_classes_of(s: Sample, lut: np.ndarray) -> np.ndarray:
-    """A sample's mask as auxiliary-head class ids (ids above 255 are ignored)."""
-    ids = read_class_ids(s.mask)
-    return lut[np.where(ids > 255, 255, ids).astype(np.intp)]
+def read_with_classes(s: Sample, spec: LabelSpec, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A sample's image, label and auxiliary-head class ids (ids above 255 ignored), its mask decoded once."""
+    image, ids = read_image(s.image), read_class_ids(s.mask)
+    if problem := size_mismatch(s, image, ids):
+        raise DatasetError(problem)
+    return image, label_from_ids(ids, spec), lut[np.where(ids > 255, 255, ids).astype(np.intp)]
 
 
 def load_resized(ds: DatasetConfig, samples: list[Sample], hw: tuple[int, int], cache_dir: Path | None) -> Arrays:
@@ -192,9 +197,11 @@ def load_resized(ds: DatasetConfig, samples: list[Sample], hw: tuple[int, int], 
     problems = []
     for i, s in enumerate(tqdm(samples, desc=f"caching {ds.name}", unit="img")):
         try:
-            im, lab = read_pair(s, spec)
-            if classes is not None:
-                classes[i] = resize_label(aux_classes_of(s, lut), hw)
+            if lut is None:
+                im, lab = read_pair(s, spec)
+            else:
+                im, lab, cls = read_with_classes(s, spec, lut)
+                classes[i] = resize_label(cls, hw)
         except DatasetError as e:
             problems.append(str(e))
             continue
