@@ -31,6 +31,9 @@ def test_shipped_card_text_is_what_the_card_script_makes_of_its_numbers():
     first_idd_teacher_run = next(i for i, c in enumerate(card["commands"]) if "train_road_no_camvid_teacher" in c
                                  and c.startswith("road-seg-train"))
     assert card["commands"].index(script.TEACHER_CACHE_IDD) < first_idd_teacher_run
+    hires_taught = card["commands"].index(next(c for c in card["commands"] if c.startswith("road-seg-train")
+                                               and "output.name=road_mnv2_no_camvid_teacher_labels_hires" in c))
+    assert first_idd_teacher_run < card["commands"].index(script.TEACHER_CACHE_IDD_HIRES) < hires_taught
     # every candidate the script measures is in the card, each cross run's model too
     names = {c["name"] for c in card["candidates"]}
     assert {label for label, _ in script.CANDIDATES.values()} <= names
