@@ -81,6 +81,11 @@ def main(args: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # rclpy's SIGINT handler shuts the context down under the executor, which may then fail to build
+        # its wait set (RCLError): that is the stop signal, not an error; anything else is re-raised
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.get_logger().info(f"processed {node.processed} frames")
