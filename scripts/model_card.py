@@ -246,7 +246,7 @@ def paragraphs(card: dict) -> dict[str, str]:
                        f"{d(no_camvid, c(k), 'idd_val')}" for k in (f"x_{o}" for o in ROBUST_OPTIONS))
     taught = c("x_teacher_labels_hires")["camvid_val"]  # no-CamVid run on the teacher's road, both stages
     taught_met = taught >= CROSS_TARGETS["camvid_val"]
-    no_camvid_both = cand[f"cross run {Path(CROSS_RUNS[0]).name}"]["splits"]
+    no_camvid_both = cand[f"cross run {cc['run']}"]["splits"]  # the cross row's run, on every split
     worst = max(t[k] - i8[k] for k in t)
     int8_verdict = (f": it loses up to {worst:.3f}, more than the 0.005 `road-seg-quantize` allows, so it is "
                     "refused by default" if worst > 0.005 else ", within the 0.005 `road-seg-quantize` allows")
