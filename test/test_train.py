@@ -394,3 +394,48 @@ def test_metrics_val_pools_every_split_and_each_split_keeps_its_own_scores(tmp_p
         assert m["splits"][k]["frames"] == len(val[k])
         assert m["splits"][k]["iou"] == pytest.approx(each[k].iou, abs=0.005)
     assert m["splits"]["a"]["iou"] != pytest.approx(m["splits"]["b"]["iou"], abs=1e-3)  # the splits differ
+
+
+def test_weight_averages_score_and_ship_while_last_keras_keeps_the_raw_weights(camvid_tiny, tmp_path, monkeypatch):
+    """``train.ema_momentum``: model.keras holds the moving averages, last.keras the raw weights (and the averages
+    in its optimizer), so that a resumed run continues the same trajectory."""
+    run_dir = tmp_path / "run"
+    real_build_callback = train.build_callback
+    seen: dict = {}
+
+    def recording_callback(*args, **kwargs):
+        cb = real_build_callback(*args, **kwargs)
+        end = cb.on_epoch_end
+
+        def on_epoch_end(epoch, logs=None):
+            end(epoch, logs)
+            opt = cb.model.optimizer
+            seen["raw"] = {v.path: np.array(v) for v in cb.model.trainable_variables}
+            seen["avg"] = {v.path: np.array(opt._model_variables_moving_average[opt._get_variable_index(v)])
+                           for v in cb.model.trainable_variables}
+
+        cb.on_epoch_end = on_epoch_end
+        return cb
+
+    monkeypatch.setattr(train, "build_callback", recording_callback)
+    assert train.main(_args(camvid_tiny, run_dir, "--set", "train.epochs=2", "--set", "train.ema_momentum=0.5",
+                            "--set", "train.select_split=last", "--set", "output.onnx=false")) == 0
+    raw, avg = seen["raw"], seen["avg"]
+    assert any(not np.allclose(raw[k], avg[k]) for k in raw)  # averaging changed something
+    last = load_keras_model(run_dir / "last.keras", compile=True)
+    assert last.optimizer.use_ema and last.optimizer.ema_momentum == 0.5
+    for v in last.trainable_variables:
+        np.testing.assert_array_equal(np.array(v), raw[v.path])
+        i = last.optimizer._get_variable_index(v)
+        np.testing.assert_array_equal(np.array(last.optimizer._model_variables_moving_average[i]), avg[v.path])
+    shipped = {v.path: np.array(v) for v in load_keras_model(run_dir / "model.keras").trainable_variables}
+    assert shipped.keys() == avg.keys()
+    for k, w in shipped.items():
+        np.testing.assert_array_equal(w, avg[k])
+
+
+@pytest.mark.parametrize("value", ["1.0", "-0.1"])
+def test_ema_momentum_out_of_range_is_named(camvid_tiny, tmp_path, capsys, value):
+    assert train.main(_args(camvid_tiny, tmp_path / "run", "--set", f"train.ema_momentum={value}")) == 2
+    assert "train.ema_momentum must be >= 0 and < 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -59,6 +59,8 @@ from road_seg_perception.training.run_dir import (
 AT_LEAST_ONE = ("train.batch_size", "train.epochs")
 #: Settings that scale something and must be above 0.
 ABOVE_ZERO = ("train.lr", "train.encoder_lr_scale", "train.finetune_lr_scale")
+#: Settings that must be in [0, 1).
+FRACTIONS = ("train.ema_momentum",)
 
 
 class SettingsError(ValueError):
@@ -105,6 +107,8 @@ def check_settings(cfg: dict, defaults: dict = DEFAULTS, prefix: str = "") -> No
             raise SettingsError(f"config key {name} must be >= 1, got {value!r}")
         if name in ABOVE_ZERO and not value > 0:
             raise SettingsError(f"config key {name} must be > 0, got {value!r}")
+        if name in FRACTIONS and not 0 <= value < 1:
+            raise SettingsError(f"config key {name} must be >= 0 and < 1, got {value!r}")
 
 
 def load_settings(path: Path | str | None, overrides: list[str]) -> dict:

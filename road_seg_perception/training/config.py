@@ -208,7 +208,7 @@ DEFAULTS: dict[str, Any] = {
     "train": {
         "epochs": 40, "batch_size": 8, "lr": 0.003, "min_lr_fraction": 0.02, "weight_decay": 1e-4,
         "loss": "bce+dice", "early_stopping_patience": 12, "seed": 42, "finetune_lr_scale": 0.1,
-        "encoder_lr_scale": 1.0,
+        "encoder_lr_scale": 1.0, "ema_momentum": 0.0,
         "threshold": 0.5, "workers": 2, "steps_per_epoch": 0, "warmup_epochs": 0.0,
         "distill_weight": 0.0, "aux_weight": 0.0, "cache_dir": "runs/cache",
         "select_split": "",

@@ -57,13 +57,16 @@ def build_callback(run_dir: Path, val: Arrays | dict[str, Arrays], cfg: dict, st
     """Validation, best/last checkpoints, resumable state and early stopping in one callback.
 
     ``last.keras`` is the whole training model (an auxiliary head included) with its optimizer;
-    ``model.keras`` is the road output only.
+    ``model.keras`` is the road output only. With ``train.ema_momentum`` the epoch is scored and
+    ``model.keras`` saved with the moving averages of the weights; ``last.keras`` keeps the raw
+    weights (and the averages in its optimizer), so a resumed run goes on where it stopped.
 
     With several validation splits the best checkpoint is chosen by :func:`selection_score`.
     """
     import keras
 
     from road_seg_perception.training.model import road_only
+    from road_seg_perception.training.optimizer import averaged_weights
 
     hw = tuple(cfg["model"]["input_hw"])
     thr = float(cfg["train"]["threshold"])
@@ -80,6 +83,16 @@ def build_callback(run_dir: Path, val: Arrays | dict[str, Arrays], cfg: dict, st
             self._t0 = time.time()
 
         def on_epoch_end(self, epoch, logs=None):
+            with averaged_weights(self.model):
+                self._score_and_save_best(epoch, logs)
+            state["epoch"] = epoch + 1
+            atomic_save(self.model, run_dir / "last.keras")
+            atomic_write_text(run_dir / "state.json", json.dumps(state, indent=1))
+            if patience > 0 and state["wait"] >= patience:
+                print(f"early stopping: no val IoU gain in {patience} epochs", flush=True)
+                self.model.stop_training = True
+
+        def _score_and_save_best(self, epoch, logs):
             logs = logs if logs is not None else {}
             per_split = score_splits(self.model, splits, hw, thr)
             scores = dict(next(iter(per_split.values())))
@@ -99,17 +112,11 @@ def build_callback(run_dir: Path, val: Arrays | dict[str, Arrays], cfg: dict, st
                 atomic_save(road_only(self.model), run_dir / "model.keras")
             else:
                 state["wait"] += 1
-            state["epoch"] = epoch + 1
-            atomic_save(self.model, run_dir / "last.keras")
-            atomic_write_text(run_dir / "state.json", json.dumps(state, indent=1))
             detail = ("  [" + "  ".join(f"{n} {v['iou']:.4f}" for n, v in per_split.items()) + "]"
                       if len(per_split) > 1 else "")
             print(f"epoch {epoch + 1}: loss {row['loss']:.4f}  val IoU {scores['iou']:.4f}  F1 {scores['f1']:.4f}"
                   f"  P {scores['precision']:.4f}  R {scores['recall']:.4f}{detail}  ({row['seconds']} s)"
                   + ("  * best" if improved else ""), flush=True)
-            if patience > 0 and state["wait"] >= patience:
-                print(f"early stopping: no val IoU gain in {patience} epochs", flush=True)
-                self.model.stop_training = True
 
     return RunCallback()
 
@@ -164,7 +171,8 @@ def build_and_compile(cfg: dict, steps_per_epoch: int, lr_scale: float = 1.0):
             warmup_target=lr, warmup_steps=warm)
     else:
         schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total, alpha=float(t["min_lr_fraction"]))
-    opt = make_optimizer(model, schedule, float(t["weight_decay"]), float(t["encoder_lr_scale"]))
+    opt = make_optimizer(model, schedule, float(t["weight_decay"]), float(t["encoder_lr_scale"]),
+                         float(t["ema_momentum"]))
     return model, opt, parse_loss(str(t["loss"]), float(t["distill_weight"]), float(t["aux_weight"]))
 
 
