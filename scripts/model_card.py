@@ -35,12 +35,13 @@ from road_seg_perception.tools.threshold import main as choose_threshold  # noqa
 from road_seg_perception.training.export import main as export  # noqa: E402
 
 RUN = "runs/road_mnv2_long5"  # stage 5; its command names stage 4, and so on back to stage 1 (--init-from)
+CROSS_NAMES = {"no_camvid": "CamVid", "no_idd": "IDD-Lite"}
 #: Both stages of the shipped recipe without one dataset (stage 1 shortened to 4 epochs).
-CROSS_RUNS = ["runs/road_mnv2_no_camvid_hires", "runs/road_mnv2_no_idd_hires"]
+CROSS_RUNS = [f"runs/road_mnv2_{x}_hires" for x in CROSS_NAMES]
 #: The cross runs trained again with these seeds (``--set train.seed=S``, both stages; the configs' seed is 42):
 #: one run of a cross row moves by several hundredths with the seed, so the targets are judged on the mean.
+#: The run without CamVid on the teacher's road is trained with them too.
 CROSS_SEEDS = (1, 2)
-CROSS_NAMES = {"no_camvid": "CamVid", "no_idd": "IDD-Lite"}
 #: The shipped files are RUN's model with the threshold road-seg-threshold chooses on training frames baked
 #: into its logit bias (training/operating_point.py), so 0.5 on their output is that threshold on RUN's.
 OPERATING = f"{RUN}/model_operating.keras"
@@ -112,6 +113,12 @@ CANDIDATES: dict[str, tuple[str, str]] = {
                          "runs/road_mnv2_no_camvid_teacher_labels/model.onnx"),
     "x_teacher_labels_hires": ("without CamVid, both stages with the teacher's road in place of IDD-Lite's labels",
                                "runs/road_mnv2_no_camvid_teacher_labels_hires/model.onnx"),
+    **{f"x_teacher_labels_seed{s}": (f"without CamVid, both stages with the teacher's road, seed {s}",
+                                     f"runs/road_mnv2_no_camvid_teacher_labels_seed{s}_hires/model.onnx")
+       for s in CROSS_SEEDS},
+    **{f"x_teacher_labels_seed{s}_s1": (f"without CamVid, stage 1 with the teacher's road, seed {s}",
+                                        f"runs/road_mnv2_no_camvid_teacher_labels_seed{s}/model.onnx")
+       for s in CROSS_SEEDS},
     **{f"x_{x}_seed{s}": (f"cross run without {n}, seed {s} (both stages)",
                          f"runs/road_mnv2_{x}_seed{s}_hires/model.onnx")
        for x, n in CROSS_NAMES.items() for s in CROSS_SEEDS},
@@ -204,6 +211,12 @@ def paragraphs(card: dict) -> dict[str, str]:
               for x, split, row in (("no_camvid", "camvid_val", cc), ("no_idd", "idd_val", ci))}
     mean = {k: sum(v) / len(v) for k, v in seeded.items()}
 
+    # no-CamVid runs on the teacher's road, both stages: seed 42 first
+    taught_seeds = [c(k)["camvid_val"] for k in ("x_teacher_labels_hires",
+                                                  *(f"x_teacher_labels_seed{s}" for s in CROSS_SEEDS))]
+    taught = sum(taught_seeds) / len(taught_seeds)
+    taught_met = taught >= CROSS_TARGETS["camvid_val"]
+
     def cross_verdict(split: str) -> str:
         return (f"{seeded[split][0]:.4f}; mean over {len(seeded[split])} seeds {mean[split]:.4f}, "
                 f"{min(seeded[split]):.4f} to {max(seeded[split]):.4f}; {met(mean[split], CROSS_TARGETS[split])}")
@@ -214,7 +227,9 @@ def paragraphs(card: dict) -> dict[str, str]:
         f"{card['splits']['camvid_val']['teacher']['iou']:.4f}), 0001TP >= {TARGETS['camvid_0001TP']:.2f} "
         f"({t['camvid_0001TP']:.4f}, {met(t['camvid_0001TP'], TARGETS['camvid_0001TP'])}), IDD-Lite val >= "
         f"{TARGETS['idd_val']:.2f} ({t['idd_val']:.4f}, {met(t['idd_val'], TARGETS['idd_val'])}), cross rows >= "
-        f"{CROSS_TARGETS['camvid_val']:.2f} for CamVid val without CamVid ({cross_verdict('camvid_val')}) and >= "
+        f"{CROSS_TARGETS['camvid_val']:.2f} for CamVid val without CamVid ({cross_verdict('camvid_val')}; "
+        f"the same two stages learning the teacher's road on IDD-Lite's frames: mean over {len(taught_seeds)} "
+        f"seeds {taught:.4f}, {met(taught, CROSS_TARGETS['camvid_val'])}, see below) and >= "
         f"{CROSS_TARGETS['idd_val']:.2f} for IDD-Lite without IDD-Lite ({cross_verdict('idd_val')}); the cross "
         f"rows above are seed 42 (the configs'), the others are the same two stages with `--set train.seed=S` for "
         f"S in {', '.join(map(str, CROSS_SEEDS))} (candidates below). "
@@ -244,8 +259,6 @@ def paragraphs(card: dict) -> dict[str, str]:
     xc, xi = c("x_camvid_ctl"), c("x_idd_ctl")
     robust = "; ".join(f"{k[2:]} {d(no_camvid, c(k), 'camvid_val')} / {d(no_camvid, c(k), 'camvid_0001TP')} / "
                        f"{d(no_camvid, c(k), 'idd_val')}" for k in (f"x_{o}" for o in ROBUST_OPTIONS))
-    taught = c("x_teacher_labels_hires")["camvid_val"]  # no-CamVid run on the teacher's road, both stages
-    taught_met = taught >= CROSS_TARGETS["camvid_val"]
     no_camvid_both = cand[f"cross run {cc['run']}"]["splits"]  # the cross row's run, on every split
     worst = max(t[k] - i8[k] for k in t)
     int8_verdict = (f": it loses up to {worst:.3f}, more than the 0.005 `road-seg-quantize` allows, so it is "
@@ -343,11 +356,15 @@ def paragraphs(card: dict) -> dict[str, str]:
         "(`config/train_road_no_camvid_teacher_labels.yaml`, `ground_truth: false`, each stage's last epoch kept, "
         f"still no CamVid frame): stage 1 {deltas(s1x, c('x_teacher_labels'))} against the plain run's stage 1 "
         f"(both on bilinear frames), both stages {deltas(no_camvid_both, c('x_teacher_labels_hires'))} against the "
-        f"plain run's (seed 42; IDD-Lite val scores the labels it no longer learns), CamVid val {taught:.4f}, "
-        f"{'above' if taught_met else 'still below'} the "
+        f"plain run's (seed 42; IDD-Lite val scores the labels it no longer learns); CamVid val over "
+        f"{len(taught_seeds)} seeds (42, {', '.join(map(str, CROSS_SEEDS))}) {taught:.4f}, "
+        f"{min(taught_seeds):.4f} to {max(taught_seeds):.4f}, against the plain row's mean "
+        f"{mean['camvid_val']:.4f}: {'above' if taught_met else 'still below'} the "
         f"{CROSS_TARGETS['camvid_val']:.2f} cross target, so IDD-Lite's broader \"drivable\" is "
         f"{'most' if taught_met else 'only part'} of that "
-        "row's gap; so distillation stays off. "
+        "row's gap. The shipped model keeps IDD-Lite's labels, which its IDD-Lite val target scores and on which "
+        f"this run loses {no_camvid_both['idd_val'] - c('x_teacher_labels_hires')['idd_val']:.3f}, so "
+        "distillation stays off there. "
         "Robustness options together (150 steps, white balance, blur, noise, JPEG, "
         f"vertical shift and gamma): {deltas(c('ab_base'), c('ab_robust'))}. Exposure A/B on the earlier model (two "
         "one-epoch fine-tunes at a tenth of the learning rate, the second with gamma 0.6-1.8 and white balance 0.1): "
