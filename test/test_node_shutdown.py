@@ -58,8 +58,9 @@ def ended_in_dds_teardown(code: int | str, out: str) -> bool:
 def check_runs(results: list[tuple[int | str, str]], tail: int = 6000) -> None:
     """Every run exited 0, logged "shutting down" and no error; at most :data:`TEARDOWN_HANGS_TOLERATED`
     runs ended by the watchdog in the DDS tear-down instead (a warning names them)."""
-    hangs = [out for code, out in results if ended_in_dds_teardown(code, out)]
-    failures = [(code, out[-tail:]) for code, out in results if not ended_in_dds_teardown(code, out)
+    teardown = [ended_in_dds_teardown(code, out) for code, out in results]
+    hangs = [out for (_, out), t in zip(results, teardown, strict=True) if t]
+    failures = [(code, out[-tail:]) for (code, out), t in zip(results, teardown, strict=True) if not t
                 and (code != 0 or "shutting down" not in out or any(e in out for e in SHUTDOWN_ERRORS))]
     assert not failures, f"{len(failures)} of {len(results)} runs failed; first: {failures[0]}"
     assert len(hangs) <= TEARDOWN_HANGS_TOLERATED, f"{len(hangs)} runs hung in the DDS tear-down; first: {hangs[0]}"

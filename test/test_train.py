@@ -23,6 +23,7 @@ from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.training import cli as train
 from road_seg_perception.training.datasets import LabelSpec, load_samples, pair_samples
 from road_seg_perception.training.model import UNetConfig, build_unet, encoder_layers
+from road_seg_perception.training.optimizer import moving_average
 
 TINY = ["--set", "model.input_hw=[32,64]", "--set", "model.base_filters=4", "--set", "model.levels=2",
         "--set", "model.stem_stride=2", "--set", "train.batch_size=4", "--set", "train.workers=1",
@@ -409,9 +410,8 @@ def test_weight_averages_score_and_ship_while_last_keras_keeps_the_raw_weights(c
 
         def on_epoch_end(epoch, logs=None):
             end(epoch, logs)
-            opt = cb.model.optimizer
             seen["raw"] = {v.path: np.array(v) for v in cb.model.trainable_variables}
-            seen["avg"] = {v.path: np.array(opt._model_variables_moving_average[opt._get_variable_index(v)])
+            seen["avg"] = {v.path: np.array(moving_average(cb.model.optimizer, v))
                            for v in cb.model.trainable_variables}
 
         cb.on_epoch_end = on_epoch_end
@@ -426,8 +426,7 @@ def test_weight_averages_score_and_ship_while_last_keras_keeps_the_raw_weights(c
     assert last.optimizer.use_ema and last.optimizer.ema_momentum == 0.5
     for v in last.trainable_variables:
         np.testing.assert_array_equal(np.array(v), raw[v.path])
-        i = last.optimizer._get_variable_index(v)
-        np.testing.assert_array_equal(np.array(last.optimizer._model_variables_moving_average[i]), avg[v.path])
+        np.testing.assert_array_equal(np.array(moving_average(last.optimizer, v)), avg[v.path])
     shipped = {v.path: np.array(v) for v in load_keras_model(run_dir / "model.keras").trainable_variables}
     assert shipped.keys() == avg.keys()
     for k, w in shipped.items():

@@ -68,11 +68,15 @@ def make_optimizer(model: keras.Model, schedule, weight_decay: float, encoder_lr
                               learning_rate=schedule, weight_decay=weight_decay, **ema)
 
 
+def moving_average(optimizer: keras.optimizers.Optimizer, var) -> keras.Variable | None:
+    """The moving average an optimizer with ``use_ema`` keeps of ``var`` (``None`` where it keeps none)."""
+    return optimizer._model_variables_moving_average[optimizer._get_variable_index(var)]
+
+
 def _swap_averages(model: keras.Model) -> None:
     """Exchange each trainable variable with its average in the optimizer (as `keras.callbacks.SwapEMAWeights`)."""
-    opt = model.optimizer
     for var in model.trainable_variables:
-        avg = opt._model_variables_moving_average[opt._get_variable_index(var)]
+        avg = moving_average(model.optimizer, var)
         if avg is None:
             continue
         raw = np.array(var)
