@@ -64,6 +64,39 @@ def test_false_road_is_counted_under_its_labelled_class():
     assert tool.ClassErrors().iou_without(1) == 1.0 and tool.ClassErrors().share(1) == 0.0
 
 
+def test_edge_distance_counts_from_the_other_class_and_not_from_void():
+    label = np.zeros((3, 7), np.uint8)
+    label[:, 4:] = 1  # road in columns 4-6
+    label[:, 3] = 255  # a void column between them: no edge there (void's own distance is to the road)
+    label[0, 0] = 1  # one road pixel inside the non-road
+    d = tool.edge_distance(label)
+    assert d.tolist() == [[1, 1, 2, 1, 2, 3, 4],
+                          [1, 1, 2, 1, 2, 3, 4],
+                          [2, 2, 2, 1, 2, 3, 4]]
+    assert (tool.edge_distance(np.ones((3, 4), np.uint8)) == 3 + 4).all()  # one class: no edge
+    assert (tool.edge_distance(np.full((2, 2), 255, np.uint8)) == 2 + 2).all()
+    with pytest.raises(ValueError, match="2-D"):
+        tool.edge_distance(np.zeros((2, 2, 1), np.uint8))
+
+
+def test_wrong_pixels_along_the_edge_are_told_from_wrong_regions():
+    ids = np.full((10, 12), 1, np.uint8)  # non-drivable
+    ids[:, 6:] = 0  # drivable in columns 6-11
+    mask = np.zeros((10, 12), np.uint8)
+    mask[:, 5:] = 255  # the edge one column off: column 5 is false road, 1 px from the edge
+    mask[8:, 10:] = 0  # a missed region in columns 10-11, 5 and 6 px from the edge
+    # band: (false road, missed road, found road within it); road column 6 + k is k + 1 px from the edge
+    for band, near_fp, near_fn, near_tp in ((1, 10, 0, 10), (5, 10, 2, 48), (6, 10, 4, 56)):
+        e = tool.ClassErrors(edge_band=band)
+        e.add(mask, ids, IDD)
+        assert (e.counts.tp, e.counts.fp, e.counts.fn) == (56, 10, 4)
+        assert (e.near_edge.fp, e.near_edge.fn, e.near_edge.tp) == (near_fp, near_fn, near_tp)
+        assert e.edge_share == pytest.approx((near_fp + near_fn) / 14)
+        off = (56 - near_tp) / (56 - near_tp + 14 - near_fp - near_fn) if 56 - near_tp else 1.0
+        assert e.iou_off_edge == pytest.approx(off)
+    assert tool.ClassErrors().edge_share == 0.0 and tool.ClassErrors().iou_off_edge == 1.0
+
+
 def test_every_validation_split_is_scored(tmp_path):
     cfg = idd_config(tmp_path, {"0": 2, "1": 1, "2": 1, "3": 1})  # folders 0 and 2 validate (every 2nd)
     found = tool.config_errors(BandSegmenter(), cfg, log=pytest.fail)
@@ -79,7 +112,13 @@ def test_every_validation_split_is_scored(tmp_path):
     rows = [r for r in text.splitlines() if r.startswith("| ") and "---" not in r][1:]
     assert rows == ["| sky (6) | 63.6% | 0.8571 |", "| non-drivable (1) | 36.4% | 0.7742 |"]
     assert tool.table("idd_val", fmt, e, top=1).splitlines()[-1] == rows[0]
-
+    # within 2 px of the road edge (road rows 20-39, columns 8-55), per frame: sky rows 18-19, columns 6-55
+    # (100 px) and sidewalk columns 6-7, rows 20-39 (40 px) are false; road rows 20-21 and columns 8-9 are true
+    assert e.near_edge.to_dict() == {"tp": 3 * (2 * 48 + 2 * 18), "fp": 3 * 140, "fn": 0, "tn": 0}
+    assert e.edge_share == pytest.approx(140 / 440)
+    assert e.iou_off_edge == pytest.approx((960 - 132) / (960 - 132 + 440 - 140))
+    assert "31.8% of the wrong pixels lie within 2 px of the labelled road edge, road IoU with them left out " \
+           "0.7340" in text.splitlines()[0]
 
 
 def test_formats_without_class_ids_are_named_and_skipped(tmp_path):
@@ -114,6 +153,8 @@ def test_the_command_scores_the_published_masks_and_writes_json(tmp_path, tiny_m
     assert report["frames"] == 2 and report["tp"] == tp
     assert report["false_road_by_class"] == {k: v for k, v in fp.items() if v}
     assert report["fp"] == sum(fp.values()) > 0  # the untrained model's road falls on both classes
+    assert report["edge_band_px"] == 2 and set(report["near_edge"]) == {"tp", "fp", "fn", "tn"}
+    assert 0 <= report["near_edge"]["fp"] <= report["fp"] and report["near_edge"]["tp"] <= tp
     printed = capsys.readouterr().out
     assert f"idd_val: 2 frames, road IoU {tp / (tp + report['fp'] + report['fn']):.4f}" in printed
 
@@ -122,6 +163,7 @@ def test_bad_arguments_are_named(tmp_path, tiny_model, capsys):
     idd_config(tmp_path, {"0": 1, "1": 1})
     cfg = str(tmp_path / "cfg.yaml")
     for args, msg in ((["--top", "0"], "--top must be >= 1"),
+                      (["--edge-band", "0"], "--edge-band must be >= 1"),
                       (["--json", str(tmp_path)], "is a folder"),
                       (["--model", str(tmp_path / "gone.onnx")], "gone.onnx")):
         assert tool.main(["--config", cfg, "--model", str(tiny_model["onnx"]), *args]) == 2

@@ -8,8 +8,10 @@ ids (CamVid ids, IDD-Lite level-1 ids), every pixel the model calls road (the pu
 node makes it) that the label does not is counted under its labelled class. The table gives each
 class's share of the false road and the split's road IoU if that class were left out of scoring
 (void): the score a model would have if the datasets agreed on that class. Missed road is given as
-its share of all wrong pixels. Splits of formats without class ids (KITTI colours, binary masks) are
-named and skipped.
+its share of all wrong pixels. Where the wrong pixels lie is given too: the share within ``--edge-band``
+pixels of the label's road edge (a pixel touching the other class is 1 px from it; void is neither side)
+and the road IoU with that band left out, which tells errors of where exactly an edge runs from errors of
+whole regions. Splits of formats without class ids (KITTI colours, binary masks) are named and skipped.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -30,6 +33,7 @@ from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, 
 from road_seg_perception.core.fileio import atomic_write_text
 from road_seg_perception.core.metrics import Confusion, confusion
 from road_seg_perception.core.model_io import ModelFileError
+from road_seg_perception.core.preprocessing import VOID
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.training.config import dataset_configs, load_config
 from road_seg_perception.training.data import dataset_samples, label_spec
@@ -60,6 +64,8 @@ class ClassErrors:
     frames: int = 0
     counts: Confusion = field(default_factory=Confusion)
     false_road: Counter = field(default_factory=Counter)
+    edge_band: int = 2
+    near_edge: Confusion = field(default_factory=Confusion)
 
     def add(self, mask: np.ndarray, ids: np.ndarray, spec: LabelSpec) -> None:
         """Count one frame: ``mask`` the published 0/255 mask, ``ids`` its class-id mask."""
@@ -67,6 +73,9 @@ class ClassErrors:
         self.counts += confusion(mask, label)
         values, n = np.unique(ids[(mask > 0) & (label == 0)], return_counts=True)
         self.false_road.update(dict(zip(values.tolist(), n.tolist(), strict=True)))
+        band = label.copy()
+        band[edge_distance(label) > self.edge_band] = VOID
+        self.near_edge += confusion(mask, band)
         self.frames += 1
 
     def share(self, class_id: int) -> float:
@@ -80,15 +89,47 @@ class ClassErrors:
         return c.tp / d if d else 1.0
 
     @property
+    def edge_share(self) -> float:
+        """The share of the wrong pixels that lie within ``edge_band`` px of the label's road edge."""
+        wrong = self.counts.fp + self.counts.fn
+        return (self.near_edge.fp + self.near_edge.fn) / wrong if wrong else 0.0
+
+    @property
+    def iou_off_edge(self) -> float:
+        """Road IoU with the pixels within ``edge_band`` px of the label's road edge left out of scoring."""
+        c, e = self.counts, self.near_edge
+        d = c.tp - e.tp + c.fp - e.fp + c.fn - e.fn
+        return (c.tp - e.tp) / d if d else 1.0
+
+    @property
     def missed_share(self) -> float:
         """Missed road's share of all wrong pixels."""
         wrong = self.counts.fp + self.counts.fn
         return self.counts.fn / wrong if wrong else 0.0
 
 
-def split_errors(seg: RoadSegmenter, samples: list[Sample], spec: LabelSpec, desc: str) -> ClassErrors:
+def edge_distance(label: np.ndarray) -> np.ndarray:
+    """Each pixel's chessboard distance (px) to the nearest pixel of the other class of a 0/1/VOID label.
+
+    A road pixel touching a non-road one is 1 px from the edge, and so is that non-road pixel; void pixels
+    belong to neither side (their own distance is that to the nearest road pixel). A label with one class
+    only has no edge: every distance is then the frame's height plus width, more than any edge distance.
+    """
+    if label.ndim != 2:
+        raise ValueError(f"label must be 2-D, got shape {label.shape}")
+    far = float(sum(label.shape))
+    out = np.full(label.shape, far, np.float32)
+    for side, other in ((label == 1, label == 0), (label != 1, label == 1)):
+        if other.any():
+            d = cv2.distanceTransform(np.where(other, 0, 255).astype(np.uint8), cv2.DIST_C, 3)
+            out[side] = d[side]
+    return out
+
+
+def split_errors(seg: RoadSegmenter, samples: list[Sample], spec: LabelSpec, desc: str,
+                 edge_band: int = 2) -> ClassErrors:
     """Run ``seg`` over a split, one frame at a time, and count its false road by class."""
-    out = ClassErrors()
+    out = ClassErrors(edge_band=edge_band)
     for s in tqdm(samples, desc=desc, unit="frame", leave=False):
         image, ids = read_image(s.image), read_class_ids(s.mask)
         if problem := size_mismatch(s, image, ids):
@@ -98,7 +139,7 @@ def split_errors(seg: RoadSegmenter, samples: list[Sample], spec: LabelSpec, des
 
 
 def config_errors(seg: RoadSegmenter, cfg: dict, log: Callable[[str], None] = print,
-                  only: set[str] | None = None) -> dict[str, tuple[str, ClassErrors]]:
+                  only: set[str] | None = None, edge_band: int = 2) -> dict[str, tuple[str, ClassErrors]]:
     """``{split: (format, ClassErrors)}`` for every validation split of ``cfg`` (or those in ``only``) whose
     masks hold class ids."""
     out = {}
@@ -109,7 +150,7 @@ def config_errors(seg: RoadSegmenter, cfg: dict, log: Callable[[str], None] = pr
             log(f"skipped {', '.join(splits)}: format {ds.format} has no class ids")
             continue
         for split, samples in splits.items():
-            out[split] = (ds.format, split_errors(seg, samples, label_spec(ds), split))
+            out[split] = (ds.format, split_errors(seg, samples, label_spec(ds), split, edge_band))
     return out
 
 
@@ -126,7 +167,9 @@ def table(split: str, fmt: str, e: ClassErrors, top: int) -> str:
     """A markdown table of a split's false road by class, largest share first."""
     names = CLASS_NAMES[fmt]
     lines = [f"{split}: {e.frames} frames, road IoU {e.counts.iou:.4f}; false road {e.counts.fp} px, "
-             f"missed road {e.counts.fn} px ({e.missed_share:.1%} of the wrong pixels)",
+             f"missed road {e.counts.fn} px ({e.missed_share:.1%} of the wrong pixels); "
+             f"{e.edge_share:.1%} of the wrong pixels lie within {e.edge_band} px of the labelled road edge, "
+             f"road IoU with them left out {e.iou_off_edge:.4f}",
              "", "| labelled class | share of false road | road IoU with the class left out |",
              "| --- | --- | --- |"]
     for cid, _ in e.false_road.most_common(top):
@@ -140,12 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", metavar="PATH", help="model .onnx or .keras (default: the shipped model)")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
     p.add_argument("--top", type=int, default=5, help="classes listed per split (default 5)")
+    p.add_argument("--edge-band", type=int, default=2, metavar="PX",
+                   help="width of the band along the labelled road edge whose wrong pixels are counted apart "
+                        "(default 2)")
     p.add_argument("--json", metavar="OUT", help="also write every split's counts as JSON")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     a = p.parse_args(argv)
     try:
         if a.top < 1:
             raise ValueError(f"--top must be >= 1, got {a.top}")
+        if a.edge_band < 1:
+            raise ValueError(f"--edge-band must be >= 1, got {a.edge_band}")
         if a.json and Path(a.json).is_dir():
             raise ValueError(f"--json {a.json} is a folder")
         cfg = load_config(Path(a.config))
@@ -154,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(PROG, exc, EXIT_USAGE, a.debug)
     model = seg.info["model"]
     try:
-        found = config_errors(seg, cfg)
+        found = config_errors(seg, cfg, edge_band=a.edge_band)
     except KeyboardInterrupt as exc:
         return fail(PROG, exc, EXIT_INTERRUPTED, a.debug)
     except Exception as exc:  # noqa: BLE001  named in one line, traceback with --debug
@@ -171,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(Path(a.json), json.dumps({
             "model": model, "config": a.config,
             "splits": {split: {"format": fmt, "frames": e.frames, **e.counts.to_dict(),
-                               "false_road_by_class": {str(k): v for k, v in sorted(e.false_road.items())}}
+                               "false_road_by_class": {str(k): v for k, v in sorted(e.false_road.items())},
+                               "edge_band_px": e.edge_band, "near_edge": e.near_edge.to_dict()}
                        for split, (fmt, e) in found.items()}}, indent=1))
     return 0
 
