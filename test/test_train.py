@@ -5,6 +5,7 @@ Every run trains a 32x64 U-Net with 4 base filters on 8 images (2 steps per epoc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import shutil
@@ -21,6 +22,7 @@ from road_seg_perception.core import imageio
 from road_seg_perception.core.metrics import Confusion, confusion
 from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.training import cli as train
+from road_seg_perception.training.data import data_stream
 from road_seg_perception.training.datasets import LabelSpec, load_samples, pair_samples
 from road_seg_perception.training.model import UNetConfig, build_unet, encoder_layers
 from road_seg_perception.training.optimizer import moving_average
@@ -246,6 +248,72 @@ def test_init_from_with_frozen_encoder(camvid_tiny, tmp_path, capsys):
 
 class _Stop(Exception):
     """Ends a run right after the model and optimizer are built (no training needed)."""
+
+
+def _first_orders(monkeypatch, camvid_tiny, tmp_path, runs: dict[str, list[str]]) -> dict[str, tuple]:
+    """Start each run just far enough to see its sequence: (stream, epoch-1 order, first batch, expected orders)."""
+    seen = {}
+    real = train.make_sequence
+
+    def recording(data, cfg, aug, seed, stream=0):
+        seq = real(data, cfg, aug, seed, stream)
+        seen["got"] = (stream, seq._order.copy(), seq[0][0],
+                       data.epoch_order(np.random.default_rng([seed, 0])),
+                       data.epoch_order(np.random.default_rng([seed, stream, 0])))
+        return seq
+
+    def stop(*args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(train, "make_sequence", recording)
+    monkeypatch.setattr(train, "build_and_compile", stop)
+    out = {}
+    for name, extra in runs.items():
+        assert train.main(_args(camvid_tiny, tmp_path / name, "--set", "train.seed=3", *extra)) == 1
+        out[name] = seen.pop("got")
+    return out
+
+
+def test_a_run_from_a_checkpoint_draws_frames_and_augmentation_afresh(camvid_tiny, tmp_path, monkeypatch, capsys):
+    """Frames are drawn and augmented from (seed, epoch, item): a stage started from another run's checkpoint
+    with the same seed would replay that run draw for draw, so the --init-from file's bytes join the key."""
+    _source_model(tmp_path / "a.keras")
+    keras.utils.set_random_seed(8)
+    build_unet(TINY_CFG).save(tmp_path / "b.keras")
+    keras.backend.clear_session()
+    a, b = str(tmp_path / "a.keras"), str(tmp_path / "b.keras")
+    got = _first_orders(monkeypatch, camvid_tiny, tmp_path, {
+        "scratch": [], "from_a": ["--init-from", a], "from_a_again": ["--init-from", a], "from_b": ["--init-from", b],
+        "missing": ["--init-from", str(tmp_path / "gone.keras")]})
+    stream_a = data_stream(a)
+    assert stream_a == int(hashlib.sha256((tmp_path / "a.keras").read_bytes()).hexdigest()[:8], 16) != 0
+    assert got["scratch"][0] == 0 and got["from_a"][0] == stream_a and got["from_b"][0] == data_stream(b) != stream_a
+    assert got["missing"][0] == 0  # no file, no stream (loading it is what fails, naming it)
+    np.testing.assert_array_equal(got["scratch"][1], got["scratch"][3])  # without a stream: the key as it was
+    np.testing.assert_array_equal(got["from_a"][1], got["from_a"][4])  # with one: (seed, stream, epoch)
+    assert not np.array_equal(got["from_a"][1], got["scratch"][1])  # another order of the frames ...
+    assert not np.array_equal(got["from_a"][2], got["scratch"][2])  # ... and other draws
+    np.testing.assert_array_equal(got["from_a"][2], got["from_a_again"][2])  # an A/B from one file: the same draws
+    assert "augmentation stream" in capsys.readouterr().out
+
+
+def test_the_stream_is_kept_in_state_and_on_resume(camvid_tiny, tmp_path, monkeypatch, capsys):
+    _source_model(tmp_path / "src.keras")
+    keras.backend.clear_session()
+    run_dir = tmp_path / "run"
+    assert train.main(_args(camvid_tiny, run_dir, "--set", "train.epochs=1", "--set", "output.onnx=false",
+                            "--init-from", str(tmp_path / "src.keras"))) == 0
+    stream = data_stream(tmp_path / "src.keras")
+    assert json.loads((run_dir / "state.json").read_text())["data_stream"] == stream
+    assert f"augmentation stream {stream:08x}" in capsys.readouterr().out
+    keras.backend.clear_session()
+    seen = []
+    real = train.make_sequence
+    monkeypatch.setattr(train, "make_sequence", lambda *a: seen.append(a[4]) or real(*a))
+    assert train.main(["--resume", str(run_dir), "--set", "train.epochs=2"]) == 0
+    assert seen == [stream]
+    assert json.loads((run_dir / "state.json").read_text())["data_stream"] == stream
+    assert train.data_stream(None) == 0
 
 
 @pytest.mark.parametrize(("mode", "scale"), [("scratch", 1.0), ("fine-tune", 0.1), ("feature-extraction", 1.0)])

@@ -33,7 +33,7 @@ from road_seg_perception.core.model_io import load_keras_model
 from road_seg_perception.training.artifacts import finish, versions
 from road_seg_perception.training.augment import AugmentConfig
 from road_seg_perception.training.config import DEFAULTS, check_aux_head, load_config, parse_set
-from road_seg_perception.training.data import make_sequence, read_data
+from road_seg_perception.training.data import data_stream, make_sequence, read_data
 from road_seg_perception.training.datasets import (
     DatasetError,
 )
@@ -180,7 +180,8 @@ def run(args: argparse.Namespace, folder: list[RunFolder] | None = None, argv: l
     else:
         cfg = load_settings(args.config, args.set)
         run_dir = Path(args.run_dir or Path(cfg["output"]["runs_dir"]) / cfg["output"]["name"])
-        state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "wait": 0, "history": []}
+        state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "wait": 0, "history": [],
+                 "data_stream": data_stream(args.init_from)}
     # Settings are checked before any data is read or any run directory is made.
     aug = AugmentConfig.from_dict(cfg["augment"])
     unet_config(cfg)
@@ -204,7 +205,11 @@ def run(args: argparse.Namespace, folder: list[RunFolder] | None = None, argv: l
         splits = ", ".join(f"{k}: {v['frames']} frames of {len(v['drives'])} drive(s)" for k, v in d["splits"].items())
         print(f"dataset {name}: train {d['train_frames']} frames of {d['train_drives']} drive(s) x{d['weight']}; "
               f"val {splits or '-'}", flush=True)
-    seq = make_sequence(train, cfg, aug, seed)
+    stream = int(state.get("data_stream", 0))  # runs from before streams resume with none
+    seq = make_sequence(train, cfg, aug, seed, stream)
+    if stream:
+        print(f"augmentation stream {stream:08x} (from the --init-from file): frames are drawn and augmented "
+              "afresh, not as in the run that wrote it", flush=True)
     print(f"epoch: {len(seq)} steps of {cfg['train']['batch_size']}", flush=True)
     epochs = int(cfg["train"]["epochs"])
     # rewritten on resume too, so that --set overrides given then (e.g. more epochs) survive a later resume

@@ -289,8 +289,26 @@ def read_split(cfg: dict) -> tuple[TrainData, Arrays, dict]:
     return train, next(iter(val.values())), info
 
 
-def make_sequence(data: TrainData, cfg: dict, aug: AugmentConfig, seed: int):
-    """A ``keras.utils.PyDataset`` of augmented, pre-processed batches (seeded per epoch and item).
+def data_stream(init_from: str | Path | None) -> int:
+    """The augmentation stream of a run started from the model file ``init_from``: 0 without one.
+
+    Frames are drawn and augmented from ``(seed, epoch, item)``, so a run started from the checkpoint of
+    another with the same seed would replay that run's epochs frame for frame and draw for draw. A non-zero
+    stream (32 bits of the file's SHA-256) joins the key, so a stage sees new draws, while two runs from the
+    same file (an A/B) still see the same ones. A path that is not a file gives 0 (its load names it).
+    """
+    if not init_from or not Path(init_from).is_file():
+        return 0
+    digest = hashlib.sha256()
+    with open(init_from, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return int(digest.hexdigest()[:8], 16) or 1
+
+
+def make_sequence(data: TrainData, cfg: dict, aug: AugmentConfig, seed: int, stream: int = 0):
+    """A ``keras.utils.PyDataset`` of augmented, pre-processed batches (seeded per epoch and item, and by
+    ``stream`` when it is not 0: :func:`data_stream`).
 
     Targets are ``(N, H, W, 1)`` labels, or ``(N, H, W, 2)`` with the teacher's road probability
     (-1 = none) as the second channel when ``train.distill_weight`` > 0. With ``train.aux_weight`` > 0
@@ -304,6 +322,7 @@ def make_sequence(data: TrainData, cfg: dict, aug: AugmentConfig, seed: int):
     steps_cap = int(cfg["train"]["steps_per_epoch"])
     with_aux = float(cfg["train"]["aux_weight"]) > 0
     with_soft = float(cfg["train"]["distill_weight"]) > 0 or with_aux
+    key = [seed, stream] if stream else [seed]
 
     class RoadSequence(keras.utils.PyDataset):
         def __init__(self):
@@ -312,7 +331,7 @@ def make_sequence(data: TrainData, cfg: dict, aug: AugmentConfig, seed: int):
             self._order = self._shuffle()
 
         def _shuffle(self) -> np.ndarray:
-            return data.epoch_order(np.random.default_rng([seed, self.epoch]))
+            return data.epoch_order(np.random.default_rng([*key, self.epoch]))
 
         def __len__(self) -> int:
             n = max(1, len(self._order) // bs)
@@ -321,7 +340,7 @@ def make_sequence(data: TrainData, cfg: dict, aug: AugmentConfig, seed: int):
         def __getitem__(self, idx: int):
             xs, ys = [], []
             for k, j in enumerate(self._order[idx * bs:(idx + 1) * bs]):
-                rng = np.random.default_rng([seed, self.epoch, idx * bs + k])
+                rng = np.random.default_rng([*key, self.epoch, idx * bs + k])
                 shape = data.labels[j].shape[:2]
                 soft = data.soft[j] if with_soft and data.soft is not None else None
                 if with_soft and soft is None:
