@@ -155,6 +155,10 @@ AREA_SCORED_CROSS_S1 = {"x_camvid_s1": {"camvid_0001TP": 0.8170, "camvid_val": 0
                         "x_idd_s1": {"camvid_0001TP": 0.8892, "camvid_val": 0.9584, "idd_val": 0.8521}}
 
 
+#: The last commit whose road-seg-train replayed, in a stage started from a checkpoint, the draws of the stage before.
+REPLAY_COMMIT = "29513ce"
+
+
 def paragraphs(card: dict) -> dict[str, str]:
     """The card's note, targets and trade-off paragraphs, from its measured numbers only."""
     t = {k: v["model"]["iou"] for k, v in card["splits"].items()}
@@ -202,7 +206,12 @@ def paragraphs(card: dict) -> dict[str, str]:
              "resize. An epoch is 264 steps of 8 frames; on the 2-core x86-64 machines these runs were trained "
              "on, a step took about 1.1-1.9 s at 192x256 and 1.8-3.4 s at 256x352, by CPU (the progress bar of "
              "`road-seg-train` shows it). Checkpoints are "
-             "chosen by the mean over the three splits, so drive 0001TP took part in that choice.")
+             "chosen by the mean over the three splits, so drive 0001TP took part in that choice. Every stage ran "
+             f"with seed 42 on the `road-seg-train` of commit {REPLAY_COMMIT} or earlier, where a stage started "
+             "from a checkpoint replayed the draws of the stage before it (epoch k drew the same frames, in the "
+             "same order, and its augmentation from the same random streams as that stage's epoch k); `road-seg-train` now draws such a "
+             "stage afresh (docs/training.md, \"Stages drew the same frames\"), so the commands below train this "
+             f"recipe on other draws than the shipped run's (`git checkout {REPLAY_COMMIT}` replays them).")
     cross = {r["split"]: r for r in card["cross"]}
     s1x, s1i = c("x_camvid_s1"), c("x_idd_s1")
     cc, ci = cross["camvid_val"], cross["idd_val"]
