@@ -210,7 +210,8 @@ def paragraphs(card: dict) -> dict[str, str]:
              f"with seed 42 on the `road-seg-train` of commit {REPLAY_COMMIT} or earlier, where a stage started "
              "from a checkpoint replayed the draws of the stage before it (epoch k drew the same frames, in the "
              "same order, and its augmentation from the same random streams as that stage's epoch k); "
-             "`road-seg-train` now draws such a stage afresh (docs/training.md, \"Stages drew the same frames\"), so the commands below train this "
+             "`road-seg-train` now draws such a stage afresh (docs/training.md, \"Stages drew the same frames\"), "
+             "so the commands below train this "
              f"recipe on other draws than the shipped run's (`git checkout {REPLAY_COMMIT}` replays them).")
     cross = {r["split"]: r for r in card["cross"]}
     s1x, s1i = c("x_camvid_s1"), c("x_idd_s1")
