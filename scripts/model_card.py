@@ -206,13 +206,13 @@ def paragraphs(card: dict) -> dict[str, str]:
              "resize. An epoch is 264 steps of 8 frames; on the 2-core x86-64 machines these runs were trained "
              "on, a step took about 1.1-1.9 s at 192x256 and 1.8-3.4 s at 256x352, by CPU (the progress bar of "
              "`road-seg-train` shows it). Checkpoints are "
-             "chosen by the mean over the three splits, so drive 0001TP took part in that choice. Every stage ran "
-             f"with seed 42 on the `road-seg-train` of commit {REPLAY_COMMIT} or earlier, where a stage started "
-             "from a checkpoint replayed the draws of the stage before it (epoch k drew the same frames, in the "
-             "same order, and its augmentation from the same random streams as that stage's epoch k); "
-             "`road-seg-train` now draws such a stage afresh (docs/training.md, \"Stages drew the same frames\"), "
-             "so the commands below train this "
-             f"recipe on other draws than the shipped run's (`git checkout {REPLAY_COMMIT}` replays them).")
+             "chosen by the mean over the three splits, so drive 0001TP took part in that choice. The runs here "
+             f"were trained by the `road-seg-train` of commit {REPLAY_COMMIT} or earlier, each stage with the seed "
+             "of the stage before it (42 for the shipped run), and a stage started from a checkpoint then replayed "
+             "the draws of the stage before it (epoch k drew the same frames, in the same order, and its "
+             "augmentation from the same random streams as that stage's epoch k); `road-seg-train` now draws "
+             "such a stage afresh (docs/training.md, \"Stages drew the same frames\"), so the commands below "
+             f"train these recipes on other draws than these runs' (`git checkout {REPLAY_COMMIT}` replays them).")
     cross = {r["split"]: r for r in card["cross"]}
     s1x, s1i = c("x_camvid_s1"), c("x_idd_s1")
     cc, ci = cross["camvid_val"], cross["idd_val"]
