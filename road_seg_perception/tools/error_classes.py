@@ -56,6 +56,9 @@ CLASS_NAMES = {
             5: "far objects", 6: "sky", 255: "void"},
 }
 
+#: Default width (px) of the band along the labelled road edge whose wrong pixels are counted apart.
+EDGE_BAND = 2
+
 
 @dataclass
 class ClassErrors:
@@ -64,7 +67,7 @@ class ClassErrors:
     frames: int = 0
     counts: Confusion = field(default_factory=Confusion)
     false_road: Counter = field(default_factory=Counter)
-    edge_band: int = 2
+    edge_band: int = EDGE_BAND
     near_edge: Confusion = field(default_factory=Confusion)
 
     def add(self, mask: np.ndarray, ids: np.ndarray, spec: LabelSpec) -> None:
@@ -127,7 +130,7 @@ def edge_distance(label: np.ndarray) -> np.ndarray:
 
 
 def split_errors(seg: RoadSegmenter, samples: list[Sample], spec: LabelSpec, desc: str,
-                 edge_band: int = 2) -> ClassErrors:
+                 edge_band: int = EDGE_BAND) -> ClassErrors:
     """Run ``seg`` over a split, one frame at a time, and count its false road by class."""
     out = ClassErrors(edge_band=edge_band)
     for s in tqdm(samples, desc=desc, unit="frame", leave=False):
@@ -139,7 +142,7 @@ def split_errors(seg: RoadSegmenter, samples: list[Sample], spec: LabelSpec, des
 
 
 def config_errors(seg: RoadSegmenter, cfg: dict, log: Callable[[str], None] = print,
-                  only: set[str] | None = None, edge_band: int = 2) -> dict[str, tuple[str, ClassErrors]]:
+                  only: set[str] | None = None, edge_band: int = EDGE_BAND) -> dict[str, tuple[str, ClassErrors]]:
     """``{split: (format, ClassErrors)}`` for every validation split of ``cfg`` (or those in ``only``) whose
     masks hold class ids."""
     out = {}
@@ -183,9 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", metavar="PATH", help="model .onnx or .keras (default: the shipped model)")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
     p.add_argument("--top", type=int, default=5, help="classes listed per split (default 5)")
-    p.add_argument("--edge-band", type=int, default=2, metavar="PX",
+    p.add_argument("--edge-band", type=int, default=EDGE_BAND, metavar="PX",
                    help="width of the band along the labelled road edge whose wrong pixels are counted apart "
-                        "(default 2)")
+                        f"(default {EDGE_BAND})")
     p.add_argument("--json", metavar="OUT", help="also write every split's counts as JSON")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     a = p.parse_args(argv)
