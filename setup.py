@@ -42,6 +42,7 @@ setup(
             "road-seg-train = road_seg_perception.training.cli:main",
             "road-seg-predict = road_seg_perception.tools.predict:main",
             "road-seg-export = road_seg_perception.training.export:main",
+            "road-seg-soup = road_seg_perception.training.soup:main",
             "road-seg-quantize = road_seg_perception.tools.quantize:main",
             "road-seg-threshold = road_seg_perception.tools.threshold:main",
             "road-seg-teacher = road_seg_perception.training.teacher:main",

@@ -1,0 +1,93 @@
+"""Weight soups: one model whose weights are the mean of several fine-tunes of one network.
+
+Runs fine-tuned from the same checkpoint (other seeds, other draws, other lengths) stay close enough
+in weight space that the mean of their weights is itself a good model, often better than each of
+them (Wortsman et al., "Model soups", ICML 2022), at the inference cost of one. Every variable is
+averaged, the batch-normalisation statistics too.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
+from road_seg_perception.core.fileio import atomic_save
+from road_seg_perception.core.model_io import ModelFileError, load_keras_model
+
+
+def weight_layout(model) -> list[tuple[str, tuple[int, ...]]]:
+    """Each variable's path and shape, in the model's order."""
+    return [(w.path, tuple(w.shape)) for w in model.weights]
+
+
+def check_same_network(models: list, names: list[str]) -> None:
+    """``ValueError`` naming the first model whose variables (paths or shapes) differ from the first one's."""
+    want = weight_layout(models[0])
+    for model, name in zip(models[1:], names[1:], strict=True):
+        got = weight_layout(model)
+        if got == want:
+            continue
+        if len(got) != len(want):
+            why = f"{len(got)} variables against {len(want)}"
+        else:
+            i = next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
+            why = f"variable {i} is {got[i][0]} {got[i][1]} against {want[i][0]} {want[i][1]}"
+        raise ValueError(f"{name} is not the same network as {names[0]} ({why}); a soup needs fine-tunes "
+                         "of one network")
+
+
+def average_weights(models: list, names: list[str] | None = None):
+    """Set the first model's variables to the mean of every model's (accumulated in float64); return it."""
+    if len(models) < 2:
+        raise ValueError(f"a soup needs at least two models, got {len(models)}")
+    names = names or [f"model {i}" for i in range(len(models))]
+    check_same_network(models, names)
+    for i, var in enumerate(models[0].weights):
+        total = np.zeros(tuple(var.shape), np.float64)
+        for model in models:
+            total += np.asarray(model.weights[i].numpy(), np.float64)
+        var.assign((total / len(models)).astype(var.dtype))
+    return models[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``road-seg-soup OUT.keras IN.keras IN.keras [...]``: write the uniform weight soup of the inputs."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="road-seg-soup", description="Average the weights of fine-tunes of one "
+                                "road model into one .keras model (export it with road-seg-export).")
+    p.add_argument("output", metavar="OUT.keras")
+    p.add_argument("models", nargs="+", metavar="IN.keras", help="two or more .keras files of one network")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
+    a = p.parse_args(argv)
+    out = Path(a.output)
+    try:
+        if len(a.models) < 2:
+            raise ValueError(f"a soup needs at least two models, got {len(a.models)}")
+        if out.suffix != ".keras":
+            raise ValueError(f"output {out} must end in .keras")
+        if out.is_dir() or not out.parent.is_dir():
+            raise ValueError(f"output {out}: give a file path in an existing folder")
+        for m in a.models:
+            if Path(m).exists() and out.exists() and out.resolve() == Path(m).resolve():
+                raise ValueError(f"output {out} is one of the input models; refusing to overwrite it")
+        models = [load_keras_model(m) for m in a.models]
+        average_weights(models, a.models)
+    except (ModelFileError, ValueError, OSError) as e:
+        return fail("road-seg-soup", e, EXIT_USAGE, a.debug)
+    try:
+        atomic_save(models[0], out)
+        print(f"wrote {out}: the mean of {len(models)} models' weights")
+    except KeyboardInterrupt:
+        print("road-seg-soup: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a runtime failure: one line, the traceback only with --debug
+        return fail("road-seg-soup", e, EXIT_RUNTIME, a.debug)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
