@@ -40,7 +40,10 @@ def check_same_network(models: list, names: list[str]) -> None:
 
 
 def average_weights(models: list, names: list[str] | None = None):
-    """Set the first model's variables to the mean of every model's (accumulated in float64); return it."""
+    """Set the first model's variables to the mean of every model's (accumulated in float64); return it.
+
+    Models match by their variables' paths and shapes; the soup keeps the first model's layers and input size.
+    """
     if len(models) < 2:
         raise ValueError(f"a soup needs at least two models, got {len(models)}")
     names = names or [f"model {i}" for i in range(len(models))]
