@@ -149,17 +149,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def check_output_path(out: Path, what: str, inputs: list[Path]) -> None:
+    """``ValueError`` naming ``out`` (``what``) if it is a folder, lies in no folder, or is one of ``inputs``
+    (the same path, a link to it or a hard link of it); a missing input is left to the model loader."""
+    if out.is_dir():
+        raise ValueError(f"{what} {out} is a folder; give a file path")
+    if not out.parent.is_dir():
+        raise ValueError(f"{what} {out}: folder {out.parent} does not exist; give a file path in an existing folder")
+    for src in inputs:
+        if out.resolve() == src.resolve() or (out.exists() and src.exists() and os.path.samefile(out, src)):
+            which = "the input model" if len(inputs) == 1 else "one of the input models"
+            raise ValueError(f"{what} {out} is {which}; refusing to overwrite it")
+
+
 def check_outputs(model: Path, onnx_out: Path, keras_copy: Path | None) -> None:
     """``ValueError`` naming the path if an output is a folder, lies in no folder, or is the input model."""
     for out, what in ((onnx_out, "ONNX output"), (keras_copy, "--keras-copy")):
-        if out is None:
-            continue
-        if out.is_dir():
-            raise ValueError(f"{what} {out} is a folder; give a file path")
-        if not out.parent.is_dir():
-            raise ValueError(f"{what} {out}: folder {out.parent} does not exist")
-        if out.resolve() == model.resolve() or (out.exists() and os.path.samefile(out, model)):
-            raise ValueError(f"{what} {out} is the input model; refusing to overwrite it")
+        if out is not None:
+            check_output_path(out, what, [model])
     if keras_copy is not None and keras_copy.suffix != ".keras":
         raise ValueError(f"--keras-copy {keras_copy} must end in .keras")
 

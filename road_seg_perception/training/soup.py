@@ -16,6 +16,7 @@ import numpy as np
 from road_seg_perception.core.cli_errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, fail
 from road_seg_perception.core.fileio import atomic_save
 from road_seg_perception.core.model_io import ModelFileError, load_keras_model
+from road_seg_perception.training.export import check_output_path
 
 
 def weight_layout(model) -> list[tuple[str, tuple[int, ...]]]:
@@ -39,19 +40,25 @@ def check_same_network(models: list, names: list[str]) -> None:
                          "of one network")
 
 
+def check_count(n: int) -> None:
+    """``ValueError`` unless there are at least two models to average."""
+    if n < 2:
+        raise ValueError(f"a soup needs at least two models, got {n}")
+
+
 def average_weights(models: list, names: list[str] | None = None):
     """Set the first model's variables to the mean of every model's (accumulated in float64); return it.
 
     Models match by their variables' paths and shapes; the soup keeps the first model's layers and input size.
     """
-    if len(models) < 2:
-        raise ValueError(f"a soup needs at least two models, got {len(models)}")
+    check_count(len(models))
     names = names or [f"model {i}" for i in range(len(models))]
     check_same_network(models, names)
-    for i, var in enumerate(models[0].weights):
+    variables = [model.weights for model in models]
+    for i, var in enumerate(variables[0]):
         total = np.zeros(tuple(var.shape), np.float64)
-        for model in models:
-            total += np.asarray(model.weights[i].numpy(), np.float64)
+        for own in variables:
+            total += np.asarray(own[i].numpy(), np.float64)
         var.assign((total / len(models)).astype(var.dtype))
     return models[0]
 
@@ -68,15 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     out = Path(a.output)
     try:
-        if len(a.models) < 2:
-            raise ValueError(f"a soup needs at least two models, got {len(a.models)}")
+        check_count(len(a.models))  # before any model is loaded
         if out.suffix != ".keras":
             raise ValueError(f"output {out} must end in .keras")
-        if out.is_dir() or not out.parent.is_dir():
-            raise ValueError(f"output {out}: give a file path in an existing folder")
-        for m in a.models:
-            if Path(m).exists() and out.exists() and out.resolve() == Path(m).resolve():
-                raise ValueError(f"output {out} is one of the input models; refusing to overwrite it")
+        check_output_path(out, "output", [Path(m) for m in a.models])
         models = [load_keras_model(m) for m in a.models]
         average_weights(models, a.models)
     except (ModelFileError, ValueError, OSError) as e:
