@@ -25,15 +25,23 @@ test: lint ros-build
 demo: setup
 	$(PY) -m road_seg_perception.tools.demo
 
-# The shipped model, in five stages: 10 epochs at 192x256, then 2 at 256x352 from that checkpoint (lr x0.1),
+# The shipped model, in six stages: 10 epochs at 192x256, then 2 at 256x352 from that checkpoint (lr x0.1),
 # then 2 more the same way (the shipped stage 3 adapted the model to bilinear resizing), then 6 at lr x0.3,
-# then 6 at lr x0.15 (models/MODEL_CARD.md).
+# then 6 at lr x0.15, then three runs of 3 epochs from stage 5 (lr x0.15, IDD-Lite drawn x2, seeds 1-3) whose
+# weights are averaged into runs/road_mnv2_soup, the shipped run (models/MODEL_CARD.md).
+SOUP_SEEDS := 1 2 3
 train: setup
 	$(PY) -m road_seg_perception.training.cli --config config/train_road.yaml
 	$(PY) -m road_seg_perception.training.cli --config config/train_road.yaml $(HIRES_STAGE)
 	$(PY) -m road_seg_perception.training.cli --config config/train_road.yaml $(STAGE3)
 	$(PY) -m road_seg_perception.training.cli --config config/train_road.yaml $(STAGE4)
 	$(PY) -m road_seg_perception.training.cli --config config/train_road.yaml $(STAGE5)
+	for s in $(SOUP_SEEDS); do $(PY) -m road_seg_perception.training.cli --config config/train_road.yaml \
+		$(STAGE6) --set train.seed=$$s --set output.name=road_mnv2_idd2s$$s || exit 1; done
+	mkdir -p runs/road_mnv2_soup
+	$(PY) -m road_seg_perception.training.soup runs/road_mnv2_soup/model.keras \
+		$(foreach s,$(SOUP_SEEDS),runs/road_mnv2_idd2s$(s)/model.keras)
+	$(PY) -m road_seg_perception.training.export runs/road_mnv2_soup/model.keras
 
 HIRES_STAGE := --init-from runs/road_mnv2/model.keras --set 'model.input_hw=[256, 352]' --set train.epochs=2 \
 	--set output.name=road_mnv2_hires
@@ -43,6 +51,8 @@ STAGE4 := --init-from runs/road_mnv2_linear3/model.keras --set 'model.input_hw=[
 	--set train.finetune_lr_scale=0.3 --set output.name=road_mnv2_long4
 STAGE5 := --init-from runs/road_mnv2_long4/model.keras --set 'model.input_hw=[256, 352]' --set train.epochs=6 \
 	--set train.finetune_lr_scale=0.15 --set output.name=road_mnv2_long5
+STAGE6 := --init-from runs/road_mnv2_long5/model.keras --set 'model.input_hw=[256, 352]' --set train.epochs=3 \
+	--set train.finetune_lr_scale=0.15 --set datasets.idd.weight=2.0
 
 # Replace the shipped files with the trained run's, its operating threshold (road-seg-threshold on training
 # frames) baked into its logit bias: the float pair and the checked INT8 copy the node runs (the run, the

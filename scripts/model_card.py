@@ -29,12 +29,26 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from road_seg_perception.tools.model_card import main as measure  # noqa: E402
-from road_seg_perception.tools.model_card import render  # noqa: E402
+from road_seg_perception.tools.model_card import render, stage_labels  # noqa: E402
 from road_seg_perception.tools.quantize import main as quantize  # noqa: E402
 from road_seg_perception.tools.threshold import main as choose_threshold  # noqa: E402
 from road_seg_perception.training.export import main as export  # noqa: E402
 
-RUN = "runs/road_mnv2_long5"  # stage 5; its command names stage 4, and so on back to stage 1 (--init-from)
+#: The shipped run: the weight soup of stage 6's runs (its model.soup.json names them); each of them started from
+#: stage 5 (runs/road_mnv2_long5), whose command names stage 4, and so on back to stage 1 (--init-from).
+RUN = "runs/road_mnv2_soup"
+STAGE5 = "runs/road_mnv2_long5"
+#: Stage 6: fine-tunes of stage 5, one per seed, whose mean is the shipped model (road-seg-soup).
+SOUP_SEEDS = (1, 2, 3)
+SOUP_RUNS = [f"runs/road_mnv2_idd2s{s}" for s in SOUP_SEEDS]
+#: The model shipped before the soup, stage 5 with its operating point (``git show
+#: 73b9bda:models/road_unet_camvid.onnx``), and the commands that make it again from stage 5.
+STAGE5_SHIPPED = "runs/stage5_shipped/road_unet_camvid.onnx"
+STAGE5_SHIPPED_CMDS = (f"road-seg-threshold --config config/train_road.yaml --model {STAGE5}/model.keras "
+                       f"--write {STAGE5}/model_operating.keras",
+                       f"road-seg-export {STAGE5}/model_operating.keras {STAGE5_SHIPPED}")
+#: The soup's own export (``road-seg-soup`` writes the .keras only), scored at 0.5 among the candidates.
+SOUP_EXPORT = f"road-seg-export {RUN}/model.keras"
 CROSS_NAMES = {"no_camvid": "CamVid", "no_idd": "IDD-Lite"}
 #: Both stages of the shipped recipe without one dataset (stage 1 shortened to 4 epochs).
 CROSS_RUNS = [f"runs/road_mnv2_{x}_hires" for x in CROSS_NAMES]
@@ -72,8 +86,12 @@ ROBUST_OPTIONS = {"blur": "0.3", "noise": "4", "jpeg": "0.3", "vshift": "0.08"}
 #: COMMIT:models/road_unet_camvid.onnx > PATH`` (commits bd35435, dedfaaa, 3367e46; see the trade-off text).
 CANDIDATES: dict[str, tuple[str, str]] = {
     "int8_all": ("the shipped model with every node INT8 (`road-seg-quantize`, no `--float-nodes`)", INT8_ALL),
+    "stage5_shipped": ("stage 5 at its operating point (shipped before the soup of stage 6)", STAGE5_SHIPPED),
+    "soup": ("the soup without its operating point, thresholded at 0.5", f"{RUN}/model.onnx"),
+    **{f"soup_run{s}": (f"stage 6, run {s} alone (`road_mnv2_idd2s{s}`, seed {s}), thresholded at 0.5",
+                        f"runs/road_mnv2_idd2s{s}/model.onnx") for s in SOUP_SEEDS},
     "stage5": ("stage 5 without its operating point, thresholded at 0.5 (shipped before it was added)",
-               f"{RUN}/model.onnx"),
+               f"{STAGE5}/model.onnx"),
     "stage4": ("stages 1-4 (shipped before stage 5 was added)", "runs/road_mnv2_long4/model.onnx"),
     "stage3": ("stages 1-3 (shipped before stage 4 was added)", "runs/road_mnv2_linear3/model.onnx"),
     "stage2": ("stages 1 + 2, trained on area-resized frames (shipped before stage 3 was added)",
@@ -193,26 +211,30 @@ def paragraphs(card: dict) -> dict[str, str]:
 
     stages = card["stages"]
     note = " ".join(
-        f"Stage {i} ({size(st['input_hw'])}, {len(st['history'])} epochs): per-epoch validation (Keras, full "
+        f"{label} ({size(st['input_hw'])}, {len(st['history'])} epochs): per-epoch validation (Keras, full "
         f"resolution) 0001TP {per_epoch(st['history'], 'camvid_0001TP')}, CamVid val "
         f"{per_epoch(st['history'], 'camvid_val')}, IDD-Lite val {per_epoch(st['history'], 'idd_val')}; "
-        f"epoch {st['best_epoch']} kept." for i, st in enumerate(stages, 1))
+        f"epoch {st['best_epoch']} kept." for label, st in zip(stage_labels(stages), stages, strict=True))
     note += (" Stage 3 repeats stage 2's settings on frames that the shared pre-processing resizes bilinearly; "
              "stage 4 trains 6 more epochs at 256x352 from stage 3 at three tenths of the learning rate (cosine "
-             "decay), and stage 5 6 more from stage 4 at 0.15 of it. Stages 1 and 2, and every candidate below but "
-             "stages 3 to 5, the two cross runs (both of their stages) and the MobileNetV3-Small runs, were trained "
-             "when it shrank frames with area "
+             "decay), and stage 5 6 more from stage 4 at 0.15 of it. Stage 6 is "
+             f"{len(SOUP_RUNS)} runs of 3 epochs from stage 5 at 0.15 of the learning rate with IDD-Lite's frames "
+             "drawn twice per epoch, one per seed; the shipped model is the mean of their weights (docs/training.md, "
+             "\"Weight soups\"). Stages 1 and 2, and every candidate below but "
+             "stages 3 to 6, the soup, the two cross runs (both of their stages) and the MobileNetV3-Small runs, were "
+             "trained when it shrank frames with area "
              f"interpolation (up to commit {AREA_COMMIT}), and every model here is scored through today's bilinear "
              "resize. An epoch is 264 steps of 8 frames; on the 2-core x86-64 machines these runs were trained "
              "on, a step took about 1.1-1.9 s at 192x256 and 1.8-3.4 s at 256x352, by CPU (the progress bar of "
              "`road-seg-train` shows it). Checkpoints are "
-             "chosen by the mean over the three splits, so drive 0001TP took part in that choice. The runs here "
+             "chosen by the mean over the three splits, so drive 0001TP took part in that choice. Stages 1 to 5 "
              f"were trained by the `road-seg-train` of commit {REPLAY_COMMIT} or earlier, each stage with the seed "
              "of the stage before it (42 for the shipped run), and a stage started from a checkpoint then replayed "
              "the draws of the stage before it (epoch k drew the same frames, in the same order, and its "
              "augmentation from the same random streams as that stage's epoch k); `road-seg-train` now draws "
-             "such a stage afresh (docs/training.md, \"Stages drew the same frames\"), so the commands below "
-             f"train these recipes on other draws than these runs' (`git checkout {REPLAY_COMMIT}` replays them).")
+             "such a stage afresh (docs/training.md, \"Stages drew the same frames\"), as it drew stage 6's runs, so "
+             "the commands below train stages 2 to 5 on other draws than these runs' (`git checkout "
+             f"{REPLAY_COMMIT}` replays them).")
     cross = {r["split"]: r for r in card["cross"]}
     s1x, s1i = c("x_camvid_s1"), c("x_idd_s1")
     cc, ci = cross["camvid_val"], cross["idd_val"]
@@ -307,6 +329,17 @@ def paragraphs(card: dict) -> dict[str, str]:
                 f"({ms('mnv3s')} against {ms('hw192x256')} ms), the shipped weights at 192x256 score "
                 f"{deltas(v3, fast)} against it: {verdict}. ")
 
+    def soup_text() -> str:
+        """The soup against the model shipped before it and against the runs it averages."""
+        runs = [c(f"soup_run{s}") for s in SOUP_SEEDS]
+        mean_run = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
+        best = {k: max(r[k] for r in runs) for k in runs[0]}
+        return (f"Soup: the shipped model scores {deltas(c('stage5_shipped'), t)} against stage 5 at its operating "
+                "point (the model shipped before it); thresholded at 0.5, the soup scores "
+                f"{deltas(mean_run, c('soup'))} against the mean of its {len(runs)} runs alone and "
+                f"{deltas(best, c('soup'))} against the best of them on each split: averaging evens out what one "
+                "seed gets wrong, at the time a frame of one model. ")
+
     def budget(fps: float) -> str:
         return "meets the 60 frames/s budget" if fps >= 60 else "misses the 60 frames/s budget"
 
@@ -328,10 +361,12 @@ def paragraphs(card: dict) -> dict[str, str]:
         + (f"The 256x352 stage costs {ms('shipped') / ms('stage1'):.2f}x the 192x256 model's time per frame in "
            "float; these" if ms("stage1") else "These") + " ratios, not "
         "the absolute figures, carry from one run or machine to another. "
-        f"Operating point: the shipped files are stage 5 with the threshold `road-seg-threshold` chooses on "
+        + soup_text() +
+        f"Operating point: the shipped files are the soup with the threshold `road-seg-threshold` chooses on "
         f"training frames ({OPERATING_THRESHOLD}, validation splits unused) baked into the bias of its logit, so "
-        f"the default 0.5 on their output is {OPERATING_THRESHOLD} on stage 5's; against stage 5 at 0.5: "
-        f"{deltas(c('stage5'), t)}. Every other model here is thresholded at 0.5 of its own output. "
+        f"the default 0.5 on their output is {OPERATING_THRESHOLD} on the soup's; against the soup at 0.5: "
+        f"{deltas(c('soup'), t)}. Every other model here but the one shipped before it is thresholded at 0.5 of its "
+        "own output. "
         f"Length: stage 5 (6 epochs at 256x352, lr x0.15) against stage 4: {deltas(c('stage4'), c('stage5'))}; "
         "stage 4 "
         f"(6 epochs at 256x352, lr x0.3) against stage 3: {deltas(c('stage3'), c('stage4'))}. "
@@ -431,9 +466,13 @@ def write_text(card_json: Path) -> dict:
             commands.insert(next((i for i, c in enumerate(commands) if marker in c), len(commands)), cache)
     # the shipped pair is exported from the copy with the operating point, made just before
     export = f"road-seg-export {RUN}/model.keras "
-    commands = [c.replace(export, f"road-seg-export {OPERATING} ") for c in commands if c != OPERATING_CMD]
+    commands = [c.replace(export, f"road-seg-export {OPERATING} ") for c in commands
+                if c not in (OPERATING_CMD, SOUP_EXPORT, *STAGE5_SHIPPED_CMDS)]
     at = next((i for i, c in enumerate(commands) if c.startswith(f"road-seg-export {OPERATING} ")), len(commands))
-    commands.insert(at, OPERATING_CMD)
+    commands[at:at] = [*STAGE5_SHIPPED_CMDS, OPERATING_CMD]
+    # the soup's export follows the soup
+    at = next((i + 1 for i, c in enumerate(commands) if c.startswith("road-seg-soup ")), len(commands))
+    commands.insert(at, SOUP_EXPORT)
     sizes = [input_size_export(hw) for hw in INPUT_SIZES.values()]
     commands = producers_first([c for c in commands if c not in (QUANTIZE, QUANTIZE_ALL, *sizes)])
     card["commands"] = [*commands, QUANTIZE, QUANTIZE_ALL, *sizes, measure_command(card)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 from sample_data import sample_card, two_datasets_config, write_camvid, write_idd
@@ -223,3 +224,84 @@ def test_a_present_cross_run_is_scored_once_per_split_for_its_row_and_its_candid
     row = next(c for c in got["candidates"] if c["name"] == "cross run x_hires")
     assert row["splits"]["camvid_0001TP"] == got["cross"][0]["iou"] and 0 <= got["cross"][0]["iou"] <= 1
     assert set(row["splits"]) == set(got["splits"]) and cross_path.endswith(row["model"])
+
+
+def test_card_of_a_soup_lists_its_runs_as_one_stage_and_carries_it_whole(tmp_path, tiny_model, monkeypatch):
+    """A shipped soup (model.soup.json) of three runs from carried stage b: one stage of three runs, the soup's
+    command last; a later card without any run folder carries the stages and the soup as they were."""
+    import yaml
+
+    from road_seg_perception.training.soup import write_record
+
+    write_idd(tmp_path / "idd", {"0": 2, "1": 1, "2": 1, "3": 1})
+    write_camvid(tmp_path / "cv", [f"0001TP_{i:06d}" for i in range(2)] + [f"0006R0_{i:06d}" for i in range(2)])
+    cfg = {"datasets": [
+        {"name": "camvid", "format": "camvid", "root": str(tmp_path / "cv"), "holdout_drives": ["0001TP"],
+         "holdout_name": "camvid_0001TP"},
+        {"name": "idd", "format": "idd", "root": str(tmp_path / "idd"), "train_images": "images",
+         "train_masks": "labels", "positive_ids": [0], "void_ids": [255], "holdout_every": 3,
+         "holdout_name": "idd_val"}], "model": {"input_hw": [32, 64]}, "train": {"epochs": 2,
+                                                                                 "finetune_lr_scale": 0.15}}
+    prev = _timed_card([{"name": "shipped", "model": "models/m.onnx", "total_ms": 12.5, "fps": 80.0, "splits": {}}])
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "MODEL_CARD.json").write_text(json.dumps(prev))
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "card")
+    monkeypatch.chdir(tmp_path)
+    runs = [f"runs/r{k}" for k in (1, 2, 3)]
+    for k, r in enumerate(runs, 1):
+        Path(r).mkdir(parents=True)
+        (Path(r) / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (Path(r) / "command.txt").write_text(f"road-seg-train --config c.yaml --init-from runs/b/model.keras "
+                                             f"--set datasets.idd.weight=2.0 --set train.seed={k}\n")
+        (Path(r) / "metrics.json").write_text(json.dumps({
+            "input_hw": [32, 64], "epochs_run": 2, "best_epoch": k % 2 + 1, "parameters": 10, "macs": 1e6,
+            "data": {"datasets": prev["datasets"]},
+            "history": [{"epoch": 1, "seconds": 1.0, "val_idd_val_iou": 0.9, "val_iou": 0.9}]}))
+    Path("runs/s").mkdir()
+    soup_cmd = "road-seg-soup runs/s/model.keras " + " ".join(f"{r}/model.keras" for r in runs)
+    write_record(Path("runs/s/model.keras"), [f"{r}/model.keras" for r in runs], soup_cmd.split()[1:])
+    assert MC.soup_runs(Path("runs/s")) == [Path(r) for r in runs] and MC.soup_runs(Path("runs/r1")) == []
+    args = ["--run", "runs/s", "--model", str(tiny_model["onnx"]), "--teacher", "", "--runs", "2",
+            "--out", "out/MODEL_CARD.md", "--previous", "HEAD"]
+    assert MC.main(args) == 0
+    got = json.loads((tmp_path / "out" / "MODEL_CARD.json").read_text())
+    assert [(s["run"], s.get("soup")) for s in got["stages"]] == [("a", None), ("b", None), ("r1", 1), ("r2", 2),
+                                                                    ("r3", 3)]
+    assert got["soup"] == {"run": "s", "command": soup_cmd}
+    assert got["recipe"] == ("Loss bce. Then 3 runs of 2 epochs at 32x64 from the stage before's checkpoint, "
+                             "learning rate x0.15, with `datasets.idd.weight=2.0`, one with each of `train.seed=1`; "
+                             "`train.seed=2`; `train.seed=3`; the shipped model is the mean of their weights (a "
+                             "weight soup, `road-seg-soup`).")
+    assert got["commands"][:6] == [
+        "road-seg-train --config c.yaml    # stage 1 of 3; resumable: road-seg-train --resume runs/a",
+        "road-seg-train --config c.yaml --init-from runs/a/model.keras --set train.epochs=2"
+        "    # stage 2 of 3; resumable: road-seg-train --resume runs/b",
+        *(f"road-seg-train --config c.yaml --init-from runs/b/model.keras --set datasets.idd.weight=2.0 "
+          f"--set train.seed={k}    # stage 3 of 3, run {k} of 3; resumable: road-seg-train --resume runs/r{k}"
+          for k in (1, 2, 3)),
+        f"{soup_cmd}    # the shipped run: the mean of the last stage's runs' weights"]
+    md = (tmp_path / "out" / "MODEL_CARD.md").read_text()
+    assert "- Stage 3, run 2 of 3 (`r2`, from the model of the stage before): 2 epochs at 32x64, checkpoint " \
+           "chosen at epoch 1" in md
+    assert "- The shipped model (`s`): every weight the mean of the last stage's 3 runs'" in md
+
+    # a soup whose runs started from different models is refused, naming them
+    (Path("runs/r3") / "command.txt").write_text("road-seg-train --config c.yaml --init-from runs/a/model.keras\n")
+    assert MC.main([*args, "--out", "out/bad.md"]) == 2 and not Path("out/bad.md").exists()
+
+    # that card committed, then a machine without the runs: every stage and the soup carried as they were
+    Path("models/MODEL_CARD.json").write_text(json.dumps(got))
+    _git(tmp_path, "add", "models")
+    _git(tmp_path, "commit", "-qm", "soup card")
+    for r in [*runs, "runs/s"]:
+        for f in Path(r).iterdir():
+            f.unlink()
+        Path(r).rmdir()
+    Path("c.yaml").write_text(yaml.safe_dump(cfg))
+    assert MC.main([*args[:-2], "--config", "c.yaml", "--previous", "HEAD"]) == 0
+    again = json.loads((tmp_path / "out" / "MODEL_CARD.json").read_text())
+    assert [(s["run"], s.get("soup")) for s in again["stages"]] == [(s["run"], s.get("soup")) for s in got["stages"]]
+    assert again["soup"] == got["soup"] and again["recipe"] == got["recipe"]
+    assert again["commands"][:6] == got["commands"][:6]

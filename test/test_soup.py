@@ -7,7 +7,7 @@ import pytest
 
 from road_seg_perception.core.cli_errors import EXIT_USAGE
 from road_seg_perception.core.model_io import load_keras_model
-from road_seg_perception.training.soup import average_weights, main
+from road_seg_perception.training.soup import average_weights, main, read_record
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 
@@ -51,6 +51,10 @@ def test_soup_is_the_mean_of_every_variable(tmp_path):
     x = np.random.default_rng(0).random((1, 8, 8, 3), dtype=np.float32)
     first = np.asarray(load_keras_model(paths[0])(x))
     assert not np.allclose(np.asarray(soup(x)), first)
+    # its record names the inputs and the command, which the model card reads
+    assert read_record(out) == {"models": [str(p) for p in paths],
+                                "command": f"road-seg-soup {out} {paths[0]} {paths[1]} {paths[2]}"}
+    assert (tmp_path / "soup.soup.json").is_file() and read_record(paths[0]) is None
 
 
 def test_soup_of_one_model_twice_is_that_model(tmp_path):
@@ -89,3 +93,4 @@ def test_bad_arguments_exit_2_and_write_nothing(tmp_path, capsys, case):
     assert want in err
     assert a.read_bytes() == before
     assert not (tmp_path / "o.keras").exists() and not (tmp_path / "o.onnx").exists()
+    assert not list(tmp_path.rglob("*.soup.json"))

@@ -15,7 +15,8 @@ import subprocess
 from pathlib import Path
 
 CARD_JSON = "models/MODEL_CARD.json"
-#: a stage line of a card's "Reproduce" list: ``COMMAND    # stage 2 of 5...``
+#: a stage line of a card's "Reproduce" list: ``COMMAND    # stage 2 of 5...`` (``# stage 6 of 6, run 1 of 3`` for
+#: each run of a soup)
 _STAGE = re.compile(r"^(?P<cmd>.*?)\s+# stage (?P<i>\d+) of \d+")
 #: ``--set`` keys that every stage sentence states already (or that do not change the recipe)
 _STATED = ("model.input_hw", "train.epochs", "train.finetune_lr_scale", "output.name", "train.cache_dir")
@@ -79,21 +80,23 @@ def carry_stages(prev: dict, origin: str, last_run: str) -> tuple[list[dict], li
     """The earlier card's training stages up to run ``last_run`` and their commands (stage comments removed)."""
     stages = prev.get("stages", [])
     names = [s["run"] for s in stages]
-    if last_run not in names:
+    if last_run == prev.get("soup", {}).get("run"):  # a soup: every stage, the runs it averaged included
+        n = len(stages)
+    elif last_run in names:
+        n = names.index(last_run) + 1
+    else:
         raise CarryError(f"the run {last_run} that the first stage starts from has no metrics.json and the earlier "
                          f"card has no stage of that name (its stages: {names})")
-    n = names.index(last_run) + 1
-    cmds = {int(m["i"]): m["cmd"] for c in prev.get("commands", []) if (m := _STAGE.match(c))}
-    if sorted(cmds)[:n] != list(range(1, n + 1)):
-        raise CarryError(f"the earlier card's commands do not list stages 1 to {n}")
-    return ([{**s, "carried_from": s.get("carried_from") or origin} for s in stages[:n]],
-            [cmds[i] for i in range(1, n + 1)])
+    cmds = [m["cmd"] for c in prev.get("commands", []) if (m := _STAGE.match(c))]  # in the stages' order
+    if len(cmds) < n:
+        raise CarryError(f"the earlier card's commands list {len(cmds)} stage(s), not the {n} it carries")
+    return ([{**s, "carried_from": s.get("carried_from") or origin} for s in stages[:n]], cmds[:n])
 
 
 def other_commands(prev: dict) -> list[str]:
-    """The earlier card's commands for everything but its stages, its export and its measuring line."""
+    """The earlier card's commands for everything but its stages, its soup, its export and its measuring line."""
     return [c for c in prev.get("commands", []) if not _STAGE.match(c) and not c.startswith("road-seg-export ")
-            and "road_seg_perception.tools.model_card" not in c]
+            and not c.startswith("road-seg-soup ") and "road_seg_perception.tools.model_card" not in c]
 
 
 def extra_settings(command: str) -> list[str]:

@@ -36,6 +36,7 @@ from road_seg_perception.tools.error_classes import config_errors, largest_false
 from road_seg_perception.training.config import dataset_configs, load_config
 from road_seg_perception.training.data import dataset_samples, label_spec
 from road_seg_perception.training.datasets import load_samples
+from road_seg_perception.training.soup import read_record as read_soup_record
 from road_seg_perception.training.teacher import Teacher
 
 #: The trivial prior calls the bottom 38% of every frame road (0.69 on CamVid val, docs/design.md).
@@ -184,6 +185,42 @@ def run_stages(run_dir: Path) -> list[Path]:
     return stages
 
 
+def soup_runs(run_dir: Path) -> list[Path]:
+    """The runs whose models the soup in ``run_dir`` averaged (its ``model.soup.json``); [] if it is no soup."""
+    record = read_soup_record(run_dir / "model.keras")
+    return [Path(m).parent for m in record["models"]] if record else []
+
+
+def _check_soup(run_dir: Path, runs: list[Path]) -> None:
+    """``CarryError`` unless every run of the soup is here and all of them started from one model."""
+    for d in runs:
+        if not (d / "metrics.json").is_file():
+            raise card_carry.CarryError(f"soup {run_dir}: the run {d} it averaged has no metrics.json")
+    starts = {str(_init_dir(d)) for d in runs}
+    if len(starts) != 1:
+        raise card_carry.CarryError(f"soup {run_dir}: its runs start from different models ({sorted(starts)}); "
+                                    "the card describes a soup of fine-tunes of one stage")
+
+
+def stage_labels(stages: list[dict]) -> list[str]:
+    """'Stage 1', 'Stage 2', ... for a chain of stages; the runs of a soup share one stage: 'Stage 6, run 1 of 3'."""
+    soup_size = sum(1 for st in stages if "soup" in st)
+    labels, i = [], 0
+    for st in stages:
+        if "soup" in st:
+            labels.append(f"Stage {i + 1}, run {st['soup']} of {soup_size}")
+        else:
+            i += 1
+            labels.append(f"Stage {i}")
+    return labels
+
+
+def _stage_comment(label: str, total: int) -> str:
+    """A stage's comment in the card's commands: 'stage 3 of 6', or 'stage 6 of 6, run 1 of 3' for a soup's run."""
+    stage, _, run = label.lower().partition(", ")
+    return f"{stage} of {total}" + (f", {run}" if run else "")
+
+
 def _stage(run_dir: Path) -> dict:
     run = json.loads((run_dir / "metrics.json").read_text())
     return {"run": run_dir.name, "input_hw": run["input_hw"], "epochs_run": run["epochs_run"],
@@ -214,9 +251,15 @@ def _stage_lines(card: dict) -> list[str]:
     if len(stages) <= 1:
         return [f"- {card['epochs_run']} epochs run, checkpoint chosen at epoch {card['best_epoch']} by the mean IoU "
                 "over the validation splits."]
-    return [f"- Stage {i} (`{st['run']}`{', from the model of the stage before' if i > 1 else ''}): "
-            f"{st['epochs_run']} epochs at {st['input_hw'][0]}x{st['input_hw'][1]}, checkpoint chosen at epoch "
-            f"{st['best_epoch']} by the mean IoU over the validation splits." for i, st in enumerate(stages, 1)]
+    lines = [f"- {label} (`{st['run']}`{', from the model of the stage before' if i > 0 else ''}): "
+             f"{st['epochs_run']} epochs at {st['input_hw'][0]}x{st['input_hw'][1]}, checkpoint chosen at epoch "
+             f"{st['best_epoch']} by the mean IoU over the validation splits."
+             for i, (label, st) in enumerate(zip(stage_labels(stages), stages, strict=True))]
+    if soup := card.get("soup"):
+        n = sum(1 for st in stages if "soup" in st)
+        lines.append(f"- The shipped model (`{soup['run']}`): every weight the mean of the last stage's {n} runs' "
+                     "(a weight soup, `road-seg-soup`; docs/training.md, \"Weight soups\").")
+    return lines
 
 
 def render(card: dict) -> str:
@@ -416,18 +459,40 @@ def _stage_sentence(run_dir: Path) -> str:
             + (f"with `{'`, `'.join(extra)}`." if extra else "same data and augmentation."))
 
 
+def _soup_sentence(runs: list[Path]) -> str:
+    """'Then N runs of ... ; the shipped model is the mean of their weights' for the runs of a soup."""
+    sets = [card_carry.extra_settings(_command(d)) for d in runs]
+    common = [s for s in sets[0] if all(s in other for other in sets[1:])]
+    own = [", ".join(f"`{s}`" for s in settings if s not in common) or "the config's settings" for settings in sets]
+    sizes = []
+    for d in runs:
+        c = load_config(d / "config.yaml")
+        h, w = c["model"]["input_hw"]
+        sizes.append(f"{c['train']['epochs']} epochs at {h}x{w} from the stage before's checkpoint, learning rate "
+                     f"x{c['train']['finetune_lr_scale']}")
+    what = (f"{len(runs)} runs of {sizes[0]}" if len(set(sizes)) == 1 else
+            f"{len(runs)} runs ({'; '.join(sizes)})")
+    return (f" Then {what}" + (f", with `{'`, `'.join(common)}`" if common else "")
+            + f", one with each of {'; '.join(own)}; the shipped model is the mean of their weights (a weight soup, "
+            "`road-seg-soup`).")
+
+
 def _measure(a: argparse.Namespace) -> int:
     run_dir = Path(a.run)
     prev, origin = card_carry.previous_card(a.previous) if a.previous else ({}, "")
+    soup = soup_runs(run_dir)
+    if soup:
+        _check_soup(run_dir, soup)
+    first = soup[0] if soup else run_dir  # a soup's record is its first run's (same network, data and splits)
     timed_prev = card_carry.previous_card(a.times_from)[0] if a.times_from else {}
     # the commit whose card holds these times (carried twice: still that one), so --times-from it reproduces them
     times_origin = (timed_prev.get("times_from") or card_carry.card_commit(a.times_from)) if timed_prev else ""
-    have_run = (run_dir / "metrics.json").is_file()
+    have_run = (first / "metrics.json").is_file()
     if not have_run and not prev:
         raise card_carry.CarryError(f"shipped run {run_dir} has no metrics.json (--previous GIT_REF carries its "
                                     "training record from an earlier card)")
-    run = json.loads((run_dir / "metrics.json").read_text()) if have_run else None
-    data = read_splits(run_dir) if have_run else config_splits(load_config(a.config))
+    run = json.loads((first / "metrics.json").read_text()) if have_run else None
+    data = read_splits(first) if have_run else config_splits(load_config(a.config))
     seg = RoadSegmenter(a.model, backend="onnxruntime")
     int8_seg = RoadSegmenter(a.int8, backend="onnxruntime") if a.int8 else None
     teacher = None
@@ -443,7 +508,8 @@ def _measure(a: argparse.Namespace) -> int:
         print(f"{name}: model {splits[name]['model']['iou']:.4f}  prior {splits[name]['prior']['iou']:.4f}"
               + (f"  teacher {splits[name]['teacher']['iou']:.4f}" if teacher else ""), flush=True)
     frame = data[next(iter(data))][0][0]
-    stages = run_stages(run_dir) if have_run else []
+    stages = run_stages(first) if have_run else []
+    chain = stages[:-1] if soup else stages  # the stages before the soup's; its runs are one stage, listed apart
     carried, carried_cmds = [], []
     if not have_run:  # the shipped run's folder is not here: its stages, record and commands are the earlier card's
         carried, carried_cmds = card_carry.carry_stages(prev, origin, run_dir.name)
@@ -451,10 +517,12 @@ def _measure(a: argparse.Namespace) -> int:
         carried, carried_cmds = card_carry.carry_stages(prev, origin, start.name)
     if carried:
         arch, recipe = prev["architecture"], prev["recipe"]
-        recipe += "".join(_stage_sentence(d) for d in stages)
+        recipe += "".join(_stage_sentence(d) for d in chain)
     else:
         arch, recipe = _cfg_summary(load_config(stages[0] / "config.yaml"))
-        recipe += "".join(_stage_sentence(d) for d in stages[1:])
+        recipe += "".join(_stage_sentence(d) for d in chain[1:])
+    if soup:
+        recipe += _soup_sentence(soup)
     record = run if have_run else prev
     card = {
         "splits": splits, "input_hw": record["input_hw"], "threshold": seg.post.threshold,
@@ -467,7 +535,10 @@ def _measure(a: argparse.Namespace) -> int:
             "latency": latency_table(Path(a.model), frame, a.runs, int8=Path(a.int8) if a.int8 else None)}),
         **({"times_from": times_origin} if timed_prev else {}),
         "tradeoff": a.tradeoff, "targets": a.targets,
-        "note": a.note, "cross": [], "candidates": [], "stages": [*carried, *(_stage(d) for d in stages)],
+        "note": a.note, "cross": [], "candidates": [],
+        "stages": [*carried, *(_stage(d) for d in chain), *({**_stage(d), "soup": k} for k, d in enumerate(soup, 1))],
+        **({"soup": {"run": run_dir.name, "command": read_soup_record(run_dir / "model.keras")["command"]}} if soup
+           else {"soup": prev["soup"]} if not have_run and prev.get("soup", {}).get("run") == run_dir.name else {}),
         "measured_at": card_carry.head_commit(),
     }
     memo: dict[tuple[str, str], dict] = {}
@@ -533,16 +604,20 @@ def _measure(a: argparse.Namespace) -> int:
         card["candidates"].append({"name": teacher_name, "model": a.teacher, **t,
                                    "splits": {n: s["teacher"]["iou"] for n, s in splits.items()}})
     stage_runs = [*((run_dir.parent / st["run"], cmd) for st, cmd in zip(carried, carried_cmds, strict=True)),
-                  *((d, _command(d)) for d in stages)]
+                  *((d, _command(d)) for d in [*chain, *soup])]
+    labels = stage_labels(card["stages"])
+    total = sum(1 for st in card["stages"] if "soup" not in st) + (1 if card.get("soup") else 0)
     card["commands"] = [
-        *(cmd + f"    # stage {i} of {len(stage_runs)}{' (the shipped run)' if d == run_dir else ''}; "
-          f"resumable: road-seg-train --resume {d}" for i, (d, cmd) in enumerate(stage_runs, 1)),
+        *(cmd + f"    # {_stage_comment(label, total)}{' (the shipped run)' if d == run_dir else ''}; "
+          f"resumable: road-seg-train --resume {d}" for label, (d, cmd) in zip(labels, stage_runs, strict=True)),
+        *([f"{card['soup']['command']}    # the shipped run: the mean of the last stage's runs' weights"]
+          if card.get("soup") else []),
         *dict.fromkeys([
             *(_command(Path(c)) for c in a.cross_run if str(Path(c) / "model.onnx") not in missing_cross),
             *card_carry.other_commands(prev),  # the earlier card's, for what is carried
             *(_command(Path(c.partition("=")[2]).parent) for c in a.candidate  # once, and not
               if (Path(c.partition("=")[2]).parent / "command.txt").is_file()  # a stage again
-              and Path(c.partition("=")[2]).parent not in stages)]),
+              and Path(c.partition("=")[2]).parent not in [*stages, *soup])]),
         f"road-seg-export {run_dir / 'model.keras'} {a.model} --keras-copy {Path(a.model).with_suffix('.keras')}",
         f"python -m road_seg_perception.tools.model_card --run {run_dir} "
         + (f"--int8 {a.int8} " if a.int8 else "")

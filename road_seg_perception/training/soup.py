@@ -3,11 +3,15 @@
 Runs fine-tuned from the same checkpoint (other seeds, other draws, other lengths) stay close enough
 in weight space that the mean of their weights is itself a good model, often better than each of
 them (Wortsman et al., "Model soups", ICML 2022), at the inference cost of one. Every variable is
-averaged, the batch-normalisation statistics too.
+averaged, the batch-normalisation statistics too. Beside ``OUT.keras`` the tool writes
+``OUT.soup.json``, the record of what was averaged (the model card reads it to trace a soup back to
+its runs).
 """
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -63,12 +67,32 @@ def average_weights(models: list, names: list[str] | None = None):
     return models[0]
 
 
+def record_path(out: Path) -> Path:
+    """Where the record of the soup written to ``out`` goes: ``OUT.soup.json`` beside it."""
+    return out.with_suffix(".soup.json")
+
+
+def read_record(out: Path) -> dict | None:
+    """The record of the soup at ``out`` (``models``: its inputs as given, ``command``), or None if it is none."""
+    path = record_path(out)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_record(out: Path, models: list[str], argv: list[str]) -> None:
+    """Write the soup's record: its inputs and the command that made it."""
+    record = {"models": models, "command": shlex.join(["road-seg-soup", *argv])}
+    tmp = record_path(out).with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(record_path(out))
+
+
 def main(argv: list[str] | None = None) -> int:
     """``road-seg-soup OUT.keras IN.keras IN.keras [...]``: write the uniform weight soup of the inputs."""
     import argparse
 
     p = argparse.ArgumentParser(prog="road-seg-soup", description="Average the weights of fine-tunes of one "
-                                "road model into one .keras model (export it with road-seg-export).")
+                                "road model into one .keras model (export it with road-seg-export); its record, "
+                                "the inputs and this command, goes beside it as OUT.soup.json.")
     p.add_argument("output", metavar="OUT.keras")
     p.add_argument("models", nargs="+", metavar="IN.keras", help="two or more .keras files of one network")
     p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
@@ -85,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail("road-seg-soup", e, EXIT_USAGE, a.debug)
     try:
         atomic_save(models[0], out)
+        write_record(out, a.models, [a.output, *a.models])
         print(f"wrote {out}: the mean of {len(models)} models' weights")
     except KeyboardInterrupt:
         print("road-seg-soup: interrupted; nothing was written", file=sys.stderr)
