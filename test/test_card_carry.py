@@ -257,7 +257,7 @@ def test_card_of_a_soup_lists_its_runs_as_one_stage_and_carries_it_whole(tmp_pat
                                              f"--set datasets.idd.weight=2.0 --set train.seed={k}\n")
         (Path(r) / "metrics.json").write_text(json.dumps({
             "input_hw": [32, 64], "epochs_run": 2, "best_epoch": k % 2 + 1, "parameters": 10, "macs": 1e6,
-            "data": {"datasets": prev["datasets"]},
+            "data": {"datasets": {"camvid": {**prev["datasets"]["camvid"], "weight": 2.0}}},
             "history": [{"epoch": 1, "seconds": 1.0, "val_idd_val_iou": 0.9, "val_iou": 0.9}]}))
     Path("runs/s").mkdir()
     soup_cmd = "road-seg-soup runs/s/model.keras " + " ".join(f"{r}/model.keras" for r in runs)
@@ -270,6 +270,7 @@ def test_card_of_a_soup_lists_its_runs_as_one_stage_and_carries_it_whole(tmp_pat
     assert [(s["run"], s.get("soup")) for s in got["stages"]] == [("a", None), ("b", None), ("r1", 1), ("r2", 2),
                                                                     ("r3", 3)]
     assert got["soup"] == {"run": "s", "command": soup_cmd}
+    assert got["datasets"] == prev["datasets"]  # the recipe's first stage's data; stage 3's own in its sentence
     assert got["recipe"] == ("Loss bce. Then 3 runs of 2 epochs at 32x64 from the stage before's checkpoint, "
                              "learning rate x0.15, with `datasets.idd.weight=2.0`, one with each of `train.seed=1`; "
                              "`train.seed=2`; `train.seed=3`; the shipped model is the mean of their weights (a "
@@ -281,15 +282,19 @@ def test_card_of_a_soup_lists_its_runs_as_one_stage_and_carries_it_whole(tmp_pat
         *(f"road-seg-train --config c.yaml --init-from runs/b/model.keras --set datasets.idd.weight=2.0 "
           f"--set train.seed={k}    # stage 3 of 3, run {k} of 3; resumable: road-seg-train --resume runs/r{k}"
           for k in (1, 2, 3)),
-        f"{soup_cmd}    # the shipped run: the mean of the last stage's runs' weights"]
+        f"{soup_cmd}    # the shipped run: the mean of stage 3's runs' weights"]
     md = (tmp_path / "out" / "MODEL_CARD.md").read_text()
     assert "- Stage 3, run 2 of 3 (`r2`, from the model of the stage before): 2 epochs at 32x64, checkpoint " \
            "chosen at epoch 1" in md
-    assert "- The shipped model (`s`): every weight the mean of the last stage's 3 runs'" in md
+    assert "- Weight soup (`s`, the shipped model): the mean of stage 3's runs' weights (`road-seg-soup`" in md
 
-    # a soup whose runs started from different models is refused, naming them
+    # a soup whose runs started from different models, or one of whose runs is missing, is refused, named
     (Path("runs/r3") / "command.txt").write_text("road-seg-train --config c.yaml --init-from runs/a/model.keras\n")
     assert MC.main([*args, "--out", "out/bad.md"]) == 2 and not Path("out/bad.md").exists()
+    with pytest.raises(CC.CarryError, match="start from different models"):
+        MC._check_soup(Path("runs/s"), MC.soup_runs(Path("runs/s")))
+    with pytest.raises(CC.CarryError, match="the run runs/r4 it averaged has no metrics.json"):
+        MC._check_soup(Path("runs/s"), [Path("runs/r1"), Path("runs/r4")])
 
     # that card committed, then a machine without the runs: every stage and the soup carried as they were
     Path("models/MODEL_CARD.json").write_text(json.dumps(got))
@@ -305,3 +310,44 @@ def test_card_of_a_soup_lists_its_runs_as_one_stage_and_carries_it_whole(tmp_pat
     assert [(s["run"], s.get("soup")) for s in again["stages"]] == [(s["run"], s.get("soup")) for s in got["stages"]]
     assert again["soup"] == got["soup"] and again["recipe"] == got["recipe"]
     assert again["commands"][:6] == got["commands"][:6]
+
+    # a run fine-tuned from that soup: the soup and its runs carried as stage 3, the new run stage 4
+    Path("runs/t").mkdir()
+    (Path("runs/t") / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (Path("runs/t") / "command.txt").write_text("road-seg-train --config c.yaml --init-from runs/s/model.keras\n")
+    (Path("runs/t") / "metrics.json").write_text(json.dumps({
+        "input_hw": [32, 64], "epochs_run": 2, "best_epoch": 2, "parameters": 10, "macs": 1e6,
+        "data": {"datasets": prev["datasets"]}, "history": []}))
+    assert MC.main(["--run", "runs/t", *args[2:]]) == 0
+    tuned = json.loads((tmp_path / "out" / "MODEL_CARD.json").read_text())
+    assert [(s["run"], s.get("soup")) for s in tuned["stages"]] == [
+        *[(s["run"], s.get("soup")) for s in got["stages"]], ("t", None)]
+    assert tuned["soup"] == got["soup"]
+    assert tuned["commands"][5:7] == [
+        f"{soup_cmd}    # the mean of stage 3's runs' weights, which stage 4 starts from",
+        "road-seg-train --config c.yaml --init-from runs/s/model.keras"
+        "    # stage 4 of 4 (the shipped run); resumable: road-seg-train --resume runs/t"]
+    md = (tmp_path / "out" / "MODEL_CARD.md").read_text()
+    assert "- Weight soup (`s`): the mean of stage 3's runs' weights, which stage 4 starts from" in md
+    assert "- Stage 4 (`t`, from the model of the stage before)" in md
+
+
+def test_stage_labels_number_a_soup_as_one_stage_and_carried_commands_must_match_them():
+    stages = [{"run": "a"}, {"run": "b"}, {"run": "r1", "soup": 1}, {"run": "r2", "soup": 2}, {"run": "t"}]
+    assert CC.stage_labels(stages) == ["Stage 1", "Stage 2", "Stage 3, run 1 of 2", "Stage 3, run 2 of 2",
+                                       "Stage 4"]
+    cmds = [f"cmd {s['run']}    # {c}; resumable: road-seg-train --resume runs/{s['run']}" for s, c in zip(
+        stages, ["stage 1 of 4", "stage 2 of 4", "stage 3 of 4, run 1 of 2", "stage 3 of 4, run 2 of 2",
+                 "stage 4 of 4 (the shipped run)"], strict=True)]
+    prev = {"stages": stages, "commands": cmds, "soup": {"run": "s", "command": "road-seg-soup x"}}
+    carried, got = CC.carry_stages(prev, "abc1234", "t")
+    assert [s["run"] for s in carried] == ["a", "b", "r1", "r2", "t"] and got == [f"cmd {s['run']}" for s in stages]
+    carried, got = CC.carry_stages(prev, "abc1234", "s")  # the soup: the stages up to it, its runs included
+    assert [s["run"] for s in carried] == ["a", "b", "r1", "r2"] and got == ["cmd a", "cmd b", "cmd r1", "cmd r2"]
+    carried, got = CC.carry_stages(prev, "abc1234", "r2")  # one run of the soup: a stage of its own
+    assert [(s["run"], s.get("soup")) for s in carried] == [("a", None), ("b", None), ("r2", None)]
+    assert got == ["cmd a", "cmd b", "cmd r2"]
+    with pytest.raises(CC.CarryError, match="do not match its stages"):  # commands out of order
+        CC.carry_stages({**prev, "commands": [cmds[1], cmds[0], *cmds[2:]]}, "abc1234", "t")
+    with pytest.raises(CC.CarryError, match="do not match its stages"):  # one missing
+        CC.carry_stages({**prev, "commands": cmds[:-1]}, "abc1234", "b")

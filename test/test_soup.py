@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from road_seg_perception.core.cli_errors import EXIT_USAGE
 from road_seg_perception.core.model_io import load_keras_model
-from road_seg_perception.training.soup import average_weights, main, read_record
+from road_seg_perception.training.soup import average_weights, main, read_record, record_models
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 
@@ -51,10 +53,25 @@ def test_soup_is_the_mean_of_every_variable(tmp_path):
     x = np.random.default_rng(0).random((1, 8, 8, 3), dtype=np.float32)
     first = np.asarray(load_keras_model(paths[0])(x))
     assert not np.allclose(np.asarray(soup(x)), first)
-    # its record names the inputs and the command, which the model card reads
-    assert read_record(out) == {"models": [str(p) for p in paths],
+    # its record names the inputs (from the soup's folder) and the command, which the model card reads
+    assert read_record(out) == {"models": ["net1.keras", "net2.keras", "net3.keras"],
                                 "command": f"road-seg-soup {out} {paths[0]} {paths[1]} {paths[2]}"}
     assert (tmp_path / "soup.soup.json").is_file() and read_record(paths[0]) is None
+
+
+def test_soup_record_holds_from_any_folder_and_a_bad_one_is_named(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    (runs / "soup").mkdir(parents=True)
+    paths = save_nets(runs, [1, 2])
+    monkeypatch.chdir(runs)  # inputs given from one folder ...
+    assert main(["soup/model.keras", "net1.keras", "net2.keras"]) == 0
+    assert read_record(runs / "soup" / "model.keras")["models"] == ["../net1.keras", "../net2.keras"]
+    monkeypatch.chdir(tmp_path)  # ... read from another
+    assert record_models(Path("runs/soup/model.keras")) == [Path("runs/net1.keras"), Path("runs/net2.keras")]
+    assert all(p.exists() for p in record_models(Path("runs/soup/model.keras"))) and len(paths) == 2
+    (runs / "soup" / "model.soup.json").write_text('{"models": "net1.keras"}')
+    with pytest.raises(ValueError, match="model.soup.json is not one road-seg-soup writes"):
+        read_record(runs / "soup" / "model.keras")
 
 
 def test_soup_of_one_model_twice_is_that_model(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 CARD_JSON = "models/MODEL_CARD.json"
 #: a stage line of a card's "Reproduce" list: ``COMMAND    # stage 2 of 5...`` (``# stage 6 of 6, run 1 of 3`` for
 #: each run of a soup)
-_STAGE = re.compile(r"^(?P<cmd>.*?)\s+# stage (?P<i>\d+) of \d+")
+_STAGE = re.compile(r"^(?P<cmd>.*?)\s+# stage (?P<i>\d+) of \d+(?:, run (?P<k>\d+) of (?P<n>\d+))?")
 #: ``--set`` keys that every stage sentence states already (or that do not change the recipe)
 _STATED = ("model.input_hw", "train.epochs", "train.finetune_lr_scale", "output.name", "train.cache_dir")
 
@@ -76,21 +76,51 @@ def carry_cross(prev: dict, origin: str, run: str) -> list[dict]:
     return rows
 
 
+def stage_labels(stages: list[dict]) -> list[str]:
+    """'Stage 1', 'Stage 2', ... for a chain of stages; the runs of a soup (key ``soup``: k) share one stage:
+    'Stage 6, run 1 of 3'."""
+    soup_size = sum(1 for st in stages if "soup" in st)
+    labels, i, in_soup = [], 0, False
+    for st in stages:
+        if "soup" in st:
+            i += 0 if in_soup else 1
+            in_soup = True
+            labels.append(f"Stage {i}, run {st['soup']} of {soup_size}")
+        else:
+            i, in_soup = i + 1, False
+            labels.append(f"Stage {i}")
+    return labels
+
+
+def _label(m: re.Match) -> str:
+    return f"Stage {m['i']}" + (f", run {m['k']} of {m['n']}" if m["k"] else "")
+
+
 def carry_stages(prev: dict, origin: str, last_run: str) -> tuple[list[dict], list[str]]:
-    """The earlier card's training stages up to run ``last_run`` and their commands (stage comments removed)."""
+    """The earlier card's training stages up to run ``last_run`` and their commands (stage comments removed).
+
+    ``last_run`` the earlier card's soup: the stages up to it, the runs it averaged included; one run of that
+    soup: the stages before the soup's and that run alone."""
     stages = prev.get("stages", [])
     names = [s["run"] for s in stages]
-    if last_run == prev.get("soup", {}).get("run"):  # a soup: every stage, the runs it averaged included
-        n = len(stages)
+    lines = [m for c in prev.get("commands", []) if (m := _STAGE.match(c))]
+    if [_label(m) for m in lines] != stage_labels(stages):
+        raise CarryError(f"the earlier card's stage commands ({[_label(m) for m in lines]}) do not match its stages "
+                         f"({stage_labels(stages)})")
+    soup_runs = [j for j, st in enumerate(stages) if "soup" in st]
+    if last_run == prev.get("soup", {}).get("run") and soup_runs:
+        keep = list(range(soup_runs[-1] + 1))
+    elif last_run in names and (last := names.index(last_run)) in soup_runs:
+        keep = [j for j in range(last + 1) if j not in soup_runs or j == last]
     elif last_run in names:
-        n = names.index(last_run) + 1
+        keep = list(range(names.index(last_run) + 1))
     else:
         raise CarryError(f"the run {last_run} that the first stage starts from has no metrics.json and the earlier "
                          f"card has no stage of that name (its stages: {names})")
-    cmds = [m["cmd"] for c in prev.get("commands", []) if (m := _STAGE.match(c))]  # in the stages' order
-    if len(cmds) < n:
-        raise CarryError(f"the earlier card's commands list {len(cmds)} stage(s), not the {n} it carries")
-    return ([{**s, "carried_from": s.get("carried_from") or origin} for s in stages[:n]], cmds[:n])
+    out = [{**stages[j], "carried_from": stages[j].get("carried_from") or origin} for j in keep]
+    if last_run in names and "soup" in out[-1]:  # one run of a soup, carried as a stage of its own
+        del out[-1]["soup"]
+    return out, [lines[j]["cmd"] for j in keep]
 
 
 def other_commands(prev: dict) -> list[str]:

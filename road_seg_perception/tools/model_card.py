@@ -37,6 +37,7 @@ from road_seg_perception.training.config import dataset_configs, load_config
 from road_seg_perception.training.data import dataset_samples, label_spec
 from road_seg_perception.training.datasets import load_samples
 from road_seg_perception.training.soup import read_record as read_soup_record
+from road_seg_perception.training.soup import record_models
 from road_seg_perception.training.teacher import Teacher
 
 #: The trivial prior calls the bottom 38% of every frame road (0.69 on CamVid val, docs/design.md).
@@ -187,8 +188,11 @@ def run_stages(run_dir: Path) -> list[Path]:
 
 def soup_runs(run_dir: Path) -> list[Path]:
     """The runs whose models the soup in ``run_dir`` averaged (its ``model.soup.json``); [] if it is no soup."""
-    record = read_soup_record(run_dir / "model.keras")
-    return [Path(m).parent for m in record["models"]] if record else []
+    try:
+        models = record_models(run_dir / "model.keras")
+    except ValueError as e:
+        raise card_carry.CarryError(str(e)) from e
+    return [m.parent for m in models] if models else []
 
 
 def _check_soup(run_dir: Path, runs: list[Path]) -> None:
@@ -202,23 +206,32 @@ def _check_soup(run_dir: Path, runs: list[Path]) -> None:
                                     "the card describes a soup of fine-tunes of one stage")
 
 
-def stage_labels(stages: list[dict]) -> list[str]:
-    """'Stage 1', 'Stage 2', ... for a chain of stages; the runs of a soup share one stage: 'Stage 6, run 1 of 3'."""
-    soup_size = sum(1 for st in stages if "soup" in st)
-    labels, i = [], 0
-    for st in stages:
-        if "soup" in st:
-            labels.append(f"Stage {i + 1}, run {st['soup']} of {soup_size}")
-        else:
-            i += 1
-            labels.append(f"Stage {i}")
-    return labels
+stage_labels = card_carry.stage_labels
+
+
+def _stage_number(label: str) -> int:
+    """6 for 'Stage 6' and 'Stage 6, run 1 of 3'."""
+    return int(label.split()[1].rstrip(","))
 
 
 def _stage_comment(label: str, total: int) -> str:
     """A stage's comment in the card's commands: 'stage 3 of 6', or 'stage 6 of 6, run 1 of 3' for a soup's run."""
     stage, _, run = label.lower().partition(", ")
     return f"{stage} of {total}" + (f", {run}" if run else "")
+
+
+def _soup_at(stages: list[dict]) -> int | None:
+    """The index of the last run of the stages' soup, after which the soup itself comes; None without one."""
+    return max((i for i, st in enumerate(stages) if "soup" in st), default=None)
+
+
+def _soup_words(card: dict) -> str:
+    """What the card's soup is: 'the mean of stage 6's runs' weights', and the stage that starts from it if any."""
+    stages, labels = card["stages"], stage_labels(card["stages"])
+    at = _soup_at(stages)
+    n = _stage_number(labels[at])
+    return f"the mean of stage {n}'s runs' weights" + ("" if at == len(stages) - 1 else
+                                                         f", which stage {n + 1} starts from")
 
 
 def _stage(run_dir: Path) -> dict:
@@ -255,10 +268,10 @@ def _stage_lines(card: dict) -> list[str]:
              f"{st['epochs_run']} epochs at {st['input_hw'][0]}x{st['input_hw'][1]}, checkpoint chosen at epoch "
              f"{st['best_epoch']} by the mean IoU over the validation splits."
              for i, (label, st) in enumerate(zip(stage_labels(stages), stages, strict=True))]
-    if soup := card.get("soup"):
-        n = sum(1 for st in stages if "soup" in st)
-        lines.append(f"- The shipped model (`{soup['run']}`): every weight the mean of the last stage's {n} runs' "
-                     "(a weight soup, `road-seg-soup`; docs/training.md, \"Weight soups\").")
+    if (soup := card.get("soup")) and (at := _soup_at(stages)) is not None:
+        shipped = ", the shipped model" if at == len(stages) - 1 else ""
+        lines.insert(at + 1, f"- Weight soup (`{soup['run']}`{shipped}): {_soup_words(card)} "
+                             "(`road-seg-soup`; docs/training.md, \"Weight soups\").")
     return lines
 
 
@@ -468,8 +481,9 @@ def _soup_sentence(runs: list[Path]) -> str:
     for d in runs:
         c = load_config(d / "config.yaml")
         h, w = c["model"]["input_hw"]
-        sizes.append(f"{c['train']['epochs']} epochs at {h}x{w} from the stage before's checkpoint, learning rate "
-                     f"x{c['train']['finetune_lr_scale']}")
+        sizes.append(f"{c['train']['epochs']} epochs at {h}x{w} "
+                     + (f"from the stage before's checkpoint, learning rate x{c['train']['finetune_lr_scale']}"
+                        if _init_dir(d) is not None else "from scratch"))
     what = (f"{len(runs)} runs of {sizes[0]}" if len(set(sizes)) == 1 else
             f"{len(runs)} runs ({'; '.join(sizes)})")
     return (f" Then {what}" + (f", with `{'`, `'.join(common)}`" if common else "")
@@ -524,10 +538,13 @@ def _measure(a: argparse.Namespace) -> int:
     if soup:
         recipe += _soup_sentence(soup)
     record = run if have_run else prev
+    # the data of the recipe's first stage; a later stage's other settings are in its sentence of the recipe
+    first_stage_datasets = (prev["datasets"] if carried else
+                            json.loads((stages[0] / "metrics.json").read_text())["data"]["datasets"])
     card = {
         "splits": splits, "input_hw": record["input_hw"], "threshold": seg.post.threshold,
         "parameters": record["parameters"], "macs": record["macs"], "architecture": arch, "recipe": recipe,
-        "datasets": run["data"]["datasets"] if have_run else prev["datasets"], "epochs_run": record["epochs_run"],
+        "datasets": first_stage_datasets, "epochs_run": record["epochs_run"],
         "best_epoch": record["best_epoch"],
         **({k: timed_prev[k] for k in TIME_KEYS if k in timed_prev} if timed_prev else {
             "cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(), "runs": a.runs,
@@ -538,7 +555,7 @@ def _measure(a: argparse.Namespace) -> int:
         "note": a.note, "cross": [], "candidates": [],
         "stages": [*carried, *(_stage(d) for d in chain), *({**_stage(d), "soup": k} for k, d in enumerate(soup, 1))],
         **({"soup": {"run": run_dir.name, "command": read_soup_record(run_dir / "model.keras")["command"]}} if soup
-           else {"soup": prev["soup"]} if not have_run and prev.get("soup", {}).get("run") == run_dir.name else {}),
+           else {"soup": prev["soup"]} if prev.get("soup") and any("soup" in st for st in carried) else {}),
         "measured_at": card_carry.head_commit(),
     }
     memo: dict[tuple[str, str], dict] = {}
@@ -606,12 +623,15 @@ def _measure(a: argparse.Namespace) -> int:
     stage_runs = [*((run_dir.parent / st["run"], cmd) for st, cmd in zip(carried, carried_cmds, strict=True)),
                   *((d, _command(d)) for d in [*chain, *soup])]
     labels = stage_labels(card["stages"])
-    total = sum(1 for st in card["stages"] if "soup" not in st) + (1 if card.get("soup") else 0)
+    total = _stage_number(labels[-1]) if labels else 0
+    stage_lines = [cmd + f"    # {_stage_comment(label, total)}{' (the shipped run)' if d == run_dir else ''}; "
+                   f"resumable: road-seg-train --resume {d}"
+                   for label, (d, cmd) in zip(labels, stage_runs, strict=True)]
+    if card.get("soup") and (at := _soup_at(card["stages"])) is not None:
+        shipped = "the shipped run: " if card["soup"]["run"] == run_dir.name else ""
+        stage_lines.insert(at + 1, f"{card['soup']['command']}    # {shipped}{_soup_words(card)}")
     card["commands"] = [
-        *(cmd + f"    # {_stage_comment(label, total)}{' (the shipped run)' if d == run_dir else ''}; "
-          f"resumable: road-seg-train --resume {d}" for label, (d, cmd) in zip(labels, stage_runs, strict=True)),
-        *([f"{card['soup']['command']}    # the shipped run: the mean of the last stage's runs' weights"]
-          if card.get("soup") else []),
+        *stage_lines,
         *dict.fromkeys([
             *(_command(Path(c)) for c in a.cross_run if str(Path(c) / "model.onnx") not in missing_cross),
             *card_carry.other_commands(prev),  # the earlier card's, for what is carried

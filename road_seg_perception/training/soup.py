@@ -11,6 +11,7 @@ its runs).
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -73,14 +74,32 @@ def record_path(out: Path) -> Path:
 
 
 def read_record(out: Path) -> dict | None:
-    """The record of the soup at ``out`` (``models``: its inputs as given, ``command``), or None if it is none."""
+    """The record of the soup at ``out``, or None if it has none: ``models``, its inputs (paths relative to
+    ``out``'s folder, so the record holds wherever it is read from) and ``command``, as it was given."""
     path = record_path(out)
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if not (isinstance(record["models"], list) and isinstance(record["command"], str)):
+            raise TypeError("models must be a list, command a string")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"soup record {path} is not one road-seg-soup writes ({e})") from e
+    return record
+
+
+def record_models(out: Path) -> list[Path] | None:
+    """The input files of the soup at ``out`` (as paths from the current folder, normalised), or None."""
+    record = read_record(out)
+    if record is None:
+        return None
+    return [Path(os.path.relpath(os.path.normpath(out.parent.absolute() / m))) for m in record["models"]]
 
 
 def write_record(out: Path, models: list[str], argv: list[str]) -> None:
-    """Write the soup's record: its inputs and the command that made it."""
-    record = {"models": models, "command": shlex.join(["road-seg-soup", *argv])}
+    """Write the soup's record: its inputs (relative to ``out``'s folder) and the command that made it."""
+    rel = [os.path.relpath(Path(m).absolute(), out.parent.absolute()) for m in models]
+    record = {"models": rel, "command": shlex.join(["road-seg-soup", *argv])}
     tmp = record_path(out).with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     tmp.replace(record_path(out))
@@ -108,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelFileError, ValueError, OSError) as e:
         return fail("road-seg-soup", e, EXIT_USAGE, a.debug)
     try:
+        record_path(out).unlink(missing_ok=True)  # never a record of an earlier soup beside this one
         atomic_save(models[0], out)
         write_record(out, a.models, [a.output, *a.models])
         print(f"wrote {out}: the mean of {len(models)} models' weights")
