@@ -242,7 +242,8 @@ def test_card_of_a_soup_lists_its_runs_as_one_stage_and_carries_it_whole(tmp_pat
          "train_masks": "labels", "positive_ids": [0], "void_ids": [255], "holdout_every": 3,
          "holdout_name": "idd_val"}], "model": {"input_hw": [32, 64]}, "train": {"epochs": 2,
                                                                                  "finetune_lr_scale": 0.15}}
-    prev = _timed_card([{"name": "shipped", "model": "models/m.onnx", "total_ms": 12.5, "fps": 80.0, "splits": {}}])
+    prev = {**_timed_card([{"name": "shipped", "model": "models/m.onnx", "total_ms": 12.5, "fps": 80.0,
+                            "splits": {}}]), "recipe": "Loss bce. Then 2 epochs more."}  # stages a and b
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "MODEL_CARD.json").write_text(json.dumps(prev))
     _git(tmp_path, "init", "-q")
@@ -271,10 +272,10 @@ def test_card_of_a_soup_lists_its_runs_as_one_stage_and_carries_it_whole(tmp_pat
                                                                     ("r3", 3)]
     assert got["soup"] == {"run": "s", "command": soup_cmd}
     assert got["datasets"] == prev["datasets"]  # the recipe's first stage's data; stage 3's own in its sentence
-    assert got["recipe"] == ("Loss bce. Then 3 runs of 2 epochs at 32x64 from the stage before's checkpoint, "
-                             "learning rate x0.15, with `datasets.idd.weight=2.0`, one with each of `train.seed=1`; "
-                             "`train.seed=2`; `train.seed=3`; the shipped model is the mean of their weights (a "
-                             "weight soup, `road-seg-soup`).")
+    assert got["recipe"] == ("Loss bce. Then 2 epochs more. Then 3 runs of 2 epochs at 32x64 from the stage "
+                             "before's checkpoint, learning rate x0.15, with `datasets.idd.weight=2.0`, one with each "
+                             "of `train.seed=1`; `train.seed=2`; `train.seed=3`; the shipped model is the mean of "
+                             "their weights (a weight soup, `road-seg-soup`).")
     assert got["commands"][:6] == [
         "road-seg-train --config c.yaml    # stage 1 of 3; resumable: road-seg-train --resume runs/a",
         "road-seg-train --config c.yaml --init-from runs/a/model.keras --set train.epochs=2"
@@ -295,11 +296,17 @@ def test_card_of_a_soup_lists_its_runs_as_one_stage_and_carries_it_whole(tmp_pat
         MC._check_soup(Path("runs/s"), MC.soup_runs(Path("runs/s")))
     with pytest.raises(CC.CarryError, match="the run runs/r4 it averaged has no metrics.json"):
         MC._check_soup(Path("runs/s"), [Path("runs/r1"), Path("runs/r4")])
+    (Path("runs/r3") / "command.txt").write_text("road-seg-train --config c.yaml --init-from runs/b/model.keras "
+                                                 "--set datasets.idd.weight=2.0 --set train.seed=3\n")
 
     # that card committed, then a machine without the runs: every stage and the soup carried as they were
     Path("models/MODEL_CARD.json").write_text(json.dumps(got))
     _git(tmp_path, "add", "models")
     _git(tmp_path, "commit", "-qm", "soup card")
+    assert MC.main(args) == 0  # made again from that card: its stages and recipe carried as far as stage 2 only
+    remade = json.loads((tmp_path / "out" / "MODEL_CARD.json").read_text())
+    assert remade["recipe"] == got["recipe"] and remade["stages"] == got["stages"]
+    assert remade["commands"][:6] == got["commands"][:6]
     for r in [*runs, "runs/s"]:
         for f in Path(r).iterdir():
             f.unlink()
@@ -323,6 +330,8 @@ def test_card_of_a_soup_lists_its_runs_as_one_stage_and_carries_it_whole(tmp_pat
     assert [(s["run"], s.get("soup")) for s in tuned["stages"]] == [
         *[(s["run"], s.get("soup")) for s in got["stages"]], ("t", None)]
     assert tuned["soup"] == got["soup"]
+    assert tuned["recipe"] == got["recipe"] + (" Then 2 epochs at 32x64 from the stage before's checkpoint "
+                                               "(`--init-from`), learning rate x0.15, same data and augmentation.")
     assert tuned["commands"][5:7] == [
         f"{soup_cmd}    # the mean of stage 3's runs' weights, which stage 4 starts from",
         "road-seg-train --config c.yaml --init-from runs/s/model.keras"

@@ -123,6 +123,14 @@ def carry_stages(prev: dict, origin: str, last_run: str) -> tuple[list[dict], li
     return out, [lines[j]["cmd"] for j in keep]
 
 
+def carry_recipe(prev: dict, stages: list[dict]) -> str:
+    """The earlier card's recipe as far as the carried ``stages`` go: its first stage's summary and one
+    " Then ..." sentence for each later stage (the runs of a soup share one)."""
+    labels = stage_labels(stages)
+    n = int(labels[-1].split()[1].rstrip(",")) if labels else 1
+    return " Then ".join(prev["recipe"].split(" Then ")[:n])
+
+
 def other_commands(prev: dict) -> list[str]:
     """The earlier card's commands for everything but its stages, its soup, its export and its measuring line."""
     return [c for c in prev.get("commands", []) if not _STAGE.match(c) and not c.startswith("road-seg-export ")

@@ -530,7 +530,7 @@ def _measure(a: argparse.Namespace) -> int:
     elif prev and (start := _init_dir(stages[0])) is not None:  # the first stage began from an earlier card's
         carried, carried_cmds = card_carry.carry_stages(prev, origin, start.name)
     if carried:
-        arch, recipe = prev["architecture"], prev["recipe"]
+        arch, recipe = prev["architecture"], card_carry.carry_recipe(prev, carried)
         recipe += "".join(_stage_sentence(d) for d in chain)
     else:
         arch, recipe = _cfg_summary(load_config(stages[0] / "config.yaml"))
