@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from road_seg_perception.tools.card_carry import stage_labels  # noqa: E402
 from road_seg_perception.tools.model_card import main as measure  # noqa: E402
-from road_seg_perception.tools.model_card import render, stage_labels  # noqa: E402
+from road_seg_perception.tools.model_card import render  # noqa: E402
 from road_seg_perception.tools.quantize import main as quantize  # noqa: E402
 from road_seg_perception.tools.threshold import main as choose_threshold  # noqa: E402
 from road_seg_perception.training.export import main as export  # noqa: E402
@@ -40,7 +41,6 @@ RUN = "runs/road_mnv2_soup"
 STAGE5 = "runs/road_mnv2_long5"
 #: Stage 6: fine-tunes of stage 5, one per seed, whose mean is the shipped model (road-seg-soup).
 SOUP_SEEDS = (1, 2, 3)
-SOUP_RUNS = [f"runs/road_mnv2_idd2s{s}" for s in SOUP_SEEDS]
 #: The model shipped before the soup, stage 5 with its operating point (``git show
 #: 73b9bda:models/road_unet_camvid.onnx``), and the commands that make it again from stage 5.
 STAGE5_SHIPPED = "runs/stage5_shipped/road_unet_camvid.onnx"
@@ -218,7 +218,7 @@ def paragraphs(card: dict) -> dict[str, str]:
     note += (" Stage 3 repeats stage 2's settings on frames that the shared pre-processing resizes bilinearly; "
              "stage 4 trains 6 more epochs at 256x352 from stage 3 at three tenths of the learning rate (cosine "
              "decay), and stage 5 6 more from stage 4 at 0.15 of it. Stage 6 is "
-             f"{len(SOUP_RUNS)} runs of 3 epochs from stage 5 at 0.15 of the learning rate with IDD-Lite's frames "
+             f"{len(SOUP_SEEDS)} runs of 3 epochs from stage 5 at 0.15 of the learning rate with IDD-Lite's frames "
              "drawn twice per epoch, one per seed; the shipped model is the mean of their weights (docs/training.md, "
              "\"Weight soups\"). Stages 1 and 2, and every candidate below but "
              "stages 3 to 6, the soup, the two cross runs (both of their stages) and the MobileNetV3-Small runs, were "

@@ -121,19 +121,25 @@ def _timed_card(candidates: list[dict]) -> dict:
                                     "weight": 1.0, "splits": {}}}}
 
 
+def _small_config(root) -> dict:
+    """A config of two small datasets written under ``root``: CamVid (drive 0001TP held out, 2 frames, 2 trained)
+    and IDD-Lite (sequence folders 0-3, every 3rd held out: 3 frames), input 32x64."""
+    write_idd(root / "idd", {"0": 2, "1": 1, "2": 1, "3": 1})
+    write_camvid(root / "cv", [f"0001TP_{i:06d}" for i in range(2)] + [f"0006R0_{i:06d}" for i in range(2)])
+    return {"datasets": [
+        {"name": "camvid", "format": "camvid", "root": str(root / "cv"), "holdout_drives": ["0001TP"],
+         "holdout_name": "camvid_0001TP"},
+        {"name": "idd", "format": "idd", "root": str(root / "idd"), "train_images": "images",
+         "train_masks": "labels", "positive_ids": [0], "void_ids": [255], "holdout_every": 3,
+         "holdout_name": "idd_val"}], "model": {"input_hw": [32, 64]}}
+
+
 def test_card_of_a_machine_without_the_runs_scores_the_shipped_model_and_carries_the_rest(tmp_path, tiny_model,
                                                                                            monkeypatch):
     """The shipped run, a cross run and a candidate are all missing: the card still comes out, marked."""
     import yaml
 
-    write_idd(tmp_path / "idd", {"0": 2, "1": 1, "2": 1, "3": 1})
-    write_camvid(tmp_path / "cv", [f"0001TP_{i:06d}" for i in range(2)] + [f"0006R0_{i:06d}" for i in range(2)])
-    cfg = {"datasets": [
-        {"name": "camvid", "format": "camvid", "root": str(tmp_path / "cv"), "holdout_drives": ["0001TP"],
-         "holdout_name": "camvid_0001TP"},
-        {"name": "idd", "format": "idd", "root": str(tmp_path / "idd"), "train_images": "images",
-         "train_masks": "labels", "positive_ids": [0], "void_ids": [255], "holdout_every": 3,
-         "holdout_name": "idd_val"}], "model": {"input_hw": [32, 64]}}
+    cfg = _small_config(tmp_path)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     cross_row = {"name": "cross run x_hires", "model": "runs/x_hires/model.onnx", "total_ms": 5.0, "fps": 200.0,
                  "splits": {"camvid_val": 0.8}}
@@ -233,15 +239,7 @@ def test_card_of_a_soup_lists_its_runs_as_one_stage_and_carries_it_whole(tmp_pat
 
     from road_seg_perception.training.soup import write_record
 
-    write_idd(tmp_path / "idd", {"0": 2, "1": 1, "2": 1, "3": 1})
-    write_camvid(tmp_path / "cv", [f"0001TP_{i:06d}" for i in range(2)] + [f"0006R0_{i:06d}" for i in range(2)])
-    cfg = {"datasets": [
-        {"name": "camvid", "format": "camvid", "root": str(tmp_path / "cv"), "holdout_drives": ["0001TP"],
-         "holdout_name": "camvid_0001TP"},
-        {"name": "idd", "format": "idd", "root": str(tmp_path / "idd"), "train_images": "images",
-         "train_masks": "labels", "positive_ids": [0], "void_ids": [255], "holdout_every": 3,
-         "holdout_name": "idd_val"}], "model": {"input_hw": [32, 64]}, "train": {"epochs": 2,
-                                                                                 "finetune_lr_scale": 0.15}}
+    cfg = {**_small_config(tmp_path), "train": {"epochs": 2, "finetune_lr_scale": 0.15}}
     prev = {**_timed_card([{"name": "shipped", "model": "models/m.onnx", "total_ms": 12.5, "fps": 80.0,
                             "splits": {}}]), "recipe": "Loss bce. Then 2 epochs more."}  # stages a and b
     (tmp_path / "models").mkdir()

@@ -92,6 +92,11 @@ def stage_labels(stages: list[dict]) -> list[str]:
     return labels
 
 
+def stage_number(label: str) -> int:
+    """6 for 'Stage 6' and for 'Stage 6, run 1 of 3'."""
+    return int(label.split()[1].rstrip(","))
+
+
 def _label(m: re.Match) -> str:
     return f"Stage {m['i']}" + (f", run {m['k']} of {m['n']}" if m["k"] else "")
 
@@ -104,9 +109,9 @@ def carry_stages(prev: dict, origin: str, last_run: str) -> tuple[list[dict], li
     stages = prev.get("stages", [])
     names = [s["run"] for s in stages]
     lines = [m for c in prev.get("commands", []) if (m := _STAGE.match(c))]
-    if [_label(m) for m in lines] != stage_labels(stages):
-        raise CarryError(f"the earlier card's stage commands ({[_label(m) for m in lines]}) do not match its stages "
-                         f"({stage_labels(stages)})")
+    found, want = [_label(m) for m in lines], stage_labels(stages)
+    if found != want:
+        raise CarryError(f"the earlier card's stage commands ({found}) do not match its stages ({want})")
     soup_runs = [j for j, st in enumerate(stages) if "soup" in st]
     if last_run == prev.get("soup", {}).get("run") and soup_runs:
         keep = list(range(soup_runs[-1] + 1))
@@ -126,8 +131,7 @@ def carry_stages(prev: dict, origin: str, last_run: str) -> tuple[list[dict], li
 def carry_recipe(prev: dict, stages: list[dict]) -> str:
     """The earlier card's recipe as far as the carried ``stages`` go: its first stage's summary and one
     " Then ..." sentence for each later stage (the runs of a soup share one)."""
-    labels = stage_labels(stages)
-    n = int(labels[-1].split()[1].rstrip(",")) if labels else 1
+    n = stage_number(stage_labels(stages)[-1]) if stages else 1
     return " Then ".join(prev["recipe"].split(" Then ")[:n])
 
 

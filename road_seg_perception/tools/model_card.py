@@ -32,6 +32,7 @@ from road_seg_perception.core.metrics import SplitScore
 from road_seg_perception.core.segmenter import RoadSegmenter
 from road_seg_perception.core.timing import time_keras_predict, time_segmenter
 from road_seg_perception.tools import card_carry
+from road_seg_perception.tools.card_carry import stage_labels, stage_number
 from road_seg_perception.tools.error_classes import config_errors, largest_false_class
 from road_seg_perception.training.config import dataset_configs, load_config
 from road_seg_perception.training.data import dataset_samples, label_spec
@@ -206,14 +207,6 @@ def _check_soup(run_dir: Path, runs: list[Path]) -> None:
                                     "the card describes a soup of fine-tunes of one stage")
 
 
-stage_labels = card_carry.stage_labels
-
-
-def _stage_number(label: str) -> int:
-    """6 for 'Stage 6' and 'Stage 6, run 1 of 3'."""
-    return int(label.split()[1].rstrip(","))
-
-
 def _stage_comment(label: str, total: int) -> str:
     """A stage's comment in the card's commands: 'stage 3 of 6', or 'stage 6 of 6, run 1 of 3' for a soup's run."""
     stage, _, run = label.lower().partition(", ")
@@ -229,7 +222,7 @@ def _soup_words(card: dict) -> str:
     """What the card's soup is: 'the mean of stage 6's runs' weights', and the stage that starts from it if any."""
     stages, labels = card["stages"], stage_labels(card["stages"])
     at = _soup_at(stages)
-    n = _stage_number(labels[at])
+    n = stage_number(labels[at])
     return f"the mean of stage {n}'s runs' weights" + ("" if at == len(stages) - 1 else
                                                          f", which stage {n + 1} starts from")
 
@@ -623,7 +616,7 @@ def _measure(a: argparse.Namespace) -> int:
     stage_runs = [*((run_dir.parent / st["run"], cmd) for st, cmd in zip(carried, carried_cmds, strict=True)),
                   *((d, _command(d)) for d in [*chain, *soup])]
     labels = stage_labels(card["stages"])
-    total = _stage_number(labels[-1]) if labels else 0
+    total = stage_number(labels[-1]) if labels else 0
     stage_lines = [cmd + f"    # {_stage_comment(label, total)}{' (the shipped run)' if d == run_dir else ''}; "
                    f"resumable: road-seg-train --resume {d}"
                    for label, (d, cmd) in zip(labels, stage_runs, strict=True)]
