@@ -270,3 +270,32 @@ def test_global_context_gate_starts_at_one_and_exports(tmp_path):
     assert with_input_hw(gated, (64, 96)).output_shape == (None, 64, 96, 1)
     with pytest.raises(ValueError, match="model.global_context"):
         UNetConfig(encoder="unet", global_context=True).validate()
+
+
+def test_full_res_head_starts_at_the_plain_output_and_exports(tmp_path):
+    from road_seg_perception.training.export import export_onnx, with_input_hw
+    from road_seg_perception.training.loop import transfer_weights
+
+    plain = build_model(TINY)
+    full = build_model(UNetConfig(**{**TINY.__dict__, "full_res_head": True}))
+    # f = decoder_filters // 2 = 4: image conv 3x3x3->2 (+BN 2x4), projection 8->2 (+BN 2x4), separable 3x3 over
+    # 1 + 2 + 2 channels -> 4 (+BN 4x4), 1x1 4 -> 1 with bias
+    assert full.count_params() == plain.count_params() + 54 + 8 + 16 + 8 + (45 + 20) + 16 + 5
+    copied, kept = transfer_weights(plain, full)
+    assert sorted(kept) == ["full_bn", "full_image", "full_image_bn", "full_logits", "full_proj", "full_projbn",
+                            "full_sep"] and copied > 0
+    x = np.random.default_rng(8).random((2, 32, 64, 3), dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(full(x)), np.asarray(plain(x)))  # the correction starts at 0
+    conv = full.get_layer("full_logits")
+    conv.set_weights([np.random.default_rng(9).normal(0, 0.5, v.shape).astype(np.float32)
+                      for v in conv.get_weights()])
+    probe = keras.Model(full.inputs, [full.get_layer("head_up").output, full.get_layer("full_logits").output,
+                                      full.get_layer("head").output])
+    up, correction, prob = (np.asarray(t) for t in probe(x))
+    assert up.shape == correction.shape == prob.shape == (2, 32, 64, 1)
+    assert np.abs(correction).max() > 1e-3
+    np.testing.assert_allclose(prob, 1.0 / (1.0 + np.exp(-(up + correction))), rtol=1e-5, atol=1e-6)
+    assert export_onnx(full, tmp_path / "f.onnx", [x[0]]) <= 1e-4
+    assert with_input_hw(full, (64, 96)).output_shape == (None, 64, 96, 1)
+    with pytest.raises(ValueError, match="model.full_res_head"):
+        UNetConfig(encoder="unet", full_res_head=True).validate()

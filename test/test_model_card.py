@@ -87,6 +87,10 @@ def test_architecture_names_the_context_gate_only_when_on():
     assert "(32 channels at the finest), a 1x1 sigmoid head" in arch and "LR-ASPP" not in arch
     assert "(32 channels at the finest), its coarsest level gated channel by channel by the globally pooled " \
            "encoder features (LR-ASPP), a 1x1 sigmoid head" in gated
+    full, _ = MC._cfg_summary(load_config(REPO / "config" / "train_road.yaml", ["model.full_res_head=true"]))
+    assert "a 1x1 sigmoid head (`road_seg" in arch and "full resolution" not in arch
+    assert "a 1x1 sigmoid head at half the input's resolution, corrected at full resolution from a 3x3 " \
+           "convolution of the image and the decoder's last features (`road_seg" in full
 
 
 

@@ -400,7 +400,10 @@ def _cfg_summary(cfg: dict) -> tuple[str, str]:
                 f"convolution per level ({m['decoder_filters']} channels at the finest), "
                 + ("its coarsest level gated channel by channel by the globally pooled encoder features "
                    "(LR-ASPP), " if m.get("global_context") else "")
-                + "a 1x1 sigmoid head (`road_seg_perception/training/model.py`).")
+                + "a 1x1 sigmoid head"
+                + (" at half the input's resolution, corrected at full resolution from a 3x3 convolution of the "
+                   "image and the decoder's last features" if m.get("full_res_head") else "")
+                + " (`road_seg_perception/training/model.py`).")
     else:
         arch = (f"Light U-Net: {m['levels']} levels of {'separable ' if m['separable'] else ''}convolutions, base "
                 f"width {m['base_filters']}, stem stride {m['stem_stride']} (`road_seg_perception/training/model.py`).")

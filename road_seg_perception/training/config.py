@@ -33,6 +33,8 @@ class UNetConfig:
     channels at its finest level. Images are normalised for the encoder inside the model.
     ``global_context`` gates the decoder's coarsest features channel by channel with the
     encoder's globally pooled features (LR-ASPP, MobileNetV3 paper); the gate starts at 1.
+    ``full_res_head`` adds a residual correction of the road logit at the input's resolution, from
+    the image and the decoder's last features; it starts at 0.
     ``aux_classes > 0`` adds a training-only head that tells that many classes apart (see
     :func:`check_aux_head`); saved models and exports carry the road output only.
     """
@@ -48,6 +50,7 @@ class UNetConfig:
     encoder_weights: str = DEFAULT_BACKBONE
     decoder_filters: int = 32
     global_context: bool = False
+    full_res_head: bool = False
     aux_classes: int = 0
 
     @property
@@ -77,6 +80,8 @@ class UNetConfig:
             raise ValueError(f"model.decoder_filters must be >= 4, got {self.decoder_filters}")
         if self.global_context and self.encoder == "unet":
             raise ValueError("model.global_context needs a pretrained encoder (model.encoder), not unet")
+        if self.full_res_head and self.encoder == "unet":
+            raise ValueError("model.full_res_head needs a pretrained encoder (model.encoder), not unet")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.aux_classes < 0 or self.aux_classes == 1:

@@ -137,6 +137,21 @@ def _context_gate(x, s32, filters: int):
     return layers.Multiply(name="dec5_context")([x, g])
 
 
+def _full_res_correction(logits, feats, image, filters: int):
+    """``logits`` (upsampled to the input's size) plus a correction computed at that size from a 3x3
+    convolution of the (encoder-scaled) ``image`` and the decoder's last ``feats``, upsampled: the
+    half-resolution head's edges refined against the image's own. The correction's last 1x1 convolution
+    starts at zero, so a model initialised from one without it starts with the same output."""
+    own = layers.Conv2D(filters // 2, 3, padding="same", use_bias=False, name="full_image")(image)
+    own = layers.BatchNormalization(momentum=BN_MOMENTUM, name="full_image_bn")(own)
+    own = layers.ReLU(name="full_image_relu")(own)
+    ctx = layers.UpSampling2D(2, interpolation="bilinear", name="full_ctx_up")(_project(feats, filters // 2, "full"))
+    x = layers.Concatenate(name="full_concat")([logits, ctx, own])
+    x = _sep_block(x, filters, "full")
+    x = layers.Conv2D(1, 1, kernel_initializer="zeros", name="full_logits")(x)
+    return layers.Add(name="full_add")([logits, x])
+
+
 def build_mobilenet_unet(cfg: UNetConfig) -> keras.Model:
     """Pretrained encoder + light separable decoder: ``(N, H, W, 3)`` in [0, 1] -> road probability.
 
@@ -147,8 +162,8 @@ def build_mobilenet_unet(cfg: UNetConfig) -> keras.Model:
     f = cfg.decoder_filters
     inputs = keras.Input(shape=(*cfg.input_hw, 3), name="image")
     scale, offset = ENCODER_INPUT_SCALE[cfg.encoder]
-    x = layers.Rescaling(scale, offset=offset, name="enc_input_scale")(inputs)
-    s2, s4, s8, s16, s32 = PRETRAINED_ENCODERS[cfg.encoder](cfg.input_hw, cfg.encoder_weights)(x)
+    image = layers.Rescaling(scale, offset=offset, name="enc_input_scale")(inputs)
+    s2, s4, s8, s16, s32 = PRETRAINED_ENCODERS[cfg.encoder](cfg.input_hw, cfg.encoder_weights)(image)
     x = _project(s32, f * 4, "dec5")
     if cfg.global_context:
         x = _context_gate(x, s32, f * 4)
@@ -162,6 +177,8 @@ def build_mobilenet_unet(cfg: UNetConfig) -> keras.Model:
     feats = x
     x = layers.Conv2D(1, 1, name="head_logits")(x)
     x = layers.UpSampling2D(2, interpolation="bilinear", name="head_up")(x)
+    if cfg.full_res_head:
+        x = _full_res_correction(x, feats, image, f // 2)
     outputs = layers.Activation("sigmoid", dtype="float32", name="head")(x)
     return keras.Model(inputs, _with_aux_head(outputs, feats, cfg, 2), name=f"road_{cfg.encoder}")
 
