@@ -282,8 +282,8 @@ def test_full_res_head_starts_at_the_plain_output_and_exports(tmp_path):
     # 1 + 2 + 2 channels -> 4 (+BN 4x4), 1x1 4 -> 1 with bias
     assert full.count_params() == plain.count_params() + 54 + 8 + 16 + 8 + (45 + 20) + 16 + 5
     copied, kept = transfer_weights(plain, full)
-    assert sorted(kept) == ["full_bn", "full_image", "full_image_bn", "full_logits", "full_proj", "full_projbn",
-                            "full_sep"] and copied > 0
+    assert sorted(kept) == ["full_bn", "full_image_bn", "full_image_conv", "full_logits", "full_proj",
+                            "full_projbn", "full_sep"] and copied > 0
     x = np.random.default_rng(8).random((2, 32, 64, 3), dtype=np.float32)
     np.testing.assert_array_equal(np.asarray(full(x)), np.asarray(plain(x)))  # the correction starts at 0
     conv = full.get_layer("full_logits")

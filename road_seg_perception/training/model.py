@@ -142,9 +142,7 @@ def _full_res_correction(logits, feats, image, filters: int):
     convolution of the (encoder-scaled) ``image`` and the decoder's last ``feats``, upsampled: the
     half-resolution head's edges refined against the image's own. The correction's last 1x1 convolution
     starts at zero, so a model initialised from one without it starts with the same output."""
-    own = layers.Conv2D(filters // 2, 3, padding="same", use_bias=False, name="full_image")(image)
-    own = layers.BatchNormalization(momentum=BN_MOMENTUM, name="full_image_bn")(own)
-    own = layers.ReLU(name="full_image_relu")(own)
+    own = _conv_bn_relu(image, filters // 2, "full_image", separable=False)
     ctx = layers.UpSampling2D(2, interpolation="bilinear", name="full_ctx_up")(_project(feats, filters // 2, "full"))
     x = layers.Concatenate(name="full_concat")([logits, ctx, own])
     x = _sep_block(x, filters, "full")
