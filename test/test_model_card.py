@@ -79,7 +79,7 @@ def test_recipe_names_the_exposure_augmentation_only_when_on():
     assert "gamma" not in plain and "white_balance" not in plain
 
 
-def test_architecture_names_the_context_gate_only_when_on():
+def test_architecture_names_the_context_gate_and_full_res_head_only_when_on():
     from road_seg_perception.training.config import load_config
 
     arch, _ = MC._cfg_summary(load_config(REPO / "config" / "train_road.yaml"))

@@ -78,10 +78,9 @@ class UNetConfig:
             raise ValueError(f"model.base_filters must be >= 4, got {self.base_filters}")
         if self.decoder_filters < 4:
             raise ValueError(f"model.decoder_filters must be >= 4, got {self.decoder_filters}")
-        if self.global_context and self.encoder == "unet":
-            raise ValueError("model.global_context needs a pretrained encoder (model.encoder), not unet")
-        if self.full_res_head and self.encoder == "unet":
-            raise ValueError("model.full_res_head needs a pretrained encoder (model.encoder), not unet")
+        for key in ("global_context", "full_res_head"):
+            if getattr(self, key) and self.encoder == "unet":
+                raise ValueError(f"model.{key} needs a pretrained encoder (model.encoder), not unet")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.aux_classes < 0 or self.aux_classes == 1:
